@@ -1,0 +1,1 @@
+"""The loopback fast path: rendezvous, handshake, connection state, owner check."""

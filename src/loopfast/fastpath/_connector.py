@@ -1,0 +1,98 @@
+"""The client side of the rendezvous: find the listener, check its owner, say hello.
+
+Order of events, each step able to send the client back to plain TCP:
+
+1. connect an AF_UNIX stream to the rendezvous names, exact bind first;
+2. check the peer (SO_PEERCRED) owns the TCP listener the address reaches (F10);
+3. reserve the TCP-style local address (the application's own TCP socket,
+   bound if it was not, kept open so the address stays unique and visible to ss);
+4. send the hello; the connection is established (see _handshake: no answer).
+
+The caller then moves the AF_UNIX stream to the application's fd number.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket as _stdsocket
+from typing import Any
+
+from .. import _addresses
+from . import _handshake, _owner
+from ._connection import PeerCredentials, peer_credentials
+
+_log = logging.getLogger("loopfast")
+
+
+class Rendezvous:
+    """An AF_UNIX stream to a listener that passed the owner check, hello not yet sent."""
+
+    def __init__(self, stream: _stdsocket.socket, credentials: PeerCredentials) -> None:
+        self.stream = stream
+        self.credentials = credentials
+
+    def say_hello(self, family: int, local: tuple[Any, ...], target: tuple[Any, ...]) -> None:
+        """Send the hello presenting *local* as the client's address and *target* as the server's.
+
+        Raises:
+            OSError: the listener went away in between.
+        """
+        cip, tip = local[0], target[0]
+        fam = _stdsocket.AF_INET6
+        v4c, v4t = _addresses.ipv4_of(family, cip), _addresses.ipv4_of(family, tip)
+        if v4c is not None and v4t is not None:
+            fam, cip, tip = _stdsocket.AF_INET, v4c, v4t
+        hello = _handshake.Hello(fam, cip, local[1], tip, target[1])
+        self.stream.sendall(_handshake.encode(hello))
+
+
+def find(family: int, host: str, port: int, timeout: float | None) -> Rendezvous | None:
+    """Reach a fast-path listener of *host*:*port* (numeric, loopback), or None for TCP.
+
+    *timeout* is the application socket's: 0.0 never waits (a full backlog
+    means TCP), None waits, a number bounds the wait.
+
+    Raises:
+        TimeoutError: the rendezvous did not answer within *timeout*.
+    """
+    for name in _addresses.client_names(family, host, port):
+        stream = _stdsocket.socket(_stdsocket.AF_UNIX, _stdsocket.SOCK_STREAM)
+        try:
+            stream.settimeout(timeout)
+            stream.connect(name)
+        except (ConnectionRefusedError, FileNotFoundError):
+            stream.close()
+            continue
+        except BlockingIOError:  # backlog full and the caller does not wait
+            stream.close()
+            return None
+        except BaseException:
+            stream.close()
+            raise
+        credentials = peer_credentials(stream)
+        if _owner_matches(family, host, port, credentials):
+            return Rendezvous(stream, credentials)
+        stream.close()
+        return None
+    return None
+
+
+def _owner_matches(family: int, host: str, port: int, creds: PeerCredentials) -> bool:
+    v4 = _addresses.ipv4_of(family, host)
+    lookup_family, lookup_host = (_stdsocket.AF_INET, v4) if v4 else (_stdsocket.AF_INET6, host)
+    try:
+        owner = _owner.listener_uid(lookup_family, lookup_host, port)
+    except OSError as exc:
+        _log.warning("loopfast: cannot tell who owns %s:%s (%s); using TCP", host, port, exc)
+        return False
+    if owner is None:
+        _log.warning(
+            "loopfast: a process (pid %d, uid %d) holds the fast-path name of %s:%s but no "
+            "TCP listener is there; using TCP", creds.pid, creds.uid, host, port)
+        return False
+    if owner != creds.uid:
+        _log.warning(
+            "loopfast: the fast-path peer of %s:%s (pid %d, uid %d) does not own its TCP "
+            "listener (uid %d); using TCP", host, port, creds.pid, creds.uid, owner)
+        return False
+    return True

@@ -1,0 +1,229 @@
+"""The server side of the rendezvous: one listening socket, two kinds of arrival.
+
+A fast-path listener is a TCP listener (for every client that does not take
+the fast path, and as the proof of ownership clients check) plus AF_UNIX
+listeners on the rendezvous names. Both, and every arrival whose hello has not
+come in yet, sit in one epoll instance, and that epoll instance is what the
+application's socket fd refers to: ``select``/``selectors`` on ``fileno()`` see
+the listener readable when any kind of connection waits.
+
+Invariants:
+- ``self.tcp`` is the only reference to the TCP listener's file description;
+  the application's fd number refers to the epoll instance until ``close`` or
+  ``restore_tcp``.
+- An arrival moves from ``pending`` to the caller only with a whole, valid
+  hello consumed from its stream and nothing more.
+- A pending arrival older than HELLO_DEADLINE is dropped, and at most
+  MAX_PENDING are held, so silent clients cannot pin memory or fds.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+import socket as _stdsocket
+import time
+import weakref
+from typing import Any
+
+from .. import _addresses, filters, policy
+from . import _handshake
+from ._connection import PeerCredentials, peer_credentials
+
+HELLO_DEADLINE = 5.0
+MAX_PENDING = 1024
+
+_log = logging.getLogger("loopfast")
+
+Arrival = tuple[_stdsocket.socket, _handshake.Hello, PeerCredentials]
+
+
+class Listener:
+    """The kernel parts of a fast-path listener (see the module docstring)."""
+
+    def __init__(self, tcp: _stdsocket.socket, host: str, port: int, dual_stack: bool) -> None:
+        self.tcp = tcp
+        self.family = tcp.family
+        self.host, self.port, self.dual_stack = host, port, dual_stack
+        self.rendezvous: list[_stdsocket.socket] = []
+        self.pending: dict[int, tuple[_stdsocket.socket, float]] = {}
+        self.epoll = select.epoll()
+        self.epoll.register(tcp.fileno(), select.EPOLLIN)
+        self._tcp_turn = False
+        self._watch = _weak_withdraw(self)
+        filters.watch(self._watch)
+
+    @classmethod
+    def start(cls, sock: _stdsocket.socket, backlog: int) -> Listener | None:
+        """Publish *sock*'s rendezvous names and bundle it; None when the fast path is not offered.
+
+        *sock* must be listening. On success the fd number of *sock* refers to
+        the bundle's epoll instance and the TCP listener lives on in ``tcp``.
+
+        Raises:
+            OSError: creating the epoll instance or duplicating fds failed.
+        """
+        host, port = sock.getsockname()[:2]
+        dual = sock.family == _stdsocket.AF_INET6 and not sock.getsockopt(
+            _stdsocket.IPPROTO_IPV6, _stdsocket.IPV6_V6ONLY)
+        names = _addresses.listener_names(sock.family, host, port, dual)
+        if not names or not _offer_allowed(host, port):
+            return None
+        tcp = _stdsocket.socket(sock.family, _stdsocket.SOCK_STREAM, sock.proto,
+                                fileno=os.dup(sock.fileno()))
+        tcp.setblocking(False)
+        self = cls(tcp, host, port, dual)
+        for name in names:
+            self._publish(name, backlog)
+        if not self.rendezvous:
+            self.close()
+            return None
+        os.dup2(self.epoll.fileno(), sock.fileno(), inheritable=False)
+        return self
+
+    def _publish(self, name: bytes, backlog: int) -> None:
+        kind = _stdsocket.SOCK_STREAM | _stdsocket.SOCK_NONBLOCK
+        unix = _stdsocket.socket(_stdsocket.AF_UNIX, kind)
+        try:
+            unix.bind(name)
+        except OSError as exc:
+            unix.close()
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            _log.warning(
+                "loopfast: rendezvous name %r is taken by another process; %s:%s serves "
+                "TCP only to clients that look it up", name[1:].decode(), self.host, self.port)
+            return
+        unix.listen(backlog)
+        self.epoll.register(unix.fileno(), select.EPOLLIN)
+        self.rendezvous.append(unix)
+
+    def next_arrival(self) -> tuple[int, Any] | Arrival | None:
+        """One waiting connection, or None: a TCP ``(fd, addr)`` or a fast-path arrival.
+
+        Never blocks. TCP and fast-path arrivals take turns so neither starves.
+
+        Raises:
+            OSError: the TCP listener's accept failed (e.g. EMFILE).
+        """
+        self._tcp_turn = not self._tcp_turn
+        first, second = (self._accept_tcp, self._accept_fast)
+        if not self._tcp_turn:
+            first, second = second, first
+        return first() or second()
+
+    def wait(self, timeout: float | None) -> None:
+        """Park until something may be ready (-1 = forever), or *timeout* seconds pass."""
+        self.epoll.poll(-1 if timeout is None else timeout, 1)
+
+    def _accept_tcp(self) -> tuple[int, Any] | None:
+        try:
+            return self.tcp._accept()  # type: ignore[attr-defined, no-any-return]
+        except (BlockingIOError, InterruptedError):
+            return None
+
+    def _accept_fast(self) -> Arrival | None:
+        for unix in self.rendezvous:
+            while len(self.pending) < MAX_PENDING:
+                try:
+                    fd, _ = unix._accept()  # type: ignore[attr-defined]
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:  # EMFILE and friends: leave it queued, say so
+                    _log.warning("loopfast: accepting a fast-path arrival failed: %s", exc)
+                    break
+                conn = _stdsocket.socket(_stdsocket.AF_UNIX, _stdsocket.SOCK_STREAM, 0, fileno=fd)
+                conn.setblocking(False)
+                self.pending[fd] = (conn, time.monotonic() + HELLO_DEADLINE)
+                self.epoll.register(fd, select.EPOLLIN | select.EPOLLRDHUP)
+        return self._take_hello()
+
+    def _take_hello(self) -> Arrival | None:
+        now = time.monotonic()
+        for fd, (conn, deadline) in list(self.pending.items()):
+            try:
+                head = conn.recv(_handshake.HELLO_SIZE, _stdsocket.MSG_PEEK)
+            except BlockingIOError:
+                head = None
+            except OSError:
+                head = b""
+            if head is not None and len(head) == _handshake.HELLO_SIZE:
+                self._forget(fd)
+                arrival = self._validate(conn)
+                if arrival is not None:
+                    return arrival
+            elif head == b"" or now > deadline:
+                self._forget(fd)
+                conn.close()
+        return None
+
+    def _validate(self, conn: _stdsocket.socket) -> Arrival | None:
+        try:
+            hello = _handshake.decode(conn.recv(_handshake.HELLO_SIZE))
+            self._check(hello)
+            if not _offer_allowed(self.host, self.port):
+                raise _handshake.HandshakeError(errno.ECONNREFUSED, "a filter now covers this port")
+            return conn, hello, peer_credentials(conn)
+        except OSError as exc:
+            _log.warning("loopfast: refused a fast-path client of %s:%s: %s",
+                         self.host, self.port, exc)
+            conn.close()
+            return None
+
+    def _check(self, hello: _handshake.Hello) -> None:
+        refuse = _handshake.HandshakeError
+        if hello.target_port != self.port:
+            raise refuse(errno.ECONNREFUSED, f"hello is for port {hello.target_port}")
+        if not _addresses.is_loopback(hello.family, hello.client_ip):
+            raise refuse(errno.ECONNREFUSED, f"client address {hello.client_ip} is not loopback")
+        ipv4 = hello.family == _stdsocket.AF_INET
+        if self.family == _stdsocket.AF_INET and not ipv4:
+            raise refuse(errno.ECONNREFUSED, "IPv6 client at an IPv4 listener")
+        if self.family == _stdsocket.AF_INET6 and ipv4 and not self.dual_stack:
+            raise refuse(errno.ECONNREFUSED, "IPv4 client at an IPv6-only listener")
+
+    def _forget(self, fd: int) -> None:
+        del self.pending[fd]
+        self.epoll.unregister(fd)
+
+    def withdraw(self) -> None:
+        """Stop offering the fast path: close the rendezvous names and pending arrivals."""
+        for unix in self.rendezvous:
+            self.epoll.unregister(unix.fileno())
+            unix.close()
+        self.rendezvous.clear()
+        for fd, (conn, _) in list(self.pending.items()):
+            self._forget(fd)
+            conn.close()
+
+    def restore_tcp(self, fd: int) -> None:
+        """Put the TCP listener back at fd number *fd* and release everything else."""
+        os.dup2(self.tcp.fileno(), fd, inheritable=False)
+        self.close()
+
+    def close(self) -> None:
+        """Release every fd of the bundle except the application's own fd number."""
+        filters.unwatch(self._watch)
+        self.withdraw()
+        self.epoll.close()
+        self.tcp.close()
+
+
+def _offer_allowed(host: str, port: int) -> bool:
+    if not policy.current().allows(port):
+        return False
+    return not filters.covering("server", (host, port))
+
+
+def _weak_withdraw(listener: Listener) -> Any:
+    ref = weakref.ref(listener)
+
+    def withdraw_if_covered() -> None:
+        target = ref()
+        if target is not None and target.rendezvous and not _offer_allowed(target.host,
+                                                                            target.port):
+            target.withdraw()
+
+    return withdraw_if_covered

@@ -1,0 +1,112 @@
+"""Who owns the TCP listener a connection would reach (SPEC F10).
+
+A client trusts a fast-path peer only when the peer's uid (SO_PEERCRED) is the
+uid that owns the TCP listener a SYN to the same address and port would reach.
+An abstract AF_UNIX name can be taken by anyone in the namespace; the TCP port
+cannot be answered by anyone but its owner, so this turns a name squatter into
+a plain-TCP fall-back.
+
+The question is asked of the kernel with one sock_diag exact lookup: the kernel
+runs its own listener lookup (exact bind first, then wildcard, dual-stack
+included) and reports the socket's uid. That costs two syscalls, where reading
+/proc/net/tcp costs a walk over every TCP socket of the namespace; the file is
+the fall-back when netlink is not available.
+"""
+
+from __future__ import annotations
+
+import socket as _stdsocket
+import struct
+import threading
+
+_NETLINK_SOCK_DIAG = 4
+_SOCK_DIAG_BY_FAMILY = 20
+_NLM_F_REQUEST = 0x1
+_NLMSG_ERROR = 2
+_TCP_LISTEN = 10
+_NOCOOKIE = 0xFFFFFFFF
+
+_NLMSGHDR = struct.Struct("=IHHII")
+# inet_diag_req_v2: family, protocol, ext, pad, states; then inet_diag_sockid.
+_REQ = struct.Struct("=BBBBI")
+_SOCKID = struct.Struct(">HH16s16s")
+_SOCKID_TAIL = struct.Struct("=III")
+# inet_diag_msg: family, state, timer, retrans, sockid (48 bytes), expires,
+# rqueue, wqueue, uid, inode.
+_MSG_STATE = struct.Struct("=BB")
+_MSG_UID_OFFSET = 4 + 48 + 12
+
+_lock = threading.Lock()
+_netlink: _stdsocket.socket | None = None
+
+
+def listener_uid(family: int, host: str, port: int) -> int | None:
+    """The uid owning the TCP listener that *host*:*port* reaches, or None if none listens.
+
+    *host* must be a numeric address of *family*.
+
+    Raises:
+        OSError: neither sock_diag nor /proc/net/tcp could be read.
+    """
+    try:
+        return _diag_lookup(family, host, port)
+    except OSError:
+        return _proc_lookup(family, host, port)
+
+
+def _request(family: int, host: str, port: int) -> bytes:
+    src = _stdsocket.inet_pton(family, host).ljust(16, b"\0")
+    body = (
+        _REQ.pack(family, _stdsocket.IPPROTO_TCP, 0, 0, 1 << _TCP_LISTEN)
+        + _SOCKID.pack(port, 0, src, b"\0" * 16)
+        + _SOCKID_TAIL.pack(0, _NOCOOKIE, _NOCOOKIE)
+    )
+    header = _NLMSGHDR.pack(_NLMSGHDR.size + len(body), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST, 1, 0)
+    return header + body
+
+
+def _diag_lookup(family: int, host: str, port: int) -> int | None:
+    global _netlink
+    request = _request(family, host, port)
+    with _lock:
+        if _netlink is None:
+            _netlink = _stdsocket.socket(
+                _stdsocket.AF_NETLINK, _stdsocket.SOCK_RAW | _stdsocket.SOCK_CLOEXEC,
+                _NETLINK_SOCK_DIAG,
+            )
+        _netlink.sendto(request, (0, 0))
+        reply = _netlink.recv(8192)
+    _length, kind, _flags, _seq, _pid = _NLMSGHDR.unpack_from(reply)
+    if kind == _NLMSG_ERROR:
+        (err,) = struct.unpack_from("=i", reply, _NLMSGHDR.size)
+        if err == 0 or -err == 2:  # ENOENT: nothing listens there
+            return None
+        raise OSError(-err, "sock_diag lookup failed")
+    _fam, state = _MSG_STATE.unpack_from(reply, _NLMSGHDR.size)
+    if state != _TCP_LISTEN:
+        return None
+    (uid,) = struct.unpack_from("=I", reply, _NLMSGHDR.size + _MSG_UID_OFFSET)
+    return int(uid)
+
+
+def _proc_lookup(family: int, host: str, port: int) -> int | None:
+    """The same answer from /proc/net/tcp{,6}: exact bind first, then wildcard."""
+    exact = _stdsocket.inet_pton(family, host)
+    candidates: dict[bytes, int] = {}
+    files = ["/proc/net/tcp"] if family == _stdsocket.AF_INET else ["/proc/net/tcp6"]
+    for path in files:
+        with open(path, encoding="ascii") as table:
+            next(table)
+            for line in table:
+                fields = line.split()
+                local, state, uid = fields[1], fields[3], fields[7]
+                addr_hex, port_hex = local.split(":")
+                if int(state, 16) != _TCP_LISTEN or int(port_hex, 16) != port:
+                    continue
+                # /proc prints each 32-bit word in host byte order.
+                raw = bytes.fromhex(addr_hex)
+                addr = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+                candidates[addr] = int(uid)
+    if exact in candidates:
+        return candidates[exact]
+    return candidates.get(b"\0" * len(exact))

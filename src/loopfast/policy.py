@@ -1,0 +1,167 @@
+"""The administrator's switch for the fast path (SPEC F9).
+
+Windows turns the loopback fast path off wherever a Windows Filtering Platform
+callout inspects connection data. Here an administrator turns it off for
+everything or for chosen ports, with an environment variable or a policy file;
+a covered connection takes ordinary TCP even when both sides asked for the
+fast path, so tools that watch TCP see it.
+
+Environment (read at every connect and listen, so a test or a wrapper can set it):
+
+    LOOPFAST_FAST_PATH=off          no fast path at all
+    LOOPFAST_EXCLUDE_PORTS=80,8000-8100
+                                    no fast path to or from these ports
+    LOOPFAST_POLICY_FILE=/path      the policy file (default /etc/loopfast/policy)
+
+Policy file (re-read when it changes)::
+
+    # comments and blank lines are ignored
+    fast_path = off                 # or on
+    exclude_ports = 5432, 8000-8100
+
+A policy that cannot be read or parsed turns the fast path off, and says why
+once in the ``loopfast`` logger: a broken policy must fail closed, never open.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+
+__all__ = ["DEFAULT_POLICY_FILE", "Policy", "PolicyError", "current"]
+
+DEFAULT_POLICY_FILE = "/etc/loopfast/policy"
+
+_log = logging.getLogger("loopfast")
+
+
+class PolicyError(ValueError):
+    """Raised by ``Policy.parse`` for a policy text it cannot understand."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """What the administrator allows: the fast path on or off, and excluded ports."""
+
+    enabled: bool = True
+    excluded_ports: frozenset[int] = frozenset()
+    reason: str = ""
+
+    def allows(self, port: int) -> bool:
+        """True when a connection to or from *port* may take the fast path."""
+        return self.enabled and port not in self.excluded_ports
+
+    @staticmethod
+    def parse_ports(text: str) -> frozenset[int]:
+        """Parse ``"80, 8000-8100"`` into a set of ports.
+
+        Raises:
+            PolicyError: a part that is not a port or a range of ports.
+        """
+        ports: set[int] = set()
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            low, _, high = part.partition("-")
+            try:
+                first, last = int(low), int(high or low)
+            except ValueError:
+                raise PolicyError(f"{part!r} is not a port or a range like 8000-8100") from None
+            if not 0 <= first <= last <= 65535:
+                raise PolicyError(f"{part!r} is outside 0-65535")
+            ports.update(range(first, last + 1))
+        return frozenset(ports)
+
+    @classmethod
+    def parse(cls, text: str, origin: str) -> Policy:
+        """Parse a policy file's *text*; *origin* names it in error messages.
+
+        Raises:
+            PolicyError: an unknown key, a bad value, or a line without ``=``.
+        """
+        enabled, ports = True, frozenset[int]()
+        for number, raw in enumerate(text.splitlines(), 1):
+            line = raw.split("#", 1)[0].strip()
+            if not line:
+                continue
+            key, sep, value = (s.strip() for s in line.partition("="))
+            if not sep:
+                raise PolicyError(f"{origin}:{number}: expected 'key = value', got {raw!r}")
+            if key == "fast_path":
+                enabled = _switch(value, f"{origin}:{number}")
+            elif key == "exclude_ports":
+                ports = ports | cls.parse_ports(value)
+            else:
+                raise PolicyError(f"{origin}:{number}: unknown key {key!r}")
+        return cls(enabled, ports, f"policy file {origin}" if not enabled else "")
+
+
+def _switch(value: str, origin: str) -> bool:
+    if value.lower() in ("on", "1", "yes", "true"):
+        return True
+    if value.lower() in ("off", "0", "no", "false"):
+        return False
+    raise PolicyError(f"{origin}: fast_path must be on or off, got {value!r}")
+
+
+class _FileCache:
+    """The parsed policy file, re-read when its mtime or size changes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key: tuple[str, int, int] | None = None
+        self._policy = Policy()
+        self._reported: set[str] = set()
+
+    def load(self, path: str) -> Policy:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return Policy()
+        except OSError as exc:
+            return self._broken(path, f"cannot stat it: {exc}")
+        key = (path, st.st_mtime_ns, st.st_size)
+        with self._lock:
+            if key == self._key:
+                return self._policy
+        try:
+            with open(path, encoding="utf-8") as f:
+                policy = Policy.parse(f.read(), path)
+        except (OSError, UnicodeDecodeError, PolicyError) as exc:
+            return self._broken(path, str(exc))
+        with self._lock:
+            self._key, self._policy = key, policy
+        return policy
+
+    def _broken(self, path: str, why: str) -> Policy:
+        if why not in self._reported:
+            self._reported.add(why)
+            _log.error("loopfast: fast path off: policy %s is unusable: %s", path, why)
+        return Policy(False, frozenset(), f"unusable policy {path}: {why}")
+
+
+_files = _FileCache()
+
+
+def current() -> Policy:
+    """The policy in force now: environment first, then the policy file.
+
+    Never raises: an unusable policy is reported in the log and turns the fast path off.
+    """
+    env = os.environ
+    switch = env.get("LOOPFAST_FAST_PATH")
+    if switch is not None:
+        try:
+            if not _switch(switch, "LOOPFAST_FAST_PATH"):
+                return Policy(False, frozenset(), "LOOPFAST_FAST_PATH=off")
+        except PolicyError as exc:
+            return _files._broken("LOOPFAST_FAST_PATH", str(exc))
+    policy = _files.load(env.get("LOOPFAST_POLICY_FILE", DEFAULT_POLICY_FILE))
+    excluded = env.get("LOOPFAST_EXCLUDE_PORTS")
+    if excluded:
+        try:
+            ports = Policy.parse_ports(excluded)
+        except PolicyError as exc:
+            return _files._broken("LOOPFAST_EXCLUDE_PORTS", str(exc))
+        policy = dataclasses.replace(policy, excluded_ports=policy.excluded_ports | ports)
+    return policy
