@@ -1,0 +1,1590 @@
+"""Conformance scenarios: one script of socket calls, run over any transport.
+
+Each scenario is ``def scenario_xxx(t: Transport, rec: Recorder) -> None``. It
+gets its sockets from ``t`` (which knows whether they are stdlib TCP sockets,
+loopfast sockets on the fast path, or loopfast sockets off it) and records
+every observable result through ``rec``. The test runs a scenario over stdlib
+TCP and over another transport and asserts that the two transcripts are equal.
+
+Rules every scenario keeps:
+
+- Only deterministic observables go into the transcript: data, return values,
+  exception class and errno, booleans about timing with wide margins. Never a
+  raw port, fd number, buffer size or byte count that the kernel may tune.
+- Addresses are recorded by shape (``addr_shape``) and by how they relate to
+  the other end (``rec.note("a == b", a == b)``).
+- Every blocking call is bounded: sockets from ``t`` carry a timeout, sockets
+  deliberately in blocking mode run under ``t.watchdog``, threads are joined
+  with a timeout, and every loop has an upper bound.
+- Every socket is made or adopted by ``t``, which closes it afterwards.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import random
+import select
+import selectors
+import socket
+import struct
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from enum import Enum
+from typing import Any
+
+V4 = "127.0.0.1"
+V6 = "::1"
+IO_TIMEOUT = 5.0
+JOIN_TIMEOUT = 20.0
+MiB = 1 << 20
+SOL = socket.SOL_SOCKET
+
+TRANSPORTS = ("tcp", "fastpath", "loopfast-off")
+
+Scenario = Callable[["Transport", "Recorder"], None]
+SCENARIOS: dict[str, Scenario] = {}
+
+
+def scenario(fn: Scenario) -> Scenario:
+    """Register ``scenario_xxx`` under the name ``xxx``."""
+    name = fn.__name__.removeprefix("scenario_")
+    if name in SCENARIOS:
+        raise ValueError(f"duplicate scenario {name}")
+    SCENARIOS[name] = fn
+    return fn
+
+
+class TransportViolation(AssertionError):
+    """A transport did not deliver what it promises (e.g. fast path not active)."""
+
+
+# ---------------------------------------------------------------- recording
+
+
+def exc_token(exc: BaseException) -> tuple[str, str, Any]:
+    """An exception as the transcript sees it: class and errno name."""
+    code = getattr(exc, "errno", None)
+    name = errno.errorcode.get(code, code) if isinstance(code, int) else code
+    return ("raise", type(exc).__name__, name)
+
+
+def norm(value: Any) -> Any:
+    """Make a value comparable across transports and readable in a diff."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        data = bytes(value)
+        if len(data) <= 64:
+            return data
+        return ("bytes", len(data), hashlib.sha256(data).hexdigest()[:16])
+    if isinstance(value, Enum):
+        return f"{type(value).__name__}.{value.name}"
+    if isinstance(value, tuple):
+        return tuple(norm(v) for v in value)
+    if isinstance(value, list):
+        return [norm(v) for v in value]
+    if isinstance(value, socket.socket):
+        raise TypeError("record a property of the socket, not the socket")
+    if isinstance(value, float):
+        return round(value, 6)
+    return value
+
+
+def addr_shape(addr: Any) -> Any:
+    """An address without its port number: family, host, port set or not."""
+    if isinstance(addr, tuple) and len(addr) == 2:
+        return ("inet", addr[0], isinstance(addr[1], int) and addr[1] > 0)
+    if isinstance(addr, tuple) and len(addr) == 4:
+        return ("inet6", addr[0], isinstance(addr[1], int) and addr[1] > 0, addr[2], addr[3])
+    if addr is None:
+        return None
+    return ("other", type(addr).__name__)
+
+
+class Recorder:
+    """The transcript of one scenario run."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, Any]] = []
+        self.failures: list[str] = []
+        self.aborted: str | None = None
+
+    def call(self, label: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call ``fn``; record its (normalised) result or its exception."""
+        try:
+            value = fn(*args, **kwargs)
+        except TransportViolation:
+            raise
+        except Exception as exc:
+            self.entries.append((label, exc_token(exc)))
+            return None
+        self.entries.append((label, norm(value)))
+        return value
+
+    def note(self, label: str, value: Any) -> Any:
+        self.entries.append((label, norm(value)))
+        return value
+
+    def expect(self, label: str, value: Any, expected: Any) -> Any:
+        """Record ``value``; also note a failure when it is not ``expected``."""
+        self.note(label, value)
+        if norm(value) != norm(expected):
+            self.failures.append(f"{label}: got {norm(value)!r}, expected {norm(expected)!r}")
+        return value
+
+    def addr(self, label: str, fn: Callable[[], Any]) -> Any:
+        """Call an address-returning ``fn``; record the address's shape."""
+        try:
+            value = fn()
+        except TransportViolation:
+            raise
+        except Exception as exc:
+            self.entries.append((label, exc_token(exc)))
+            return None
+        self.entries.append((label, addr_shape(value)))
+        return value
+
+    def lines(self) -> list[str]:
+        out = [f"{label}: {value!r}" for label, value in self.entries]
+        if self.aborted is not None:
+            out.append(f"<aborted>: {self.aborted}")
+        return out
+
+
+# ---------------------------------------------------------------- transports
+
+
+class Task:
+    """A daemon thread whose result or exception ``join`` hands back."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._fn, self._args = fn, args
+        self._result: Any = None
+        self._exc: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._result = self._fn(*self._args)
+        except BaseException as exc:
+            self._exc = exc
+
+    def join(self, timeout: float = JOIN_TIMEOUT) -> Any:
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise TimeoutError("thread did not finish")
+        if self._exc is not None:
+            raise self._exc
+        return self._result
+
+
+def _loopfast() -> Any:
+    import loopfast
+
+    return loopfast
+
+
+class Transport:
+    """Makes sockets of one kind and closes them all at the end."""
+
+    def __init__(self, name: str) -> None:
+        if name not in TRANSPORTS:
+            raise ValueError(name)
+        self.name = name
+        self._socks: list[socket.socket] = []
+        self._files: list[Any] = []
+        self._tasks: list[Task] = []
+        self._fds: list[int] = []
+
+    # -- construction
+
+    def _new(self, family: int, *, via_ioctl: bool = False) -> socket.socket:
+        if self.name == "tcp":
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        else:
+            lf = _loopfast()
+            if self.name == "fastpath" and via_ioctl:
+                sock = lf.socket(family, socket.SOCK_STREAM)
+                self.track(sock)
+                sock.ioctl(lf.SIO_LOOPBACK_FAST_PATH, True)
+            else:
+                sock = lf.socket(family, socket.SOCK_STREAM, fast_path=self.name == "fastpath")
+        return self.track(sock)
+
+    def host(self, family: int = socket.AF_INET) -> str:
+        return V6 if family == socket.AF_INET6 else V4
+
+    def listener(self, family: int = socket.AF_INET, backlog: int = 8) -> socket.socket:
+        """A listening socket on loopback (fast path opted in by ioctl)."""
+        lst = self._new(family, via_ioctl=True)
+        lst.settimeout(IO_TIMEOUT)
+        lst.bind((self.host(family), 0))
+        lst.listen(backlog)
+        return lst
+
+    def client_socket(self, family: int = socket.AF_INET) -> socket.socket:
+        """An unconnected client socket (fast path opted in by keyword)."""
+        return self._new(family)
+
+    def accept(self, lst: socket.socket) -> tuple[socket.socket, Any]:
+        conn, addr = lst.accept()
+        self.track(conn)
+        return conn, addr
+
+    def pair(self, family: int = socket.AF_INET) -> tuple[socket.socket, socket.socket]:
+        """(client, server): a connected pair, both with IO_TIMEOUT."""
+        lst = self.listener(family)
+        client = self.client_socket(family)
+        client.settimeout(IO_TIMEOUT)
+        client.connect(lst.getsockname()[:2])
+        server, _ = self.accept(lst)
+        lst.close()
+        server.settimeout(IO_TIMEOUT)
+        self.check_connected(client, server)
+        return client, server
+
+    def create_server(self, address: Any, **kwargs: Any) -> socket.socket:
+        if self.name == "tcp":
+            srv = socket.create_server(address, **kwargs)
+        else:
+            fast = self.name == "fastpath"
+            srv = _loopfast().create_server(address, fast_path=fast, **kwargs)
+        self.track(srv)
+        srv.settimeout(IO_TIMEOUT)
+        return srv
+
+    def create_connection(self, address: Any, **kwargs: Any) -> socket.socket:
+        kwargs.setdefault("timeout", IO_TIMEOUT)
+        if self.name == "tcp":
+            return self.track(socket.create_connection(address, **kwargs))
+        fast = self.name == "fastpath"
+        return self.track(_loopfast().create_connection(address, fast_path=fast, **kwargs))
+
+    def check_connected(self, *socks: socket.socket) -> None:
+        """Each socket is of this transport's class and on (or off) the fast path."""
+        for sock in socks:
+            if self.name == "tcp":
+                if type(sock) is not socket.socket:
+                    raise TransportViolation(f"tcp transport made a {type(sock)!r}")
+                continue
+            if not isinstance(sock, _loopfast().socket):
+                raise TransportViolation(f"{self.name}: {type(sock)!r} is not loopfast.socket")
+            want = self.name == "fastpath"
+            if sock.fast_path_active is not want:
+                raise TransportViolation(
+                    f"{self.name}: fast_path_active is {sock.fast_path_active!r} on {sock!r}"
+                )
+
+    # -- bookkeeping
+
+    def track(self, sock: socket.socket) -> socket.socket:
+        self._socks.append(sock)
+        return sock
+
+    def track_file(self, f: Any) -> Any:
+        self._files.append(f)
+        return f
+
+    def track_fd(self, fd: int) -> int:
+        self._fds.append(fd)
+        return fd
+
+    def task(self, fn: Callable[..., Any], *args: Any) -> Task:
+        task = Task(fn, *args)
+        self._tasks.append(task)
+        return task
+
+    def closed_port(self, family: int = socket.AF_INET) -> int:
+        """A loopback port nobody listens on (bound, then released)."""
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((self.host(family), 0))
+            port: int = probe.getsockname()[1]
+        return port
+
+    @contextmanager
+    def watchdog(self, sock: socket.socket, seconds: float = IO_TIMEOUT) -> Iterator[None]:
+        """Bound a call on a blocking-mode socket: shut it down if it overruns."""
+
+        def fire() -> None:
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+        timer = threading.Timer(seconds, fire)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+            timer.join(1.0)
+
+    def close_all(self) -> None:
+        """Close files and sockets, then make sure every thread ended."""
+        for f in self._files:
+            with suppress(OSError):
+                f.close()
+        for fd in self._fds:
+            with suppress(OSError):
+                os.close(fd)
+        for sock in self._socks:
+            if sock.fileno() != -1 and any(t.thread.is_alive() for t in self._tasks):
+                with suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        stuck = []
+        for task in self._tasks:
+            task.thread.join(JOIN_TIMEOUT)
+            if task.thread.is_alive():
+                stuck.append(task)
+        if stuck:
+            raise TransportViolation(f"{len(stuck)} thread(s) still running after close")
+
+
+def run(name: str, transport: Transport) -> Recorder:
+    """Run scenario ``name`` over ``transport``; an unexpected error ends the transcript."""
+    rec = Recorder()
+    try:
+        SCENARIOS[name](transport, rec)
+    except TransportViolation:
+        raise
+    except Exception as exc:
+        rec.aborted = f"{exc_token(exc)} {exc!r}"
+    return rec
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def recv_exactly(sock: socket.socket, n: int, limit: int = 100_000) -> bytes:
+    """Read ``n`` bytes (or up to EOF), bounded by ``limit`` recv calls."""
+    buf = bytearray()
+    for _ in range(limit):
+        if len(buf) >= n:
+            break
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            break
+        buf += chunk
+    return bytes(buf)
+
+
+def recv_until_eof(sock: socket.socket, limit: int = 100_000) -> tuple[int, str]:
+    """Read to EOF: (length, sha256 hex), bounded by ``limit`` recv calls."""
+    digest, total = hashlib.sha256(), 0
+    for _ in range(limit):
+        chunk = sock.recv(256 * 1024)
+        if not chunk:
+            return total, digest.hexdigest()
+        digest.update(chunk)
+        total += len(chunk)
+    raise RuntimeError("recv_until_eof: limit reached")
+
+
+def recv_nowait(sock: socket.socket, n: int) -> bytes:
+    """``recv`` that never waits, whatever the socket's timeout (``BlockingIOError`` if empty).
+
+    ``MSG_DONTWAIT`` alone is not enough: with a timeout set, Python waits for
+    readability before it calls recv.
+    """
+    old = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        return sock.recv(n)
+    finally:
+        sock.settimeout(old)
+
+
+def payload(size: int, seed: int = 1) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def readable(sock: Any, timeout: float) -> bool:
+    return bool(select.select([sock], [], [], timeout)[0])
+
+
+def writable(sock: Any, timeout: float) -> bool:
+    return bool(select.select([], [sock], [], timeout)[1])
+
+
+def elapsed_between(fn: Callable[[], Any], low: float, high: float) -> Callable[[], Any]:
+    """Wrap ``fn`` so the call's result is (outcome, low <= seconds < high)."""
+
+    def wrapped() -> Any:
+        start = time.monotonic()
+        try:
+            fn()
+            outcome: Any = "returned"
+        except Exception as exc:
+            outcome = exc_token(exc)
+        took = time.monotonic() - start
+        return outcome, low <= took < high
+
+    return wrapped
+
+
+POLL_FLAGS = {
+    name: getattr(select, name)
+    for name in ("POLLIN", "POLLPRI", "POLLOUT", "POLLERR", "POLLHUP", "POLLNVAL", "POLLRDHUP")
+    if hasattr(select, name)
+}
+
+
+def poll_names(sock: socket.socket, timeout_ms: int = 0) -> list[str]:
+    poller = select.poll()
+    poller.register(sock, select.POLLIN | select.POLLOUT | select.POLLPRI | select.POLLRDHUP)
+    events = poller.poll(timeout_ms)
+    mask = events[0][1] if events else 0
+    return sorted(name for name, bit in POLL_FLAGS.items() if mask & bit)
+
+
+def peer_gone(fn: Callable[[], Any]) -> Any:
+    """BrokenPipeError and ConnectionResetError are one outcome: the peer is gone."""
+    try:
+        return ("returned", norm(fn()))
+    except (BrokenPipeError, ConnectionResetError):
+        return "peer-gone"
+
+
+# ================================================================ scenarios
+# ---------------------------------------------------------------- data
+
+
+@scenario
+def scenario_send_recv_small(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    rec.call("client send", c.send, b"hello")
+    rec.call("server recv", s.recv, 100)
+    rec.call("server send", s.send, b"world!")
+    rec.call("client recv", c.recv, 100)
+
+
+@scenario
+def scenario_partial_reads(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    c.sendall(b"abcdefghij")
+    rec.call("recv 3", s.recv, 3)
+    rec.call("recv 3 again", s.recv, 3)
+    rec.call("recv 1", s.recv, 1)
+    rec.call("recv rest", s.recv, 100)
+    rec.call("nothing left (dontwait)", recv_nowait, s, 10)
+
+
+@scenario
+def scenario_recv_into_nbytes(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    c.sendall(b"abcdef")
+    buf = bytearray(b"........")
+    rec.call("recv_into nbytes=4", s.recv_into, buf, 4)
+    rec.note("buffer", buf)
+    rec.call("recv_into memoryview slice", s.recv_into, memoryview(buf)[5:], 0)
+    rec.note("buffer after slice", buf)
+    rec.call("recv_into nbytes > len", s.recv_into, bytearray(2), 5)
+    rec.call("recv_into negative", s.recv_into, bytearray(2), -1)
+
+
+@scenario
+def scenario_recv_into_whole_buffer(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    c.sendall(b"0123456789")
+    small = bytearray(4)
+    rec.call("recv_into small buffer", s.recv_into, small)
+    rec.note("small", small)
+    big = bytearray(b"#" * 16)
+    rec.call("recv_into big buffer", s.recv_into, big)
+    rec.note("big", big)
+
+
+@scenario
+def scenario_peek_then_recv(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    c.sendall(b"peekaboo")
+    rec.call("peek 4", s.recv, 4, socket.MSG_PEEK)
+    rec.call("peek all", s.recv, 100, socket.MSG_PEEK)
+    rec.call("peek into", s.recv_into, bytearray(3), 3, socket.MSG_PEEK)
+    rec.call("recv", s.recv, 100)
+    rec.call("then empty (dontwait)", recv_nowait, s, 100)
+
+
+@scenario
+def scenario_waitall_across_sends(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    chunks = [bytes([65 + i]) * 1000 for i in range(4)]
+
+    def sender() -> None:
+        for chunk in chunks:
+            time.sleep(0.02)
+            c.sendall(chunk)
+
+    s.settimeout(None)
+    task = t.task(sender)
+    with t.watchdog(s):
+        data = rec.call("recv MSG_WAITALL 4000 (blocking)", s.recv, 4000, socket.MSG_WAITALL)
+    rec.call("sender", task.join)
+    rec.expect("got all four chunks", data == b"".join(chunks), True)
+
+
+@scenario
+def scenario_waitall_stops_at_eof(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    c.sendall(b"short")
+    c.shutdown(socket.SHUT_WR)
+    s.settimeout(None)
+    with t.watchdog(s):
+        rec.call("recv MSG_WAITALL more than sent", s.recv, 100, socket.MSG_WAITALL)
+        rec.call("then eof", s.recv, 100, socket.MSG_WAITALL)
+
+
+@scenario
+def scenario_dontwait_on_empty(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    s.settimeout(None)
+    with t.watchdog(s):
+        rec.call("recv MSG_DONTWAIT on empty", s.recv, 10, socket.MSG_DONTWAIT)
+        c.sendall(b"now")
+        rec.call("readable", readable, s, 2.0)
+        rec.call("recv MSG_DONTWAIT with data", s.recv, 10, socket.MSG_DONTWAIT)
+        rec.call("recv_into MSG_DONTWAIT empty", s.recv_into, bytearray(4), 4, socket.MSG_DONTWAIT)
+
+
+@scenario
+def scenario_zero_length_send_and_recv0(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    rec.call("send empty", c.send, b"")
+    rec.call("sendall empty", c.sendall, b"")
+    rec.call("peer sees nothing (dontwait)", recv_nowait, s, 10)
+    s.settimeout(0.05)
+    rec.call("recv(0) with nothing queued and a timeout", s.recv, 0)
+    s.settimeout(IO_TIMEOUT)
+    c.sendall(b"data")
+    rec.call("recv(0) with data queued", s.recv, 0)
+    rec.call("recv_into empty buffer", s.recv_into, bytearray(0))
+    rec.call("data still there", s.recv, 100)
+
+
+@scenario
+def scenario_large_recv_buffer(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    c.sendall(b"x" * 100)
+    rec.call("recv(8 MiB) of 100 bytes", lambda: len(s.recv(8 * MiB)))
+
+
+@scenario
+def scenario_send_accepts_buffers(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    rec.call("send bytearray", c.send, bytearray(b"ab"))
+    rec.call("send memoryview slice", c.send, memoryview(b"xcdx")[1:3])
+    rec.call("sendall bytearray", c.sendall, bytearray(b"ef"))
+    rec.call("send str", c.send, "text")
+    rec.call("recv", lambda: recv_exactly(s, 6))
+
+
+@scenario
+def scenario_sendmsg_multiple_buffers(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    parts = [b"ab", bytearray(b"cd"), memoryview(b"ef"), b""]
+    rec.call("sendmsg 4 buffers", c.sendmsg, parts)
+    rec.call("sendmsg no ancillary, flags 0", c.sendmsg, [b"gh"], [], 0)
+    rec.call("recv", lambda: recv_exactly(s, 8))
+
+
+@scenario
+def scenario_recvmsg_data(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    c.sendall(b"message!")
+
+    def recvmsg(bufsize: int, flags: int = 0) -> Any:
+        data, anc, msg_flags, addr = s.recvmsg(bufsize, 0, flags)
+        return data, anc, msg_flags, addr_shape(addr)
+
+    rec.call("recvmsg peek", recvmsg, 3, socket.MSG_PEEK)
+    rec.call("recvmsg 3", recvmsg, 3)
+    rec.call("recvmsg rest", recvmsg, 100)
+    c.shutdown(socket.SHUT_WR)
+    rec.call("recvmsg at eof", recvmsg, 100)
+
+
+@scenario
+def scenario_recvmsg_into_buffers(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    c.sendall(b"0123456789abc")
+    bufs = [bytearray(3), bytearray(5), memoryview(bytearray(20))]
+
+    def recvmsg_into() -> Any:
+        n, anc, flags, addr = s.recvmsg_into(bufs)
+        return n, anc, flags, addr_shape(addr)
+
+    rec.call("recvmsg_into", recvmsg_into)
+    rec.note("buffers", [bytes(b) for b in bufs])
+
+
+@scenario
+def scenario_recvfrom_and_sendto(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    c.sendall(b"from")
+    rec.call("recvfrom", lambda: (lambda r: (r[0], addr_shape(r[1])))(s.recvfrom(100)))
+    c.sendall(b"into")
+    buf = bytearray(8)
+    rec.call("recvfrom_into", lambda: (lambda r: (r[0], addr_shape(r[1])))(s.recvfrom_into(buf)))
+    rec.note("buffer", buf)
+    rec.call("sendto the peer's address", c.sendto, b"to", c.getpeername())
+    rec.call("peer receives sendto data (dontwait)", recv_nowait, s, 10)
+
+
+@scenario
+def scenario_many_small_messages_in_order(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    count = 10_000
+
+    def sender() -> None:
+        for i in range(count):
+            c.sendall(struct.pack("!I", i))
+
+    task = t.task(sender)
+    data = recv_exactly(s, 4 * count)
+    rec.call("sender", task.join)
+    numbers = [n for (n,) in struct.iter_unpack("!I", data[: len(data) // 4 * 4])]
+    rec.note("received count", len(numbers))
+    rec.expect("in order", numbers == list(range(count)), True)
+
+
+@scenario
+def scenario_sendall_16mib_with_reader(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    data = payload(16 * MiB)
+    reader = t.task(recv_until_eof, s)
+    rec.call("sendall 16 MiB", c.sendall, data)
+    c.shutdown(socket.SHUT_WR)
+    got = rec.call("reader (length, digest)", reader.join)
+    rec.expect("digest matches", got == (len(data), sha(data)), True)
+
+
+@scenario
+def scenario_both_directions_at_once(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    up, down = payload(4 * MiB, seed=2), payload(4 * MiB, seed=3)
+
+    def send_then_close(sock: socket.socket, data: bytes) -> None:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+
+    readers = [t.task(recv_until_eof, s), t.task(recv_until_eof, c)]
+    senders = [t.task(send_then_close, c, up), t.task(send_then_close, s, down)]
+    for i, task in enumerate(senders):
+        rec.call(f"sender {i}", task.join)
+    got_up = rec.call("server reader", readers[0].join)
+    got_down = rec.call("client reader", readers[1].join)
+    rec.expect("upstream intact", got_up == (len(up), sha(up)), True)
+    rec.expect("downstream intact", got_down == (len(down), sha(down)), True)
+
+
+@scenario
+def scenario_sendfile(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    data = payload(1 * MiB, seed=4)
+    with tempfile.TemporaryFile() as f:
+        f.write(data)
+        f.seek(0)
+        reader = t.task(recv_until_eof, s)
+        rec.call("sendfile", c.sendfile, f)
+        c.shutdown(socket.SHUT_WR)
+        rec.expect("reader", reader.join(), (len(data), sha(data)))
+
+
+@scenario
+def scenario_os_level_read_write_on_fileno(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    rec.call("os.write on client fd", os.write, c.fileno(), b"raw bytes")
+    rec.call("server recv", s.recv, 100)
+    s.sendall(b"back")
+    rec.call("client fd readable", readable, c.fileno(), 2.0)
+    rec.call("os.read on client fd", os.read, c.fileno(), 100)
+
+
+@scenario
+def scenario_msg_oob(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    rec.call("send 'abc' MSG_OOB", c.send, b"abc", socket.MSG_OOB)
+    rec.call("exceptional condition", lambda: bool(select.select([], [], [s], 2.0)[2]))
+    rec.call("recv 1 MSG_OOB", s.recv, 1, socket.MSG_OOB)
+    rec.call("recv normal data", s.recv, 10)
+
+
+# ---------------------------------------------------------------- flow control
+
+
+@scenario
+def scenario_nonblocking_send_until_full_then_drain(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    c.setblocking(False)
+    chunk = payload(64 * 1024, seed=5)
+    sent = hashlib.sha256()
+    total, error = 0, None
+    for _ in range(4096):
+        try:
+            n = c.send(chunk)
+        except BlockingIOError as exc:
+            error = exc
+            break
+        sent.update(chunk[:n])
+        total += n
+    rec.note("send eventually would block", None if error is None else exc_token(error))
+    rec.note("something was sent first", total > 0)
+    got = hashlib.sha256()
+    received = 0
+    for _ in range(100_000):
+        if received >= total:
+            break
+        data = s.recv(256 * 1024)
+        if not data:
+            break
+        got.update(data)
+        received += len(data)
+    rec.expect(
+        "drained exactly what was sent",
+        (received, got.hexdigest()) == (total, sent.hexdigest()),
+        True,
+    )
+    rec.call("writable again", writable, c, 2.0)
+    rec.call("send after drain", c.send, b"z")
+    rec.call("peer gets it", s.recv, 10)
+
+
+@scenario
+def scenario_nonblocking_send_partial(t: Transport, rec: Recorder) -> None:
+    c, _s = t.pair()
+    c.setblocking(False)
+    data = payload(64 * MiB, seed=6)
+    n = rec.call("send 64 MiB non-blocking is partial", lambda: 0 < c.send(data) < len(data))
+    del n
+    rec.call("then would block", lambda: c.send(data))
+
+
+@scenario
+def scenario_send_with_timeout_when_full(t: Transport, rec: Recorder) -> None:
+    c, _s = t.pair()
+    c.settimeout(0.2)
+    data = payload(64 * MiB, seed=7)
+    rec.call("send 64 MiB with timeout is partial", lambda: 0 < c.send(data) < len(data))
+    rec.call("sendall 64 MiB, nobody reads", elapsed_between(lambda: c.sendall(data), 0.15, 3.0))
+
+
+@scenario
+def scenario_sendall_nonblocking_slow_reader(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    c.setblocking(False)
+    data = payload(64 * MiB, seed=8)
+    rec.call("sendall non-blocking", c.sendall, data)
+    got = bytearray()
+    s.settimeout(0.2)
+    for _ in range(100_000):
+        try:
+            chunk = s.recv(1 * MiB)
+        except TimeoutError:
+            break
+        if not chunk:
+            break
+        got += chunk
+    rec.note("peer got a non-empty prefix", 0 < len(got) < len(data) and data.startswith(got))
+
+
+@scenario
+def scenario_sendall_blocks_for_slow_reader(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    data = payload(4 * MiB, seed=9)
+
+    def slow_reader() -> tuple[int, str]:
+        digest, total = hashlib.sha256(), 0
+        for i in range(100_000):
+            chunk = s.recv(64 * 1024)
+            if not chunk:
+                break
+            digest.update(chunk)
+            total += len(chunk)
+            if i % 8 == 0:
+                time.sleep(0.001)
+        return total, digest.hexdigest()
+
+    reader = t.task(slow_reader)
+    rec.call("sendall 4 MiB (timeout 5 s)", c.sendall, data)
+    c.shutdown(socket.SHUT_WR)
+    rec.expect("reader", reader.join(), (len(data), sha(data)))
+
+
+# ---------------------------------------------------------------- shutdown and close
+
+
+@scenario
+def scenario_half_close_client_write(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    c.sendall(b"request")
+    rec.call("client shutdown SHUT_WR", c.shutdown, socket.SHUT_WR)
+    rec.call("server reads data", lambda: recv_exactly(s, 7))
+    rec.call("server reads eof", s.recv, 100)
+    rec.call("server reads eof again", s.recv, 100)
+    rec.call("server sends back", s.sendall, b"response")
+    rec.call("client still reads", lambda: recv_exactly(c, 8))
+    rec.call("client send after SHUT_WR", c.send, b"more")
+    rec.call("server shutdown SHUT_WR", s.shutdown, socket.SHUT_WR)
+    rec.call("client reads eof", c.recv, 100)
+
+
+@scenario
+def scenario_half_close_server_write(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    s.sendall(b"greeting")
+    rec.call("server shutdown SHUT_WR", s.shutdown, socket.SHUT_WR)
+    rec.call("client reads data", lambda: recv_exactly(c, 8))
+    rec.call("client reads eof", c.recv, 100)
+    rec.call("client sends back", c.sendall, b"thanks")
+    rec.call("server still reads", lambda: recv_exactly(s, 6))
+    rec.call("server sendall after SHUT_WR", s.sendall, b"x")
+
+
+@scenario
+def scenario_shut_rd(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    rec.call("client shutdown SHUT_RD", c.shutdown, socket.SHUT_RD)
+    rec.call("client recv, nothing queued", c.recv, 10)
+    rec.call("client can still send", c.sendall, b"out")
+    rec.call("server gets it", s.recv, 10)
+
+
+@scenario
+def scenario_shut_rd_then_peer_sends(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    c.shutdown(socket.SHUT_RD)
+    rec.call("peer sends after SHUT_RD", lambda: peer_gone(lambda: s.send(b"late")))
+    time.sleep(0.02)
+    rec.call("client recv", c.recv, 10)
+
+
+@scenario
+def scenario_shut_rdwr(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    rec.call("client shutdown SHUT_RDWR", c.shutdown, socket.SHUT_RDWR)
+    rec.call("server reads eof", s.recv, 10)
+    rec.call("client send", c.send, b"x")
+    rec.call("client recv", c.recv, 10)
+    rec.call("client SO_ERROR", c.getsockopt, socket.SOL_SOCKET, socket.SO_ERROR)
+    rec.addr("client getpeername", c.getpeername)
+
+
+@scenario
+def scenario_shutdown_twice(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    rec.call("SHUT_WR", c.shutdown, socket.SHUT_WR)
+    rec.call("SHUT_WR again", c.shutdown, socket.SHUT_WR)
+    rec.call("SHUT_RDWR", c.shutdown, socket.SHUT_RDWR)
+    rec.call("SHUT_RDWR again", c.shutdown, socket.SHUT_RDWR)
+    rec.call("server reads eof", s.recv, 10)
+    rec.call("invalid how", s.shutdown, 7)
+
+
+@scenario
+def scenario_close_with_unread_data_resets_peer(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    s.sendall(b"never read")
+    rec.call("client readable", readable, c, 2.0)
+    c.close()
+    rec.call("server recv", s.recv, 10)
+    rec.call("server recv again", s.recv, 10)
+    rec.call("server send", lambda: peer_gone(lambda: s.send(b"x")))
+
+
+@scenario
+def scenario_send_after_peer_closed(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    c.close()
+    outcome: Any = "no error"
+    for _ in range(3):
+        try:
+            s.send(b"x")
+        except (BrokenPipeError, ConnectionResetError):
+            outcome = "peer-gone"
+            break
+        except OSError as exc:
+            outcome = exc_token(exc)
+            break
+        time.sleep(0.02)
+    rec.note("send loop outcome", outcome)
+
+
+@scenario
+def scenario_recv_after_peer_close(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    c.sendall(b"last words")
+    c.close()
+    rec.call("recv data", lambda: recv_exactly(s, 10))
+    for i in range(3):
+        rec.call(f"recv eof {i}", s.recv, 10)
+    rec.call("recv_into eof", s.recv_into, bytearray(4))
+    rec.call("SO_ERROR", s.getsockopt, socket.SOL_SOCKET, socket.SO_ERROR)
+    rec.addr("getpeername after peer close", s.getpeername)
+
+
+@scenario
+def scenario_linger_zero_close_resets_peer(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    linger = struct.pack("ii", 1, 0)
+    rec.call("set SO_LINGER (1, 0)", c.setsockopt, socket.SOL_SOCKET, socket.SO_LINGER, linger)
+    rec.call(
+        "get SO_LINGER",
+        lambda: struct.unpack("ii", c.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 8)),
+    )
+    c.close()
+    rec.call("server readable", readable, s, 2.0)
+    rec.call("server recv", s.recv, 10)
+    rec.call("server recv again", s.recv, 10)
+
+
+@scenario
+def scenario_context_manager_closes(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    with c as entered:
+        rec.note("__enter__ returns the socket", entered is c)
+        c.sendall(b"bye")
+    rec.note("fileno after with", c.fileno())
+    rec.note("repr says closed", "[closed]" in repr(c))
+    rec.call("peer reads data", lambda: recv_exactly(s, 3))
+    rec.call("peer reads eof", s.recv, 10)
+    with s:
+        pass
+    rec.note("server fileno after with", s.fileno())
+
+
+@scenario
+def scenario_operations_after_close(t: Transport, rec: Recorder) -> None:
+    c, _s = t.pair()
+    c.close()
+    rec.call("close again", c.close)
+    rec.call("fileno", c.fileno)
+    rec.call("send", c.send, b"x")
+    rec.call("sendall", c.sendall, b"x")
+    rec.call("recv", c.recv, 1)
+    rec.call("recv_into", c.recv_into, bytearray(1))
+    rec.call("getpeername", c.getpeername)
+    rec.call("getsockname", c.getsockname)
+    rec.call("shutdown", c.shutdown, socket.SHUT_RDWR)
+    rec.call("getsockopt SO_ERROR", c.getsockopt, socket.SOL_SOCKET, socket.SO_ERROR)
+    rec.call("setsockopt TCP_NODELAY", c.setsockopt, socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    rec.call("settimeout", c.settimeout, 1.0)
+    rec.call("gettimeout", c.gettimeout)
+    rec.call("setblocking", c.setblocking, False)
+    rec.call("dup", c.dup)
+    rec.call("connect", c.connect, (V4, 9))
+    rec.call("detach", c.detach)
+
+
+@scenario
+def scenario_makefile_rwb_lines(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    fc = t.track_file(c.makefile("rwb"))
+    fs = t.track_file(s.makefile("rwb"))
+    fc.write(b"line one\nline two\n")
+    rec.call("flush", fc.flush)
+    rec.call("readline 1", fs.readline)
+    rec.call("readline 2", fs.readline)
+    fs.write(b"reply\n")
+    fs.flush()
+    rec.call("client readline", fc.readline)
+    fc.write(b"a\nb\nc")
+    fc.flush()
+    c.shutdown(socket.SHUT_WR)
+    rec.call("iterate to eof", lambda: list(fs))
+    rec.call("readline at eof", fs.readline)
+    fc.close()
+    rec.note("socket still open after file close", c.fileno() != -1)
+
+
+@scenario
+def scenario_makefile_text_mode(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    w = t.track_file(c.makefile("w", encoding="utf-8", newline=""))
+    r = t.track_file(s.makefile("r", encoding="utf-8", newline=""))
+    w.write("héllo\r\nwörld\n€ end")
+    w.flush()
+    c.shutdown(socket.SHUT_WR)
+    rec.call("readline", r.readline)
+    rec.call("read rest", r.read)
+    rec.note("mode", (w.mode, r.mode))
+
+
+@scenario
+def scenario_makefile_timeout(t: Transport, rec: Recorder) -> None:
+    _c, s = t.pair()
+    s.settimeout(0.05)
+    f = t.track_file(s.makefile("rb"))
+    rec.call("read times out", f.read1, 10)
+    rec.call("read again after timeout", f.read1, 10)
+
+
+@scenario
+def scenario_makefile_outlives_socket_close(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    f = t.track_file(s.makefile("rb"))
+    s.close()
+    rec.note("fd kept while a file is open", s.fileno() != -1)
+    c.sendall(b"still here")
+    rec.call("file reads", f.read, 10)
+    f.close()
+    rec.note("closed with the last file", s.fileno())
+    rec.call("peer sees eof", c.recv, 10)
+
+
+# ---------------------------------------------------------------- timeouts and blocking
+
+
+@scenario
+def scenario_timeout_recv(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    rec.call("settimeout 0.05", c.settimeout, 0.05)
+    rec.call("gettimeout", c.gettimeout)
+    rec.call("getblocking", c.getblocking)
+    rec.call("recv times out", elapsed_between(lambda: c.recv(10), 0.04, 2.0))
+    rec.call("recv raises", c.recv, 10)
+    rec.call("recv_into raises", c.recv_into, bytearray(1))
+    s.sendall(b"after")
+    rec.call("data after a timeout", c.recv, 10)
+
+
+@scenario
+def scenario_timeout_and_blocking_settings(t: Transport, rec: Recorder) -> None:
+    c, _s = t.pair()
+    for label, fn, arg in [
+        ("settimeout None", c.settimeout, None),
+        ("setblocking False", c.setblocking, False),
+        ("setblocking True", c.setblocking, True),
+        ("settimeout 0", c.settimeout, 0),
+        ("settimeout 2.5", c.settimeout, 2.5),
+    ]:
+        rec.call(label, fn, arg)
+        rec.note(f"{label}: gettimeout", c.gettimeout())
+        rec.note(f"{label}: getblocking", c.getblocking())
+        rec.note(f"{label}: fd is blocking", os.get_blocking(c.fileno()))
+    rec.call("settimeout -1", c.settimeout, -1)
+    rec.call("settimeout 'x'", c.settimeout, "x")
+    rec.note("unchanged", c.gettimeout())
+
+
+@scenario
+def scenario_nonblocking_recv(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    c.setblocking(False)
+    rec.call("recv on empty", c.recv, 10)
+    rec.call("recv_into on empty", c.recv_into, bytearray(4))
+    rec.call("recvmsg on empty", c.recvmsg, 10)
+    s.sendall(b"ready")
+    rec.call("readable", readable, c, 2.0)
+    rec.call("recv with data", c.recv, 10)
+
+
+@scenario
+def scenario_fd_blocking_flag_follows_timeout(t: Transport, rec: Recorder) -> None:
+    lst = t.listener()
+    c = t.client_socket()
+    rec.note("fresh client fd is blocking", os.get_blocking(c.fileno()))
+    c.settimeout(IO_TIMEOUT)
+    rec.note("fd non-blocking once a timeout is set", os.get_blocking(c.fileno()))
+    c.connect(lst.getsockname())
+    rec.note("still non-blocking after connect", os.get_blocking(c.fileno()))
+    s, _ = t.accept(lst)
+    t.check_connected(c, s)
+    rec.note("accepted fd is blocking", os.get_blocking(s.fileno()))
+    c.settimeout(None)
+    rec.note("blocking again after settimeout(None)", os.get_blocking(c.fileno()))
+
+
+@scenario
+def scenario_accepted_socket_timeout_inheritance(t: Transport, rec: Recorder) -> None:
+    lst = t.listener()
+    lst.settimeout(2.5)
+    c = t.client_socket()
+    c.settimeout(IO_TIMEOUT)
+    c.connect(lst.getsockname())
+    s, _ = t.accept(lst)
+    t.check_connected(c, s)
+    rec.note("listener timeout 2.5: accepted gettimeout", s.gettimeout())
+    rec.note("listener timeout 2.5: accepted getblocking", s.getblocking())
+    lst.setblocking(False)
+    c2 = t.client_socket()
+    c2.settimeout(IO_TIMEOUT)
+    c2.connect(lst.getsockname())
+    rec.call("listener readable", readable, lst, 2.0)
+    s2, _ = t.accept(lst)
+    t.check_connected(c2, s2)
+    rec.note("non-blocking listener: accepted gettimeout", s2.gettimeout())
+    rec.note("non-blocking listener: accepted getblocking", s2.getblocking())
+    rec.note("non-blocking listener: accepted fd blocking", os.get_blocking(s2.fileno()))
+
+
+# ---------------------------------------------------------------- readiness
+
+
+@scenario
+def scenario_select_readiness(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    rec.call("server readable before data", readable, s, 0)
+    rec.call("client writable at once", writable, c, 0)
+    c.sendall(b"ping")
+    rec.call("server readable after send", readable, s, 2.0)
+    rec.call("recv", s.recv, 10)
+    rec.call("server readable after draining", readable, s, 0)
+    c.close()
+    rec.call("server readable on peer close", readable, s, 2.0)
+    rec.call("recv eof", s.recv, 10)
+
+
+@scenario
+def scenario_selectors_readiness(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    with selectors.DefaultSelector() as sel:
+        sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE)
+        rec.call("events at once", lambda: [ev for _, ev in sel.select(0)])
+        sel.modify(s, selectors.EVENT_READ)
+        rec.call("no read event yet", lambda: [ev for _, ev in sel.select(0)])
+        c.sendall(b"data")
+        rec.call("read event after send", lambda: [ev for _, ev in sel.select(2.0)])
+        rec.call("recv", s.recv, 10)
+        c.close()
+        rec.call("read event on peer close", lambda: [ev for _, ev in sel.select(2.0)])
+        rec.call("recv eof", s.recv, 10)
+        sel.unregister(s)
+
+
+@scenario
+def scenario_poll_flags_through_close(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    rec.call("idle", poll_names, s)
+    c.sendall(b"x")
+    rec.call("data queued", poll_names, s, 2000)
+    s.recv(10)
+    c.shutdown(socket.SHUT_WR)
+    time.sleep(0.01)
+    rec.call("peer SHUT_WR", poll_names, s, 2000)
+    c.close()
+    time.sleep(0.01)
+    rec.call("peer closed", poll_names, s, 2000)
+    s.shutdown(socket.SHUT_WR)
+    rec.call("peer closed and own SHUT_WR", poll_names, s, 2000)
+
+
+@scenario
+def scenario_listener_readable_when_pending(t: Transport, rec: Recorder) -> None:
+    lst = t.listener()
+    rec.call("listener readable with nobody waiting", readable, lst, 0)
+    c = t.client_socket()
+    c.settimeout(IO_TIMEOUT)
+    c.connect(lst.getsockname())
+    rec.call("listener readable with a pending connection", readable, lst, 2.0)
+    s, _ = t.accept(lst)
+    t.check_connected(c, s)
+    rec.call("listener not readable after accept", readable, lst, 0)
+
+
+# ---------------------------------------------------------------- socket options and attributes
+
+
+@scenario
+def scenario_so_error_and_so_type(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    for name, sock in (("client", c), ("server", s)):
+        rec.call(f"{name} SO_ERROR", sock.getsockopt, socket.SOL_SOCKET, socket.SO_ERROR)
+        rec.call(f"{name} SO_TYPE", sock.getsockopt, socket.SOL_SOCKET, socket.SO_TYPE)
+        rec.call(f"{name} SO_ACCEPTCONN", sock.getsockopt, socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+    lst = t.listener()
+    rec.call("listener SO_ACCEPTCONN", lst.getsockopt, socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+
+
+@scenario
+def scenario_so_domain_and_protocol(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    for name, sock in (("client", c), ("server", s)):
+        rec.call(f"{name} SO_DOMAIN", sock.getsockopt, socket.SOL_SOCKET, socket.SO_DOMAIN)
+        rec.call(f"{name} SO_PROTOCOL", sock.getsockopt, socket.SOL_SOCKET, socket.SO_PROTOCOL)
+
+
+@scenario
+def scenario_family_type_proto_attributes(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    for name, sock in (("client", c), ("server", s)):
+        rec.note(f"{name} family", sock.family)
+        rec.note(f"{name} type", sock.type)
+        rec.note(f"{name} proto", sock.proto)
+        rec.note(f"{name} timeout", sock.timeout)
+
+
+@scenario
+def scenario_tcp_nodelay_and_keepalive(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    for name, sock in (("client", c), ("server", s)):
+        get_nd = (socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        get_ka = (socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+        rec.call(f"{name} TCP_NODELAY default", sock.getsockopt, *get_nd)
+        rec.call(f"{name} set TCP_NODELAY", sock.setsockopt, *get_nd, 1)
+        rec.call(f"{name} TCP_NODELAY", sock.getsockopt, *get_nd)
+        rec.call(f"{name} SO_KEEPALIVE default", sock.getsockopt, *get_ka)
+        rec.call(f"{name} set SO_KEEPALIVE", sock.setsockopt, *get_ka, 1)
+        rec.call(f"{name} SO_KEEPALIVE", sock.getsockopt, *get_ka)
+    c.sendall(b"still works")
+    rec.call("data", lambda: recv_exactly(s, 11))
+
+
+@scenario
+def scenario_so_rcvbuf_roundtrip(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    rec.call("set SO_RCVBUF 65536", s.setsockopt, socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    rec.call("get SO_RCVBUF (Linux doubles)", s.getsockopt, socket.SOL_SOCKET, socket.SO_RCVBUF)
+    rec.call("set SO_SNDBUF 65536", c.setsockopt, socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+    rec.call("get SO_SNDBUF", c.getsockopt, socket.SOL_SOCKET, socket.SO_SNDBUF)
+
+
+@scenario
+def scenario_setsockopt_bad_values(t: Transport, rec: Recorder) -> None:
+    c, _ = t.pair()
+    rec.call("setsockopt str value", c.setsockopt, socket.SOL_SOCKET, socket.SO_KEEPALIVE, "x")
+    rec.call("getsockopt unknown option", c.getsockopt, socket.SOL_SOCKET, 9999)
+    rec.call("setsockopt unknown level", c.setsockopt, 9999, 1, 1)
+
+
+@scenario
+def scenario_addresses_on_both_ends(t: Transport, rec: Recorder) -> None:
+    lst = t.listener()
+    c = t.client_socket()
+    c.settimeout(IO_TIMEOUT)
+    c.connect(lst.getsockname())
+    s, accepted_addr = t.accept(lst)
+    t.check_connected(c, s)
+    rec.addr("client getsockname", c.getsockname)
+    rec.addr("client getpeername", c.getpeername)
+    rec.addr("server getsockname", s.getsockname)
+    rec.addr("server getpeername", s.getpeername)
+    rec.note("accept() address shape", addr_shape(accepted_addr))
+    rec.note("client sockname == server peername", c.getsockname() == s.getpeername())
+    rec.note("client peername == server sockname", c.getpeername() == s.getsockname())
+    rec.note("accept() address == server peername", accepted_addr == s.getpeername())
+    rec.note("server sockname == listener sockname", s.getsockname() == lst.getsockname())
+    rec.note("client port differs from server port", c.getsockname()[1] != s.getsockname()[1])
+
+
+@scenario
+def scenario_client_bind_before_connect(t: Transport, rec: Recorder) -> None:
+    lst = t.listener()
+    c = t.client_socket()
+    c.settimeout(IO_TIMEOUT)
+    rec.call("bind", c.bind, (V4, 0))
+    bound = c.getsockname()
+    c.connect(lst.getsockname())
+    s, _ = t.accept(lst)
+    t.check_connected(c, s)
+    rec.note("sockname kept after connect", c.getsockname() == bound)
+    rec.note("server sees the bound address", s.getpeername() == bound)
+
+
+@scenario
+def scenario_fileno_stable_across_connect(t: Transport, rec: Recorder) -> None:
+    lst = t.listener()
+    c = t.client_socket()
+    c.settimeout(IO_TIMEOUT)
+    before = c.fileno()
+    rec.note("fileno valid before connect", before >= 0)
+    c.connect(lst.getsockname())
+    s, _ = t.accept(lst)
+    t.check_connected(c, s)
+    rec.note("same fileno after connect", c.fileno() == before)
+    rec.note("accepted fileno valid", s.fileno() >= 0)
+
+
+@scenario
+def scenario_unconnected_socket(t: Transport, rec: Recorder) -> None:
+    x = t.client_socket()
+    rec.call("getpeername", x.getpeername)
+    rec.addr("getsockname", x.getsockname)
+    rec.call("recv", x.recv, 1)
+    rec.call("send", x.send, b"a")
+    rec.call("shutdown", x.shutdown, socket.SHUT_RDWR)
+    rec.call("SO_ERROR", x.getsockopt, socket.SOL_SOCKET, socket.SO_ERROR)
+    rec.call("accept without listen", x.accept)
+
+
+# ---------------------------------------------------------------- listeners and connecting
+
+
+@scenario
+def scenario_accept_timeout(t: Transport, rec: Recorder) -> None:
+    lst = t.listener()
+    lst.settimeout(0.05)
+    rec.call("accept times out", elapsed_between(lst.accept, 0.04, 2.0))
+    rec.call("accept raises", lst.accept)
+
+
+@scenario
+def scenario_accept_nonblocking(t: Transport, rec: Recorder) -> None:
+    lst = t.listener()
+    lst.setblocking(False)
+    rec.call("accept with nobody waiting", lst.accept)
+    c = t.client_socket()
+    c.settimeout(IO_TIMEOUT)
+    c.connect(lst.getsockname())
+    rec.call("listener readable", readable, lst, 2.0)
+    s, _ = t.accept(lst)
+    t.check_connected(c, s)
+    c.sendall(b"hi")
+    rec.call("accepted socket works", s.recv, 10)
+
+
+@scenario
+def scenario_accept_order_of_clients(t: Transport, rec: Recorder) -> None:
+    lst = t.listener()
+    clients = []
+    for i in range(3):
+        c = t.client_socket()
+        c.settimeout(IO_TIMEOUT)
+        c.connect(lst.getsockname())
+        c.sendall(bytes([48 + i]))
+        clients.append(c)
+    for i in range(3):
+        s, _ = t.accept(lst)
+        t.check_connected(clients[i], s)
+        s.settimeout(IO_TIMEOUT)
+        rec.call(f"accepted #{i} reads", s.recv, 10)
+        rec.note(f"accepted #{i} is client #{i}", s.getpeername() == clients[i].getsockname())
+
+
+@scenario
+def scenario_connect_completes_before_accept(t: Transport, rec: Recorder) -> None:
+    lst = t.listener()
+    c = t.client_socket()
+    c.settimeout(2.0)
+    rec.call("connect, nobody accepting yet", c.connect, lst.getsockname())
+    rec.call("send before accept", c.send, b"early")
+    s, _ = t.accept(lst)
+    t.check_connected(c, s)
+    s.settimeout(IO_TIMEOUT)
+    rec.call("accepted socket reads early data", s.recv, 10)
+
+
+@scenario
+def scenario_listener_closed_with_pending_connection(t: Transport, rec: Recorder) -> None:
+    lst = t.listener()
+    c = t.client_socket()
+    c.settimeout(2.0)
+    rec.call("connect", c.connect, lst.getsockname())
+    lst.close()
+    rec.call("client recv", c.recv, 10)
+    rec.call("client recv again", c.recv, 10)
+
+
+@scenario
+def scenario_nonblocking_connect_ex(t: Transport, rec: Recorder) -> None:
+    lst = t.listener()
+    c = t.client_socket()
+    c.setblocking(False)
+    rc = c.connect_ex(lst.getsockname())
+    rec.note("connect_ex", "EINPROGRESS-or-0" if rc in (0, errno.EINPROGRESS) else rc)
+    rec.call("writable", writable, c, 2.0)
+    rec.call("SO_ERROR once writable", c.getsockopt, socket.SOL_SOCKET, socket.SO_ERROR)
+    rec.addr("getpeername", c.getpeername)
+    s, _ = t.accept(lst)
+    s.settimeout(IO_TIMEOUT)
+    t.check_connected(c, s)
+    rec.call("send", c.send, b"hi")
+    rec.call("peer recv", s.recv, 10)
+
+
+@scenario
+def scenario_nonblocking_connect(t: Transport, rec: Recorder) -> None:
+    lst = t.listener()
+    c = t.client_socket()
+    c.setblocking(False)
+
+    def connect() -> str:
+        try:
+            c.connect(lst.getsockname())
+        except BlockingIOError as exc:
+            return f"BlockingIOError {errno.errorcode[exc.errno]}"
+        return "BlockingIOError EINPROGRESS"  # completing at once is allowed too
+
+    rec.call("connect", connect)
+    rec.call("writable", writable, c, 2.0)
+    rec.call("connect again when done", c.connect_ex, lst.getsockname())
+    s, _ = t.accept(lst)
+    s.settimeout(IO_TIMEOUT)
+    t.check_connected(c, s)
+    s.sendall(b"hello")
+    rec.call("readable", readable, c, 2.0)
+    rec.call("recv", c.recv, 10)
+
+
+@scenario
+def scenario_connect_refused(t: Transport, rec: Recorder) -> None:
+    port = t.closed_port()
+    c = t.client_socket()
+    c.settimeout(2.0)
+    rec.call("connect_ex to a closed port", lambda: errno.errorcode.get(c.connect_ex((V4, port))))
+    rec.call("SO_ERROR after", c.getsockopt, socket.SOL_SOCKET, socket.SO_ERROR)
+    c2 = t.client_socket()
+    c2.settimeout(2.0)
+    rec.call("connect to a closed port", c2.connect, (V4, port))
+    rec.call("getpeername after failure", c2.getpeername)
+
+
+@scenario
+def scenario_connect_twice(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    rec.call("connect again", c.connect, c.getpeername())
+    rec.call("connect_ex again", lambda: errno.errorcode.get(c.connect_ex(c.getpeername())))
+    c.sendall(b"fine")
+    rec.call("connection unharmed", s.recv, 10)
+
+
+@scenario
+def scenario_create_connection_and_server(t: Transport, rec: Recorder) -> None:
+    srv = t.create_server((V4, 0))
+    rec.addr("server address", srv.getsockname)
+    rec.call(
+        "SO_REUSEADDR set", lambda: srv.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) != 0
+    )
+    rec.note("listener family", srv.family)
+    c = t.create_connection(srv.getsockname(), timeout=2.5)
+    s, _ = t.accept(srv)
+    t.check_connected(c, s)
+    s.settimeout(IO_TIMEOUT)
+    rec.note("client gettimeout", c.gettimeout())
+    rec.note("client family", c.family)
+    rec.note("client peername == server sockname", c.getpeername() == s.getsockname())
+    c.sendall(b"over create_connection")
+    rec.call("server reads", lambda: recv_exactly(s, 22))
+    s.sendall(b"ok")
+    rec.call("client reads", c.recv, 10)
+
+
+@scenario
+def scenario_create_connection_source_address(t: Transport, rec: Recorder) -> None:
+    srv = t.create_server((V4, 0))
+    c = t.create_connection(srv.getsockname(), source_address=(V4, 0))
+    s, _ = t.accept(srv)
+    t.check_connected(c, s)
+    rec.addr("client sockname", c.getsockname)
+    rec.note("server sees client's sockname", s.getpeername() == c.getsockname())
+
+
+@scenario
+def scenario_create_server_options(t: Transport, rec: Recorder) -> None:
+    srv = t.create_server((V4, 0), backlog=5, reuse_port=True)
+    rec.call(
+        "SO_REUSEPORT set", lambda: srv.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) != 0
+    )
+    rec.call("SO_ACCEPTCONN", srv.getsockopt, socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+    srv6 = t.create_server((V6, 0), family=socket.AF_INET6)
+    rec.addr("ipv6 server address", srv6.getsockname)
+    rec.call("IPV6_V6ONLY", srv6.getsockopt, socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+    c = t.create_connection(srv6.getsockname()[:2])
+    s, _ = t.accept(srv6)
+    t.check_connected(c, s)
+    rec.note("client family", c.family)
+    rec.addr("server peername", s.getpeername)
+
+
+@scenario
+def scenario_create_connection_refused(t: Transport, rec: Recorder) -> None:
+    port = t.closed_port()
+    rec.call("create_connection to a closed port", t.create_connection, (V4, port))
+
+
+# ---------------------------------------------------------------- descriptors
+
+
+@scenario
+def scenario_detach(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    fd = t.track_fd(c.detach())
+    rec.note("detach returns an fd", isinstance(fd, int) and fd >= 0)
+    rec.note("socket closed after detach", c.fileno())
+    rec.call("close after detach", c.close)
+    rec.call("os.write on detached fd", os.write, fd, b"via fd")
+    rec.call("peer reads", s.recv, 100)
+    s.sendall(b"back")
+    rec.call("fd readable", readable, fd, 2.0)
+    rec.call("os.read on detached fd", os.read, fd, 100)
+    os.close(fd)
+    rec.call("peer sees eof after os.close", s.recv, 10)
+
+
+@scenario
+def scenario_detach_rewrap_with_stdlib(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    fd = c.detach()
+    w = t.track(socket.socket(fileno=fd))
+    rec.note("family", w.family)
+    rec.note("type", w.type)
+    rec.note("proto", w.proto)
+    rec.addr("getpeername", w.getpeername)
+    rec.note("peername == server sockname", w.getpeername() == s.getsockname())
+    w.settimeout(IO_TIMEOUT)
+    w.sendall(b"rewrapped")
+    rec.call("peer reads", s.recv, 100)
+
+
+@scenario
+def scenario_dup_carries_data(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    d = t.track(c.dup())
+    t.check_connected(d)
+    rec.note("same class", type(d) is type(c))
+    rec.note("family", d.family)
+    rec.note("dup gettimeout", d.gettimeout())
+    d.settimeout(IO_TIMEOUT)
+    rec.note("different fd", d.fileno() != c.fileno())
+    c.close()
+    rec.call("peer sees no eof while the dup lives (dontwait)", recv_nowait, s, 10)
+    rec.call("dup sends", d.sendall, b"dup data")
+    rec.call("peer reads", lambda: recv_exactly(s, 8))
+    s.sendall(b"to dup")
+    rec.call("dup reads", lambda: recv_exactly(d, 6))
+    rec.addr("dup getpeername", d.getpeername)
+    d.close()
+    rec.call("peer sees eof", s.recv, 10)
+
+
+# ---------------------------------------------------------------- IPv6
+
+
+@scenario
+def scenario_ipv6_pair(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair(socket.AF_INET6)
+    rec.note("family", c.family)
+    rec.addr("client getsockname", c.getsockname)
+    rec.addr("client getpeername", c.getpeername)
+    rec.addr("server getsockname", s.getsockname)
+    rec.addr("server getpeername", s.getpeername)
+    rec.note("client sockname == server peername", c.getsockname() == s.getpeername())
+    rec.note("client peername == server sockname", c.getpeername() == s.getsockname())
+    c.sendall(b"over ::1")
+    rec.call("server reads", lambda: recv_exactly(s, 8))
+    s.shutdown(socket.SHUT_WR)
+    rec.call("client reads eof", c.recv, 10)
+
+
+@scenario
+def scenario_ipv6_connect_refused(t: Transport, rec: Recorder) -> None:
+    port = t.closed_port(socket.AF_INET6)
+    c = t.client_socket(socket.AF_INET6)
+    c.settimeout(2.0)
+    rec.call("connect to a closed ::1 port", c.connect, (V6, port))
+
+
+@scenario
+def scenario_ipv4_client_to_ipv6_listener_fails(t: Transport, rec: Recorder) -> None:
+    lst = t.listener(socket.AF_INET6)
+    c = t.client_socket()
+    c.settimeout(2.0)
+    rec.call("AF_INET client to ::1 port", c.connect_ex, (V4, lst.getsockname()[1]))
+    rec.call("AF_INET client, AF_INET6 address", c.connect, lst.getsockname())

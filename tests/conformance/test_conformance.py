@@ -1,0 +1,65 @@
+"""Every scenario gives the same transcript over stdlib TCP and over loopfast (SPEC F6).
+
+``test_runs`` runs a scenario alone on one transport: it must complete and keep
+its own expectations. ``test_matches_tcp`` runs it over stdlib TCP first, then
+over loopfast (fast path on, or off), and compares the two transcripts.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+
+import pytest
+
+from .scenarios import SCENARIOS, Recorder
+
+# (scenario, transport) -> why the transcripts legitimately differ. Each entry is a
+# difference loopfast documents; the test is xfail(strict=True) for that transport only.
+KNOWN_DIFFERENCES: dict[tuple[str, str], str] = {}
+
+RunOver = Callable[[str, str], Recorder]
+
+
+def _params(transports: tuple[str, ...]) -> list[object]:
+    params = []
+    for transport in transports:
+        for name in sorted(SCENARIOS):
+            reason = KNOWN_DIFFERENCES.get((name, transport))
+            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+            params.append(pytest.param(transport, name, marks=marks, id=f"{transport}-{name}"))
+    return params
+
+
+def _report(rec: Recorder) -> str:
+    return "\n".join(rec.lines())
+
+
+@pytest.mark.parametrize(("transport", "name"), _params(("tcp", "fastpath", "loopfast-off")))
+def test_runs(run_over: RunOver, transport: str, name: str) -> None:
+    rec = run_over(name, transport)
+    assert rec.aborted is None, f"scenario aborted\n{_report(rec)}"
+    assert not rec.failures, "\n".join(rec.failures) + "\n\n" + _report(rec)
+    assert rec.entries, "scenario recorded nothing"
+
+
+@pytest.mark.parametrize(("transport", "name"), _params(("fastpath", "loopfast-off")))
+def test_matches_tcp(run_over: RunOver, transport: str, name: str) -> None:
+    reference = run_over(name, "tcp")
+    assert reference.aborted is None, f"tcp run aborted\n{_report(reference)}"
+    other = run_over(name, transport)
+    if other.lines() != reference.lines():
+        diff = difflib.unified_diff(
+            reference.lines(), other.lines(), "tcp", transport, lineterm="", n=2
+        )
+        pytest.fail("transcripts differ:\n" + "\n".join(diff), pytrace=False)
+
+
+def test_enough_scenarios() -> None:
+    assert len(SCENARIOS) >= 45
+
+
+def test_known_differences_name_real_scenarios() -> None:
+    for name, transport in KNOWN_DIFFERENCES:
+        assert name in SCENARIOS
+        assert transport in ("fastpath", "loopfast-off")
