@@ -1,8 +1,28 @@
-"""loopfast: Windows' TCP loopback fast path, WSAPoll and compatibility mode for Python on Linux."""
+"""loopfast: Windows' TCP loopback fast path, WSAPoll and compatibility mode for Python on Linux.
+
+Two processes that both opt in talk over 127.0.0.1/::1 through a faster
+transport than TCP, with the same socket API, the same addresses, and a silent
+fall-back to TCP when the peer does not take part::
+
+    server = loopfast.create_server(("127.0.0.1", 8080), fast_path=True)
+    client = loopfast.create_connection(("127.0.0.1", 8080), fast_path=True)
+"""
 
 from __future__ import annotations
 
+from . import filters, policy
+from ._helpers import create_connection, create_server
+from ._socket import socket
 from .constants import *  # noqa: F403
 from .constants import __all__ as _constants_all
+from .fastpath._connection import PeerCredentials
 
-__all__ = [*_constants_all]
+__all__ = [
+    "PeerCredentials",
+    "create_connection",
+    "create_server",
+    "filters",
+    "policy",
+    "socket",
+    *_constants_all,
+]

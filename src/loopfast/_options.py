@@ -46,7 +46,8 @@ def _c(name: str, fallback: int) -> int:
 OPTIONS: dict[tuple[int, int], tuple[str, str, Treatment, str]] = {}
 
 
-def _add(level: int, level_name: str, name: str, value: int, treatment: Treatment, why: str) -> None:
+def _add(level: int, level_name: str, name: str, value: int, treatment: Treatment,
+         why: str) -> None:
     OPTIONS[(level, value)] = (level_name, name, treatment, why)
 
 

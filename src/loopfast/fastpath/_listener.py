@@ -109,10 +109,9 @@ class Listener:
             OSError: the TCP listener's accept failed (e.g. EMFILE).
         """
         self._tcp_turn = not self._tcp_turn
-        first, second = (self._accept_tcp, self._accept_fast)
-        if not self._tcp_turn:
-            first, second = second, first
-        return first() or second()
+        if self._tcp_turn:
+            return self._accept_tcp() or self._accept_fast()
+        return self._accept_fast() or self._accept_tcp()
 
     def wait(self, timeout: float | None) -> None:
         """Park until something may be ready (-1 = forever), or *timeout* seconds pass."""
@@ -137,7 +136,8 @@ class Listener:
                 conn = _stdsocket.socket(_stdsocket.AF_UNIX, _stdsocket.SOCK_STREAM, 0, fileno=fd)
                 conn.setblocking(False)
                 self.pending[fd] = (conn, time.monotonic() + HELLO_DEADLINE)
-                self.epoll.register(fd, select.EPOLLIN | select.EPOLLRDHUP)
+                # Edge-triggered: a client that sent half a hello must not keep accept() spinning.
+                self.epoll.register(fd, select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET)
         return self._take_hello()
 
     def _take_hello(self) -> Arrival | None:

@@ -1,0 +1,325 @@
+"""Fast-path sockets: a connection carried by an AF_UNIX stream, and a bundled listener.
+
+A fast-path connection keeps the application's fd number: after the
+rendezvous, ``dup2`` puts the AF_UNIX stream at that number, so the stdlib's C
+methods (send, recv, recv_into, sendmsg, MSG_PEEK, MSG_WAITALL, timeouts,
+select) work on it unchanged and at kernel speed (SPEC F6). What differs from
+TCP is overridden here and nowhere else: addresses, options, SHUT_RD, and
+ancillary data. The connection stays on the fast path until closed (F5).
+"""
+
+from __future__ import annotations
+
+import _socket as _csocket  # the C socket type, as socket.py's own _real_close uses
+import errno
+import os
+import socket as _stdsocket
+import time
+from typing import Any, Self, cast
+
+from . import _addresses, _options
+from ._socket import socket
+from .fastpath import _connector
+from .fastpath._connection import Connection, PeerCredentials
+from .fastpath._listener import Listener
+
+_ANC_REFUSED = {_stdsocket.SCM_RIGHTS, getattr(_stdsocket, "SCM_CREDENTIALS", 2)}
+
+
+def connect_fast(sock: socket, host: str, port: int) -> bool:
+    """Make *sock* a fast-path connection to *host*:*port*; False to use TCP instead.
+
+    Raises:
+        TimeoutError: the rendezvous did not answer within the socket's timeout.
+    """
+    found = _connector.find(sock.family, host, port, sock.gettimeout())
+    if found is None:
+        return False
+    with found.stream:
+        try:
+            local = _reserve_local(sock, host)
+            target = _addresses.tcp_style(sock.family, host, port)
+            found.say_hello(sock.family, local, target)
+        except OSError:
+            return False
+        reservation = _stdsocket.socket(sock.family, _stdsocket.SOCK_STREAM, sock.proto,
+                                        fileno=os.dup(sock.fileno()))
+        os.dup2(found.stream.fileno(), sock.fileno(), inheritable=False)
+    sock.settimeout(sock.gettimeout())  # the new file description needs O_NONBLOCK again
+    sock._state = Connection(sock.family, local, target, found.credentials, reservation)
+    sock.__class__ = FastPathSocket
+    return True
+
+
+def _reserve_local(sock: socket, host: str) -> tuple[Any, ...]:
+    """Bind *sock* (still TCP) to a loopback port unless bound; its TCP-style address."""
+    bound = _stdsocket.socket.getsockname(sock)
+    if bound[1] == 0:
+        if sock.family == _stdsocket.AF_INET:
+            loop = "127.0.0.1"
+        else:
+            loop = "::ffff:127.0.0.1" if _addresses.ipv4_of(sock.family, host) else "::1"
+        _stdsocket.socket.bind(sock, (loop, 0))
+        bound = _stdsocket.socket.getsockname(sock)
+    if bound[0] in ("0.0.0.0", "::"):
+        v4 = _addresses.ipv4_of(sock.family, host)
+        return _addresses.tcp_style(sock.family, v4 or "::1", bound[1])
+    return cast(tuple[Any, ...], bound)
+
+
+def start_listener(sock: socket, backlog: int) -> None:
+    """Make the listening *sock* a fast-path listener, if its address and the policy allow."""
+    listener = Listener.start(sock, backlog)
+    if listener is not None:
+        sock._state = listener
+        sock.__class__ = FastPathListener
+
+
+class FastPathSocket(socket):
+    """A connection carried by the fast path (see the module docstring)."""
+
+    __slots__ = ()
+    _state: Connection
+
+    @property
+    def fast_path_active(self) -> bool:
+        """True: this connection is carried by the fast path."""
+        return True
+
+    @property
+    def peer_credentials(self) -> PeerCredentials:
+        """The peer process (pid, uid, gid), as the kernel vouches for it."""
+        return self._state.credentials
+
+    def connect(self, address: Any) -> None:
+        """Raise EISCONN: the connection is made."""
+        raise OSError(errno.EISCONN, os.strerror(errno.EISCONN))
+
+    def getsockname(self) -> Any:
+        """This end's TCP-style address."""
+        self._check_open()
+        return self._state.local
+
+    def getpeername(self) -> Any:
+        """The peer's TCP-style address.
+
+        Raises:
+            OSError: ENOTCONN after shutdown(SHUT_RDWR) ... as TCP would not; EBADF if closed.
+        """
+        self._check_open()
+        return self._state.peer
+
+    def _check_open(self) -> None:
+        if self.fileno() == -1:
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+
+    def setsockopt(self, level: int, optname: int, *args: Any) -> None:
+        """Set an option as the fast path treats it (docs/options.md).
+
+        Raises:
+            OSError: ENOPROTOOPT for an option the fast path refuses.
+        """
+        self._check_open()
+        _options.setsockopt(self._state, self, level, optname, *args)
+
+    def getsockopt(self, level: int, optname: int, *args: Any) -> Any:
+        """Read an option as the fast path treats it (docs/options.md).
+
+        Raises:
+            OSError: ENOPROTOOPT for an option the fast path refuses.
+        """
+        self._check_open()
+        return _options.getsockopt(self._state, self, level, optname, *args)
+
+    def shutdown(self, how: int) -> None:
+        """Shut down one or both halves, as TCP does.
+
+        SHUT_RD is kept here, not told to the kernel: on Linux TCP the peer may
+        still send after it, and recv returns b"" only while nothing is queued.
+        """
+        if how in (_stdsocket.SHUT_WR, _stdsocket.SHUT_RDWR):
+            super().shutdown(_stdsocket.SHUT_WR)
+        elif how != _stdsocket.SHUT_RD:
+            super().shutdown(how)  # the kernel's EINVAL
+        else:
+            self._check_open()
+        if how in (_stdsocket.SHUT_RD, _stdsocket.SHUT_RDWR):
+            self._state.read_shut = True
+            self.__class__ = ReadShutSocket
+
+    def sendmsg(self, buffers: Any, ancdata: Any = (), flags: int = 0,
+                address: Any = None) -> int:
+        """``socket.sendmsg``; ancillary data TCP cannot carry is refused as TCP refuses it.
+
+        Raises:
+            OSError: EINVAL for SCM_RIGHTS/SCM_CREDENTIALS, as on TCP.
+        """
+        for level, kind, _data in ancdata:
+            if level == _stdsocket.SOL_SOCKET and kind in _ANC_REFUSED:
+                raise OSError(errno.EINVAL, "TCP cannot carry file descriptors or credentials")
+        if address is not None:
+            return super().sendmsg(buffers, ancdata, flags, address)
+        return super().sendmsg(buffers, ancdata, flags)
+
+    def recvmsg(self, bufsize: int, ancbufsize: int = 0, flags: int = 0) -> Any:
+        """``socket.recvmsg``; file descriptors a peer slipped in are closed, never handed on."""
+        data, anc, msg_flags, _addr = super().recvmsg(bufsize, ancbufsize, flags)
+        return data, _strip(anc), msg_flags, None
+
+    def recvmsg_into(self, buffers: Any, ancbufsize: int = 0, flags: int = 0) -> Any:
+        """``socket.recvmsg_into``; file descriptors a peer slipped in are closed."""
+        n, anc, msg_flags, _addr = super().recvmsg_into(buffers, ancbufsize, flags)
+        return n, _strip(anc), msg_flags, None
+
+    def dup(self) -> Self:
+        """Duplicate the connection (both objects carry the same stream, as with TCP)."""
+        twin = super().dup()
+        twin._state = self._state.copy()
+        return twin
+
+    def detach(self) -> int:
+        """Close the socket object without closing its fd, which is returned.
+
+        The fd is the AF_UNIX stream carrying the connection.
+        """
+        self._state.release()
+        return super().detach()
+
+    def _real_close(self, _ss: Any = _csocket.socket) -> None:
+        self._state.release()
+        _ss.close(self)
+
+
+class ReadShutSocket(FastPathSocket):
+    """A fast-path connection after shutdown(SHUT_RD): reads never wait (Linux TCP's rule)."""
+
+    __slots__ = ()
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        """Queued data if any, else b"" at once."""
+        try:
+            return super().recv(bufsize, flags | _stdsocket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return b""
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        """Queued data if any, else 0 at once."""
+        try:
+            return super().recv_into(buffer, nbytes, flags | _stdsocket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return 0
+
+
+def _strip(ancdata: list[tuple[int, int, bytes]]) -> list[tuple[int, int, bytes]]:
+    kept = []
+    for level, kind, data in ancdata:
+        if level == _stdsocket.SOL_SOCKET and kind == _stdsocket.SCM_RIGHTS:
+            usable = len(data) - len(data) % 4
+            for fd in memoryview(data[:usable]).cast("i"):
+                os.close(fd)
+        else:
+            kept.append((level, kind, data))
+    return kept
+
+
+class FastPathListener(socket):
+    """A listener taking TCP and fast-path arrivals alike (see fastpath._listener)."""
+
+    __slots__ = ()
+    _state: Listener
+
+    def accept(self) -> tuple[socket, Any]:
+        """Accept the next connection, TCP or fast path, as ``socket.socket.accept``.
+
+        Raises:
+            TimeoutError: the socket's timeout passed; BlockingIOError: non-blocking
+                and nothing waits; OSError: as ``socket.socket.accept``.
+        """
+        timeout = self.gettimeout()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            arrival = self._state.next_arrival()
+            if arrival is not None:
+                sock = self._adopt(arrival)
+                if sock is not None:
+                    return sock, sock.getpeername()
+                continue
+            if deadline is None:
+                self._state.wait(None)
+                continue
+            remaining = deadline - time.monotonic()
+            if timeout == 0.0:
+                raise BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+            if remaining <= 0:
+                raise TimeoutError("timed out")
+            self._state.wait(remaining)
+
+    def _adopt(self, arrival: Any) -> socket | None:
+        if len(arrival) == 2:
+            return self.adopt_tcp(*arrival)
+        stream, hello, creds = arrival
+        stream.setblocking(True)
+        sock = socket(self.family, _stdsocket.SOCK_STREAM, self.proto, fileno=stream.detach())
+        sock._fast_path = True
+        local = _addresses.tcp_style(self.family, hello.target_ip, self._state.port)
+        peer = _addresses.tcp_style(self.family, hello.client_ip, hello.client_port)
+        sock._state = Connection(self.family, local, peer, creds, None)
+        sock.__class__ = FastPathSocket
+        return sock
+
+    def getsockname(self) -> Any:
+        """The TCP listener's address."""
+        return self._state.tcp.getsockname()
+
+    def setsockopt(self, level: int, optname: int, *args: Any) -> None:
+        """Set an option on the TCP listener (accepted TCP connections inherit it)."""
+        self._state.tcp.setsockopt(level, optname, *args)
+
+    def getsockopt(self, level: int, optname: int, *args: Any) -> Any:
+        """Read an option of the TCP listener."""
+        return self._state.tcp.getsockopt(level, optname, *args)
+
+    def listen(self, backlog: int = _stdsocket.SOMAXCONN) -> None:
+        """Change the backlog of the TCP listener and of the rendezvous."""
+        self._state.tcp.listen(backlog)
+        for unix in self._state.rendezvous:
+            unix.listen(backlog)
+
+    def ioctl(self, control: int, option: object) -> None:
+        """``SIO_LOOPBACK_FAST_PATH`` False stops offering the fast path; True keeps it."""
+        super().ioctl(control, option)
+        if not self._fast_path:
+            self._back_to_tcp()
+
+    def _listening(self) -> bool:
+        return True
+
+    def _connected(self) -> bool:
+        return False
+
+    def _start_listener(self, backlog: int) -> None:
+        pass  # already one
+
+    def _back_to_tcp(self) -> None:
+        self._state.restore_tcp(self.fileno())
+        demoted: socket = self
+        demoted._state = None
+        demoted.__class__ = socket
+
+    def dup(self) -> Self:
+        """Refused: a fast-path listener's fd is an epoll bundle, not one socket.
+
+        Raises:
+            OSError: EOPNOTSUPP always; dup a listener without the fast path instead.
+        """
+        raise OSError(errno.EOPNOTSUPP, "dup() of a fast-path listener is not supported; "
+                      "opt out with ioctl(SIO_LOOPBACK_FAST_PATH, False) first")
+
+    def detach(self) -> int:
+        """Give up the fast path and return the TCP listener's fd."""
+        self._back_to_tcp()
+        return super().detach()
+
+    def _real_close(self, _ss: Any = _csocket.socket) -> None:
+        self._state.close()
+        _ss.close(self)
