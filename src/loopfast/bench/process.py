@@ -46,7 +46,7 @@ class Child:
 
     def __init__(self, role: str, spec: dict[str, Any]) -> None:
         self.role = role
-        self._stderr = tempfile.TemporaryFile()
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
         cmd = [sys.executable, "-m", "loopfast.bench.child", json.dumps(spec)]
         try:
             self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

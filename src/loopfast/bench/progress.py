@@ -42,6 +42,7 @@ class ProgressBar:
             transient=False,
         )
         self._tasks: dict[str, TaskID] = {}
+        self._labels: dict[str, str] = {}
 
     def __enter__(self) -> ProgressBar:
         self._progress.start()
@@ -54,6 +55,7 @@ class ProgressBar:
     def row_started(self, key: str, label: str, total: int) -> None:
         """Add a bar for the row (``total`` round trips, warm-up included)."""
         self._tasks[key] = self._progress.add_task(label, total=total)
+        self._labels[key] = label
 
     def row_advanced(self, key: str, done: int) -> None:
         """Move the row's bar to ``done`` round trips."""
@@ -63,6 +65,5 @@ class ProgressBar:
         """Mark the row's bar finished, in red when the row failed."""
         task = self._tasks[key]
         if not ok:
-            label = self._progress.tasks[self._tasks[key]].description
-            self._progress.update(task, description=f"[red]{label} (failed)")
+            self._progress.update(task, description=f"[red]{self._labels[key]} (failed)")
         self._progress.stop_task(task)

@@ -1,0 +1,156 @@
+"""The ``loopfast`` command: one argparse subcommand per task (``bench`` for now).
+
+Each subcommand is registered by a ``_add_<name>(subparsers)`` function listed in
+``_COMMANDS`` and runs through its handler ``(args) -> exit status``; ``info``,
+``echo-server``, ``run`` and ``stat`` join the same way. Heavy imports happen inside
+the handlers, so ``loopfast --help`` stays quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .bench.pinning import PIN_MODES
+from .bench.rows import ROWS
+
+__all__ = ["build_parser", "main"]
+
+_Subparsers = Any  # argparse's _SubParsersAction is private; its type is not exported
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _rows(text: str) -> tuple[str, ...]:
+    keys = tuple(ROWS) if text == "all" else tuple(k.strip() for k in text.split(",") if k)
+    unknown = [key for key in keys if key not in ROWS]
+    if unknown or not keys:
+        raise argparse.ArgumentTypeError(
+            f"unknown row(s) {', '.join(unknown) or '(none given)'}; "
+            f"choose from {', '.join(ROWS)} or 'all'")
+    return keys
+
+
+def _json_target(text: str) -> str:
+    if text != "-" and not Path(text).resolve().parent.is_dir():
+        raise argparse.ArgumentTypeError(f"directory of {text!r} does not exist")
+    return text
+
+
+def _add_bench(subparsers: _Subparsers) -> None:
+    p = subparsers.add_parser(
+        "bench", help="64-byte echo round-trip latency, row by row",
+        description="Repeat the Windows team's loopback latency experiment: two single-threaded "
+        "processes, 64-byte messages carrying their send timestamp, each echoed back, Nagle "
+        "off. Exit status 1 if any row failed.")
+    p.add_argument("--rows", type=_rows, default=tuple(ROWS), metavar="ROW[,ROW...]",
+                   help=f"rows to run, from {', '.join(ROWS)} (default: all); the baseline "
+                   "(tcp) is always run first")
+    p.add_argument("--count", type=_positive_int, default=50_000, metavar="N",
+                   help="measured round trips per row (default: %(default)s)")
+    p.add_argument("--warmup", type=_non_negative_int, default=5_000, metavar="N",
+                   help="round trips run first and discarded (default: %(default)s)")
+    p.add_argument("--pin", choices=PIN_MODES, default="split",
+                   help="split: sender on the first allowed CPU, echoer on the second; same: "
+                   "both on the first; none: no pinning (default: %(default)s)")
+    p.add_argument("--timeout", type=_positive_float, default=30.0, metavar="SECONDS",
+                   help="longest wait for any word from a child process (default: %(default)s)")
+    p.add_argument("--json", type=_json_target, metavar="FILE",
+                   help="also write every figure as JSON to FILE ('-' for stdout; the table "
+                   "then goes to stderr)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (it is shown only when stderr is a terminal)")
+    p.set_defaults(handler=_run_bench)
+
+
+def _console(stderr: bool) -> Any:
+    from rich.console import Console
+
+    console = Console(stderr=stderr)
+    return console if console.is_terminal else Console(stderr=stderr, width=120)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from .bench.progress import ProgressBar
+    from .bench.report import render_table, to_json, write_json
+    from .bench.runner import BenchConfig, run_bench
+
+    config = BenchConfig(rows=args.rows, count=args.count, warmup=args.warmup, pin=args.pin,
+                         timeout=args.timeout)
+    with ProgressBar(_console(stderr=True), enabled=False if args.no_progress else None) as bar:
+        result = run_bench(config, bar)
+    render_table(result, _console(stderr=args.json == "-"))
+    if args.json:
+        try:
+            write_json(to_json(result), args.json)
+        except OSError as exc:
+            print(f"loopfast bench: cannot write {args.json}: {exc}", file=sys.stderr)
+            return 1
+    return 0 if result.ok else 1
+
+
+_COMMANDS: list[Callable[[_Subparsers], None]] = [_add_bench]
+
+
+def _version() -> str:
+    try:
+        return metadata.version("loopfast")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the ``loopfast`` argument parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="loopfast",
+        description="Windows' TCP loopback fast path, WSAPoll and compatibility mode on Linux.")
+    parser.add_argument("--version", action="version", version=f"loopfast {_version()}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in _COMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``loopfast`` command line and return its exit status.
+
+    Args:
+        argv: the arguments after the program name; ``sys.argv[1:]`` when ``None``.
+
+    Returns:
+        0 on success, 1 if the command failed (say, a benchmark row), 130 on Ctrl-C.
+
+    Raises:
+        SystemExit: from argparse, status 2 with its message for bad arguments (0 for
+            ``--help``/``--version``).
+    """
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        print("loopfast: interrupted", file=sys.stderr)
+        return 130
