@@ -13,6 +13,7 @@ from __future__ import annotations
 import _socket as _csocket  # the C socket type, as socket.py's own _real_close uses
 import errno
 import os
+import select
 import socket as _stdsocket
 import time
 from typing import Any, Self, cast
@@ -92,8 +93,33 @@ class FastPathSocket(socket):
         return self._state.credentials
 
     def connect(self, address: Any) -> None:
-        """Raise EISCONN: the connection is made."""
-        raise OSError(errno.EISCONN, os.strerror(errno.EISCONN))
+        """The connection is made: EISCONN, as a connected TCP socket answers.
+
+        CPython's connect() with a timeout set treats the kernel's EISCONN as
+        success and returns None; this mirrors it.
+
+        Raises:
+            OSError: EISCONN when the socket has no timeout (blocking or non-blocking).
+        """
+        err = self.connect_ex(address)
+        if err == errno.EISCONN and self.gettimeout():
+            return
+        if err:
+            raise OSError(err, os.strerror(err))
+
+    def connect_ex(self, address: Any) -> int:
+        """0 once after a non-blocking connect(), as the kernel answers; then EISCONN."""
+        if self.fileno() == -1:
+            return errno.EBADF
+        if self._state.connect_pending:
+            self._state.connect_pending = False
+            return 0
+        return errno.EISCONN
+
+    def sendto(self, data: Any, *args: Any) -> int:
+        """Send *data*; the address is ignored, as Linux TCP ignores it once connected."""
+        flags = args[0] if len(args) == 2 else 0
+        return self.send(data, flags)
 
     def getsockname(self) -> Any:
         """This end's TCP-style address."""
@@ -197,17 +223,19 @@ class ReadShutSocket(FastPathSocket):
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         """Queued data if any, else b"" at once."""
-        try:
-            return super().recv(bufsize, flags | _stdsocket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return b""
+        return super().recv(bufsize, flags) if self._queued() else b""
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
         """Queued data if any, else 0 at once."""
-        try:
-            return super().recv_into(buffer, nbytes, flags | _stdsocket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return 0
+        return super().recv_into(buffer, nbytes, flags) if self._queued() else 0
+
+    def _queued(self) -> bool:
+        # MSG_DONTWAIT is not enough: with a timeout set, CPython waits for
+        # readability before it calls recv at all.
+        self._check_open()
+        ready = select.poll()
+        ready.register(self, select.POLLIN)
+        return bool(ready.poll(0))
 
 
 def _strip(ancdata: list[tuple[int, int, bytes]]) -> list[tuple[int, int, bytes]]:

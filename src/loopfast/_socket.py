@@ -140,7 +140,8 @@ class socket(_stdsocket.socket):
                 non-blocking socket, as TCP; ConnectionRefusedError when a filter blocks.
         """
         if self._fast_path and self._connect_fast(address):
-            if self.gettimeout() == 0.0:
+            if self.gettimeout() == 0.0:  # TCP never connects at once when non-blocking
+                self._state.connect_pending = True
                 raise BlockingIOError(errno.EINPROGRESS, os.strerror(errno.EINPROGRESS))
             return
         flts = self._filters_for(address)

@@ -23,10 +23,13 @@ class Connection:
         local: getsockname(), TCP-style.
         peer: getpeername(), TCP-style.
         credentials: the peer process.
-        read_shut: shutdown(SHUT_RD) was called (emulated: see _socket).
+        read_shut: shutdown(SHUT_RD) was called (emulated: see _fastpath_socket).
+        connect_pending: a non-blocking connect() said EINPROGRESS and nobody has
+            asked again yet (the next connect() answers 0, as the kernel does).
     """
 
-    __slots__ = ("_shadow", "credentials", "family", "local", "peer", "read_shut")
+    __slots__ = ("_shadow", "connect_pending", "credentials", "family", "local", "peer",
+                 "read_shut")
 
     def __init__(self, family: int, local: tuple[Any, ...], peer: tuple[Any, ...],
                  credentials: PeerCredentials, shadow: _stdsocket.socket | None) -> None:
@@ -35,6 +38,7 @@ class Connection:
         self.peer = peer
         self.credentials = credentials
         self.read_shut = False
+        self.connect_pending = False
         self._shadow = shadow
 
     def shadow(self) -> _stdsocket.socket:
