@@ -19,6 +19,7 @@ from loopfast.bench.machine import cpu_model, describe_machine
 from loopfast.bench.pinning import PinPlan, plan_pinning
 from loopfast.bench.process import Child, ChildError
 from loopfast.bench.report import to_json
+from loopfast.bench.rows import FastPathMismatchError
 from loopfast.bench.stats import Summary, compare, percentile, summarize
 from loopfast.bench.workload import MESSAGE_SIZE, EchoMismatchError, echo, measure
 
@@ -159,6 +160,25 @@ def test_child_silence_is_a_timeout_not_a_hang() -> None:
         child.expect("listening", 20)
         with pytest.raises(ChildError, match="no word from the child"):
             child.expect("accepted", 0.3)
+
+
+class _Conn:
+    def __init__(self, active: bool | None) -> None:
+        if active is not None:
+            self.fast_path_active = active
+
+
+def test_fast_path_rows_refuse_the_wrong_fast_path_state() -> None:
+    fast, off, tcp = ROWS["fastpath"], ROWS["fastpath-off"], ROWS["tcp"]
+    assert fast.check(_Conn(True), "sender") is True  # type: ignore[arg-type]
+    assert off.check(_Conn(False), "echoer") is False  # type: ignore[arg-type]
+    assert tcp.check(_Conn(None), "sender") is None  # type: ignore[arg-type]
+    with pytest.raises(FastPathMismatchError, match="is False on the sender"):
+        fast.check(_Conn(False), "sender")  # type: ignore[arg-type]
+    with pytest.raises(FastPathMismatchError, match="is True on the echoer"):
+        off.check(_Conn(True), "echoer")  # type: ignore[arg-type]
+    with pytest.raises(FastPathMismatchError, match="no fast_path_active"):
+        fast.check(_Conn(None), "echoer")  # type: ignore[arg-type]
 
 
 def test_config_validation_and_baseline_first() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from loopfast._cli import main
+from loopfast.bench.rows import SocketRow
 
 QUICK = ["--rows", "tcp,unix", "--count", "200", "--warmup", "20", "--timeout", "15"]
 
@@ -36,6 +37,24 @@ def test_bench_json_to_stdout_moves_the_table_to_stderr(
     assert document["pinning"] == {"mode": "none", "sender_cpu": None, "echoer_cpu": None,
                                    "note": None}
     assert "stdlib TCP" in captured.err
+
+
+def test_a_failed_row_is_loud_and_exits_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    def unavailable(row: SocketRow) -> str | None:
+        return "not on this machine (test)" if row.key == "unix" else None
+
+    monkeypatch.setattr(SocketRow, "unavailable", unavailable)
+    target = tmp_path / "bench.json"
+    assert main(["bench", *QUICK, "--json", str(target)]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED" in out and "not on this machine (test)" in out
+    document = json.loads(target.read_text())
+    assert document["ok"] is False
+    unix = document["rows"][1]
+    assert (unix["ok"], unix["error"], unix["mean_us"]) == (False, "not on this machine (test)",
+                                                            None)
+    assert document["ratio_to_baseline"] == {"tcp": 1.0, "unix": None}
 
 
 @pytest.mark.parametrize("argv", [

@@ -6,7 +6,9 @@ parent's threads' state (rich's refresh thread) and its imported modules into th
 child; ``spawn`` re-imports the caller's ``__main__`` (under pytest, pytest's). A
 plain ``python -m loopfast.bench.child`` imports only loopfast, talks JSON lines over
 its stdout, and dies with the parent through PR_SET_PDEATHSIG, which it sets on itself
-(not in a ``preexec_fn``, which is unsafe while the parent has threads).
+(not in a ``preexec_fn``, which is unsafe while the parent has threads). The kernel
+sends that signal when the parent *thread* that started the child exits, so start
+runs from a thread that outlives them (the CLI uses the main thread).
 
 Every read here has a deadline, and :meth:`Child.close` kills whatever is still
 running, so no wait is unbounded and no child outlives its row.
