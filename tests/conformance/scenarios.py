@@ -22,12 +22,14 @@ Rules every scenario keeps:
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import os
 import random
 import select
 import selectors
 import socket
+import stat
 import struct
 import tempfile
 import threading
@@ -39,7 +41,7 @@ from typing import Any
 
 V4 = "127.0.0.1"
 V6 = "::1"
-IO_TIMEOUT = 5.0
+IO_TIMEOUT = 3.0
 JOIN_TIMEOUT = 20.0
 MiB = 1 << 20
 SOL = socket.SOL_SOCKET
@@ -398,7 +400,19 @@ def recv_nowait(sock: socket.socket, n: int) -> bytes:
         sock.settimeout(old)
 
 
+def recv_nowait_flags(sock: socket.socket, n: int, flags: int) -> bytes:
+    """``recv(n, flags)`` that never waits (see ``recv_nowait``)."""
+    old = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        return sock.recv(n, flags)
+    finally:
+        sock.settimeout(old)
+
+
+@functools.lru_cache(maxsize=16)
 def payload(size: int, seed: int = 1) -> bytes:
+    """Deterministic pseudo-random bytes (cached: transports share them)."""
     return random.Random(seed).randbytes(size)
 
 
@@ -978,7 +992,7 @@ def scenario_operations_after_close(t: Transport, rec: Recorder) -> None:
     rec.call("settimeout", c.settimeout, 1.0)
     rec.call("gettimeout", c.gettimeout)
     rec.call("setblocking", c.setblocking, False)
-    rec.call("dup", c.dup)
+    rec.call("dup", lambda: t.track(c.dup()).fileno())
     rec.call("connect", c.connect, (V4, 9))
     rec.call("detach", c.detach)
 
@@ -1588,3 +1602,489 @@ def scenario_ipv4_client_to_ipv6_listener_fails(t: Transport, rec: Recorder) -> 
     c.settimeout(2.0)
     rec.call("AF_INET client to ::1 port", c.connect_ex, (V4, lst.getsockname()[1]))
     rec.call("AF_INET client, AF_INET6 address", c.connect, lst.getsockname())
+
+
+# ---------------------------------------------------------------- more shutdown
+
+
+@scenario
+def scenario_shutdown_rdwr_wakes_blocked_reader(t: Transport, rec: Recorder) -> None:
+    c, _s = t.pair()
+    c.settimeout(1.5)
+
+    def reader() -> Any:
+        start = time.monotonic()
+        data = c.recv(10)
+        return data, time.monotonic() - start < 1.0
+
+    task = t.task(reader)
+    time.sleep(0.05)
+    rec.call("shutdown SHUT_RDWR from another thread", c.shutdown, socket.SHUT_RDWR)
+    rec.call("blocked recv returns at once", task.join)
+
+
+@scenario
+def scenario_shut_rd_wakes_blocked_reader(t: Transport, rec: Recorder) -> None:
+    c, _s = t.pair()
+    c.settimeout(1.5)
+
+    def reader() -> Any:
+        start = time.monotonic()
+        data = c.recv(10)
+        return data, time.monotonic() - start < 1.0
+
+    task = t.task(reader)
+    time.sleep(0.05)
+    rec.call("shutdown SHUT_RD from another thread", c.shutdown, socket.SHUT_RD)
+    rec.call("blocked recv returns at once", task.join)
+
+
+@scenario
+def scenario_peer_close_wakes_blocked_reader(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    task = t.task(lambda: (s.recv(10), s.recv(10)))
+    time.sleep(0.05)
+    c.sendall(b"bye")
+    c.close()
+    rec.call("blocked reader gets data then eof", task.join)
+
+
+@scenario
+def scenario_shut_rd_readiness(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    rec.call("readable before", readable, c, 0)
+    c.shutdown(socket.SHUT_RD)
+    rec.call("select readable after own SHUT_RD", readable, c, 0.2)
+    rec.call("poll flags after own SHUT_RD", poll_names, c, 200)
+    rec.call("os.read on the fd", lambda: os.read(c.fileno(), 10))
+    with selectors.DefaultSelector() as sel:
+        sel.register(c, selectors.EVENT_READ)
+        rec.call("selector read event", lambda: [ev for _, ev in sel.select(0.2)])
+        sel.unregister(c)
+    rec.call("server can still write", s.send, b"w")
+
+
+@scenario
+def scenario_shut_rd_with_data_queued(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    s.sendall(b"queued")
+    rec.call("readable", readable, c, 2.0)
+    rec.call("shutdown SHUT_RD", c.shutdown, socket.SHUT_RD)
+    rec.call("recv after SHUT_RD with data queued", c.recv, 3)
+    rec.call("recv again", c.recv, 10)
+    rec.call("makefile read", lambda: t.track_file(c.makefile("rb")).read())
+
+
+@scenario
+def scenario_shut_wr_poll_flags_on_both_ends(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    c.shutdown(socket.SHUT_WR)
+    time.sleep(0.01)
+    rec.call("own SHUT_WR", poll_names, c, 200)
+    rec.call("peer of SHUT_WR", poll_names, s, 200)
+    s.shutdown(socket.SHUT_WR)
+    time.sleep(0.01)
+    rec.call("both shut: client", poll_names, c, 200)
+    rec.call("both shut: server", poll_names, s, 200)
+
+
+# ---------------------------------------------------------------- descriptors, more
+
+
+@scenario
+def scenario_fds_are_not_inheritable(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    rec.note("client fd inheritable", os.get_inheritable(c.fileno()))
+    rec.note("server fd inheritable", os.get_inheritable(s.fileno()))
+    d = t.track(c.dup())
+    rec.note("dup fd inheritable", os.get_inheritable(d.fileno()))
+    rec.call("set_inheritable True", c.set_inheritable, True)
+    rec.note("client fd inheritable after", c.get_inheritable())
+    c.sendall(b"ok")
+    rec.call("still connected", s.recv, 10)
+
+
+@scenario
+def scenario_fromfd_dup(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    f = t.track(socket.fromfd(c.fileno(), socket.AF_INET, socket.SOCK_STREAM))
+    rec.note("fromfd family", f.family)
+    rec.addr("fromfd getpeername", f.getpeername)
+    rec.addr("fromfd getsockname", f.getsockname)
+    f.settimeout(IO_TIMEOUT)
+    f.sendall(b"fromfd")
+    rec.call("peer reads", s.recv, 10)
+
+
+@scenario
+def scenario_repr_shows_tcp_addresses(t: Transport, rec: Recorder) -> None:
+    import re
+
+    c, s = t.pair()
+    for name, sock in (("client", c), ("server", s)):
+        text = repr(sock)
+        fields = re.findall(r"(family|type|proto)=([\w.]+)", text)
+        hosts = re.findall(r"(laddr|raddr)=\('([^']*)', \d+", text)
+        rec.note(f"{name} repr fields", fields)
+        rec.note(f"{name} repr addresses", hosts)
+
+
+@scenario
+def scenario_sendmsg_scm_rights_refused(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    r, w = os.pipe()
+    t.track_fd(r)
+    t.track_fd(w)
+    anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", r))]
+    rec.call("sendmsg with SCM_RIGHTS", c.sendmsg, [b"fd?"], anc)
+    c.sendall(b"plain")
+
+    def recvmsg() -> Any:
+        data, anc, flags, _ = s.recvmsg(100, socket.CMSG_SPACE(4))
+        return data, anc, flags
+
+    rec.call("recvmsg with ancillary space", recvmsg)
+
+
+# ---------------------------------------------------------------- addresses, more
+
+
+@scenario
+def scenario_pair_on_127_0_0_2(t: Transport, rec: Recorder) -> None:
+    lst = t._new(socket.AF_INET, via_ioctl=True)
+    lst.settimeout(IO_TIMEOUT)
+    lst.bind(("127.0.0.2", 0))
+    lst.listen(4)
+    c = t.client_socket()
+    c.settimeout(IO_TIMEOUT)
+    c.connect(lst.getsockname())
+    s, _ = t.accept(lst)
+    t.check_connected(c, s)
+    rec.addr("client getpeername", c.getpeername)
+    rec.addr("client getsockname", c.getsockname)
+    rec.addr("server getsockname", s.getsockname)
+    rec.addr("server getpeername", s.getpeername)
+    rec.note("client sockname == server peername", c.getsockname() == s.getpeername())
+    c.sendall(b"127.0.0.2")
+    rec.call("data", lambda: recv_exactly(s, 9))
+
+
+@scenario
+def scenario_v4_mapped_client_to_v4_listener(t: Transport, rec: Recorder) -> None:
+    lst = t.listener()
+    c = t.client_socket(socket.AF_INET6)
+    c.settimeout(IO_TIMEOUT)
+    rec.call("connect to ::ffff:127.0.0.1", c.connect, ("::ffff:127.0.0.1", lst.getsockname()[1]))
+    s, _ = t.accept(lst)
+    t.check_connected(c, s)
+    rec.addr("client getpeername", c.getpeername)
+    rec.addr("client getsockname", c.getsockname)
+    rec.addr("server getpeername", s.getpeername)
+    rec.note("server family", s.family)
+    rec.note("client port == server's view of it", c.getsockname()[1] == s.getpeername()[1])
+    c.sendall(b"mapped")
+    rec.call("data", lambda: recv_exactly(s, 6))
+
+
+@scenario
+def scenario_create_connection_localhost(t: Transport, rec: Recorder) -> None:
+    srv = t.create_server((V4, 0))
+    c = t.create_connection(("localhost", srv.getsockname()[1]))
+    s, _ = t.accept(srv)
+    t.check_connected(c, s)
+    rec.addr("client getpeername", c.getpeername)
+    rec.note("client family", c.family)
+    c.sendall(b"localhost")
+    rec.call("data", lambda: recv_exactly(s, 9))
+
+
+# ---------------------------------------------------------------- libraries on top
+
+
+@scenario
+def scenario_asyncio_sock_methods(t: Transport, rec: Recorder) -> None:
+    import asyncio
+
+    c, s = t.pair()
+    c.setblocking(False)
+    s.setblocking(False)
+    data = payload(1 * MiB, seed=10)
+
+    async def main() -> Any:
+        loop = asyncio.get_running_loop()
+        send = asyncio.ensure_future(loop.sock_sendall(c, data))
+        got = bytearray()
+        for _ in range(10_000):
+            if len(got) >= len(data):
+                break
+            chunk = await loop.sock_recv(s, 256 * 1024)
+            if not chunk:
+                break
+            got += chunk
+        await send
+        buf = bytearray(8)
+        await loop.sock_sendall(s, b"back")
+        n = await loop.sock_recv_into(c, buf)
+        return sha(bytes(got)) == sha(data), bytes(buf[:n])
+
+    async def bounded() -> Any:
+        return await asyncio.wait_for(main(), 2 * IO_TIMEOUT)
+
+    rec.call("asyncio sock_sendall / sock_recv / sock_recv_into", asyncio.run, bounded())
+
+
+@scenario
+def scenario_asyncio_streams(t: Transport, rec: Recorder) -> None:
+    import asyncio
+
+    lst = t.listener()
+    lst.setblocking(False)
+    c = t.client_socket()
+    c.setblocking(False)
+    addr = lst.getsockname()
+
+    async def main() -> Any:
+        seen: list[Any] = []
+        done = asyncio.Event()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            seen.append(addr_shape(writer.get_extra_info("peername")))
+            line = await reader.readline()
+            writer.write(line.upper())
+            await writer.drain()
+            writer.close()
+            await writer.wait_closed()
+            done.set()
+
+        server = await asyncio.start_server(handle, sock=lst)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(c, addr)
+        reader, writer = await asyncio.open_connection(sock=c)
+        writer.write(b"hello streams\n")
+        await writer.drain()
+        reply = await reader.readline()
+        eof = await reader.read()
+        peer = addr_shape(writer.get_extra_info("peername"))
+        writer.close()
+        await writer.wait_closed()
+        await done.wait()
+        server.close()
+        await server.wait_closed()
+        return reply, eof, peer, seen
+
+    async def bounded() -> Any:
+        return await asyncio.wait_for(main(), 2 * IO_TIMEOUT)
+
+    rec.call("echo over asyncio streams", asyncio.run, bounded())
+
+
+def _self_signed(directory: str) -> tuple[str, str] | None:
+    import shutil
+    import subprocess
+
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        return None
+    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-subj", "/CN=localhost", "-days", "1", "-keyout", key, "-out", cert],
+        check=True, capture_output=True, timeout=20,
+    )  # fmt: skip
+    return cert, key
+
+
+@scenario
+def scenario_tls_over_connection(t: Transport, rec: Recorder) -> None:
+    import ssl
+
+    c, s = t.pair()
+    with tempfile.TemporaryDirectory() as tmp:
+        files = _self_signed(tmp)
+        if files is None:
+            rec.note("openssl missing: TLS not exercised", None)
+            return
+        server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server_ctx.load_cert_chain(*files)
+        client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        client_ctx.check_hostname = False
+        client_ctx.load_verify_locations(files[0])
+    ts = t.track(server_ctx.wrap_socket(s, server_side=True, do_handshake_on_connect=False))
+    tc = t.track(client_ctx.wrap_socket(c, do_handshake_on_connect=False))
+    ts.settimeout(IO_TIMEOUT)
+    tc.settimeout(IO_TIMEOUT)
+    server_side = t.task(ts.do_handshake)
+    rec.call("client handshake", tc.do_handshake)
+    rec.call("server handshake", server_side.join)
+    rec.note("version", tc.version())
+    tc.sendall(b"secret")
+    rec.call("server reads plaintext", ts.recv, 100)
+    rec.note("wrapped family", tc.family)
+    rec.addr("wrapped client getpeername", tc.getpeername)
+    rec.addr("wrapped server getpeername", ts.getpeername)
+
+
+# ---------------------------------------------------------------- listeners, more
+
+
+@scenario
+def scenario_listener_shutdown_wakes_accept(t: Transport, rec: Recorder) -> None:
+    lst = t.listener()
+    lst.settimeout(1.5)
+
+    def acceptor() -> Any:
+        start = time.monotonic()
+        try:
+            conn, _ = lst.accept()
+        except OSError as exc:
+            return exc_token(exc), time.monotonic() - start < 1.0
+        t.track(conn)
+        return "accepted", time.monotonic() - start < 1.0
+
+    task = t.task(acceptor)
+    time.sleep(0.05)
+    rec.call("listener shutdown SHUT_RDWR", lst.shutdown, socket.SHUT_RDWR)
+    rec.call("blocked accept", task.join)
+
+
+@scenario
+def scenario_listener_fromfd_accepts(t: Transport, rec: Recorder) -> None:
+    lst = t.listener()
+    rec.call("fd is a socket", lambda: stat.S_ISSOCK(os.fstat(lst.fileno()).st_mode))
+    try:
+        twin = t.track(socket.fromfd(lst.fileno(), lst.family, socket.SOCK_STREAM))
+    except OSError as exc:
+        rec.note("socket.fromfd", exc_token(exc))
+        return
+    rec.note("socket.fromfd", "ok")
+    twin.settimeout(IO_TIMEOUT)
+    rec.addr("fromfd getsockname", twin.getsockname)
+    rec.call("fromfd SO_ACCEPTCONN", twin.getsockopt, socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+    c = t.client_socket()
+    c.settimeout(IO_TIMEOUT)
+    c.connect(lst.getsockname())
+    c.sendall(b"via twin")
+
+    def accept_on_twin() -> Any:
+        conn, _ = twin.accept()
+        t.track(conn)
+        conn.settimeout(IO_TIMEOUT)
+        return recv_exactly(conn, 8)
+
+    rec.call("accept on the stdlib twin", accept_on_twin)
+
+
+@scenario
+def scenario_listener_dup_accepts(t: Transport, rec: Recorder) -> None:
+    lst = t.listener()
+    twin: socket.socket | None = None
+    try:
+        twin = t.track(lst.dup())
+    except OSError as exc:
+        rec.note("dup listener", exc_token(exc))
+    else:
+        rec.note("dup listener", "ok")
+    c = t.client_socket()
+    c.settimeout(IO_TIMEOUT)
+    c.connect(lst.getsockname())
+    c.sendall(b"dup")
+    if twin is None:
+        rec.note("no twin", None)
+        return
+    twin.settimeout(IO_TIMEOUT)
+    s, _ = t.accept(twin)
+    t.check_connected(c, s)
+    s.settimeout(IO_TIMEOUT)
+    rec.call("accepted on the dup reads", s.recv, 10)
+
+
+@scenario
+def scenario_accepted_inherits_listener_options(t: Transport, rec: Recorder) -> None:
+    lst = t.listener()
+    lst.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    lst.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    lst.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    c = t.client_socket()
+    c.settimeout(IO_TIMEOUT)
+    c.connect(lst.getsockname())
+    s, _ = t.accept(lst)
+    t.check_connected(c, s)
+    rec.call("accepted TCP_NODELAY", s.getsockopt, socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    rec.call("accepted SO_KEEPALIVE", s.getsockopt, socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+    rec.call("accepted SO_RCVBUF", s.getsockopt, socket.SOL_SOCKET, socket.SO_RCVBUF)
+    rec.call("client TCP_NODELAY", c.getsockopt, socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+# ---------------------------------------------------------------- honoured options
+
+
+@scenario
+def scenario_so_rcvlowat(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    rec.call("set SO_RCVLOWAT 5", s.setsockopt, socket.SOL_SOCKET, socket.SO_RCVLOWAT, 5)
+    rec.call("get SO_RCVLOWAT", s.getsockopt, socket.SOL_SOCKET, socket.SO_RCVLOWAT)
+    c.sendall(b"abc")
+    time.sleep(0.02)
+    rec.call("readable with 3 of 5 bytes", readable, s, 0.1)
+    c.sendall(b"def")
+    rec.call("readable with 6 of 5 bytes", readable, s, 2.0)
+    rec.call("recv", lambda: recv_exactly(s, 6))
+
+
+@scenario
+def scenario_so_rcvtimeo_kernel_timeout(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    tv = struct.pack("ll", 0, 100_000)
+    rec.call("set SO_RCVTIMEO 0.1 s", s.setsockopt, socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+    rec.call(
+        "get SO_RCVTIMEO",
+        lambda: struct.unpack("ll", s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16)),
+    )
+    s.settimeout(None)
+    with t.watchdog(s):
+        rec.call("blocking recv, nothing sent", elapsed_between(lambda: s.recv(10), 0.08, 2.0))
+        rec.call("the error", s.recv, 10)
+        c.sendall(b"in time")
+        rec.call("recv with data", s.recv, 10)
+
+
+@scenario
+def scenario_oob_inline(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    rec.call("set SO_OOBINLINE", s.setsockopt, socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
+    rec.call("send 'xyz' MSG_OOB", c.send, b"xyz", socket.MSG_OOB)
+    c.sendall(b"!")
+    rec.call("recv in line", lambda: recv_exactly(s, 4))
+    rec.call("recv MSG_OOB when inline", recv_nowait_flags, s, 1, socket.MSG_OOB)
+
+
+@scenario
+def scenario_sendall_fails_when_peer_closes_midway(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    data = payload(64 * MiB, seed=11)
+
+    def read_some_then_close() -> int:
+        got = len(recv_exactly(s, 1 * MiB))
+        s.close()
+        return got
+
+    reader = t.task(read_some_then_close)
+    rec.call("sendall 64 MiB", lambda: peer_gone(lambda: c.sendall(data)))
+    rec.call("reader read 1 MiB", reader.join)
+
+
+@scenario
+def scenario_connect_to_full_backlog_times_out(t: Transport, rec: Recorder) -> None:
+    lst = t.listener(backlog=0)
+    first = t.client_socket()
+    first.settimeout(IO_TIMEOUT)
+    rec.call("first connect fills backlog 0", first.connect, lst.getsockname())
+    second = t.client_socket()
+    second.settimeout(0.3)
+    rec.call("second connect times out", second.connect, lst.getsockname())
+    s, _ = t.accept(lst)
+    s.settimeout(IO_TIMEOUT)
+    rec.note("accepted connection is the first client", s.getpeername() == first.getsockname())
+    first.sendall(b"first")
+    rec.call("first client's data", lambda: readable(s, 1.0) and recv_nowait(s, 10))
+    t.check_connected(first)
