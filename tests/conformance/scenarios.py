@@ -793,20 +793,27 @@ def scenario_send_with_timeout_when_full(t: Transport, rec: Recorder) -> None:
 @scenario
 def scenario_sendall_nonblocking_slow_reader(t: Transport, rec: Recorder) -> None:
     c, s = t.pair()
-    c.setblocking(False)
     data = payload(64 * MiB, seed=8)
-    rec.call("sendall non-blocking", c.sendall, data)
-    got = bytearray()
-    s.settimeout(0.2)
-    for _ in range(100_000):
-        try:
-            chunk = s.recv(1 * MiB)
-        except TimeoutError:
-            break
-        if not chunk:
-            break
-        got += chunk
-    rec.note("peer got a non-empty prefix", 0 < len(got) < len(data) and data.startswith(got))
+    s.settimeout(0.3)
+
+    def slow_reader() -> bytes:
+        got = bytearray()
+        for _ in range(100_000):
+            try:
+                chunk = s.recv(256 * 1024)
+            except TimeoutError:
+                break  # the sender gave up: 0.3 s without data
+            if not chunk:
+                break
+            got += chunk
+            time.sleep(0.001)
+        return bytes(got)
+
+    reader = t.task(slow_reader)
+    c.setblocking(False)
+    rec.call("sendall non-blocking, slow reader", c.sendall, data)
+    got = reader.join()
+    rec.note("reader got a non-empty prefix", 0 < len(got) < len(data) and data.startswith(got))
 
 
 @scenario
