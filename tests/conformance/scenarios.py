@@ -31,6 +31,8 @@ import selectors
 import socket
 import stat
 import struct
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -201,6 +203,7 @@ class Transport:
         self._files: list[Any] = []
         self._tasks: list[Task] = []
         self._fds: list[int] = []
+        self._procs: list[subprocess.Popen[bytes]] = []
 
     # -- construction
 
@@ -300,6 +303,16 @@ class Transport:
         self._tasks.append(task)
         return task
 
+    def spawn_client(self, address: Any, mode: str) -> subprocess.Popen[bytes]:
+        """A child process that connects to ``address`` with this transport (see CHILD)."""
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        argv = [sys.executable, "-c", CHILD, self.name, str(int(family)), address[0]]
+        proc = subprocess.Popen(
+            [*argv, str(address[1]), mode], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        self._procs.append(proc)
+        return proc
+
     def closed_port(self, family: int = socket.AF_INET) -> int:
         """A loopback port nobody listens on (bound, then released)."""
         with socket.socket(family, socket.SOCK_STREAM) as probe:
@@ -332,6 +345,10 @@ class Transport:
         for fd in self._fds:
             with suppress(OSError):
                 os.close(fd)
+        for proc in self._procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate(timeout=JOIN_TIMEOUT)
         for sock in self._socks:
             if sock.fileno() != -1 and any(t.thread.is_alive() for t in self._tasks):
                 with suppress(OSError):
@@ -2095,3 +2112,107 @@ def scenario_connect_to_full_backlog_times_out(t: Transport, rec: Recorder) -> N
     first.sendall(b"first")
     rec.call("first client's data", lambda: readable(s, 1.0) and recv_nowait(s, 10))
     t.check_connected(first)
+
+
+# ---------------------------------------------------------------- a peer in another process
+
+CHILD = """
+import socket, sys, time
+name, family, host, port, mode = sys.argv[1:6]
+family = int(family)
+if name == "tcp":
+    s = socket.socket(family, socket.SOCK_STREAM)
+else:
+    import loopfast
+    s = loopfast.socket(family, socket.SOCK_STREAM, fast_path=name == "fastpath")
+s.settimeout(10)
+s.connect((host, int(port)))
+print(getattr(s, "fast_path_active", None), flush=True)
+if mode == "echo":
+    data = s.recv(100)
+    s.sendall(data.upper())
+    s.shutdown(socket.SHUT_WR)
+    s.recv(1)
+elif mode == "hang":
+    s.sendall(b"alive")
+    time.sleep(30)
+s.close()
+"""
+
+
+def child_line(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> str:
+    """The child's first stdout line (its fast_path_active), waiting at most ``timeout``."""
+    assert proc.stdout is not None
+    if not select.select([proc.stdout], [], [], timeout)[0]:
+        raise TimeoutError("child process said nothing")
+    return proc.stdout.readline().decode().strip()
+
+
+def accept_child(
+    t: Transport, lst: socket.socket, mode: str
+) -> tuple[socket.socket, subprocess.Popen[bytes]]:
+    """Start a child client in ``mode``; (accepted socket, child process)."""
+    proc = t.spawn_client(lst.getsockname(), mode)
+    s, _ = t.accept(lst)
+    s.settimeout(IO_TIMEOUT)
+    t.check_connected(s)
+    reported = child_line(proc)
+    want = {"tcp": "None", "fastpath": "True", "loopfast-off": "False"}[t.name]
+    if reported != want:
+        raise TransportViolation(f"{t.name}: child reports fast_path_active={reported}")
+    return s, proc
+
+
+@scenario
+def scenario_echo_with_child_process(t: Transport, rec: Recorder) -> None:
+    lst = t.listener()
+    s, proc = accept_child(t, lst, "echo")
+    rec.call("send to child", s.sendall, b"hello child")
+    rec.call("child's echo", lambda: recv_exactly(s, 11))
+    rec.call("child's eof", s.recv, 10)
+    s.shutdown(socket.SHUT_WR)
+    rec.call("child exit status", proc.wait, JOIN_TIMEOUT)
+
+
+@scenario
+def scenario_peer_process_killed_while_reader_blocked(t: Transport, rec: Recorder) -> None:
+    lst = t.listener()
+    s, proc = accept_child(t, lst, "hang")
+    rec.call("child's first words", lambda: recv_exactly(s, 5))
+
+    def reader() -> Any:
+        start = time.monotonic()
+        try:
+            result: Any = s.recv(10)
+        except OSError as exc:
+            result = exc_token(exc)
+        return result, time.monotonic() - start < 1.5
+
+    task = t.task(reader)
+    time.sleep(0.05)
+    proc.kill()
+    rec.call("child killed", proc.wait, JOIN_TIMEOUT)
+    rec.call("blocked recv wakes up", task.join)
+    outcome: Any = "no error"
+    for _ in range(3):
+        try:
+            s.send(b"x")
+        except (BrokenPipeError, ConnectionResetError):
+            outcome = "peer-gone"
+            break
+        time.sleep(0.02)
+    rec.note("send to the dead peer", outcome)
+
+
+@scenario
+def scenario_peer_process_killed_with_unread_data(t: Transport, rec: Recorder) -> None:
+    lst = t.listener()
+    s, proc = accept_child(t, lst, "hang")
+    rec.call("child's first words", lambda: recv_exactly(s, 5))
+    rec.call("send data the child never reads", s.sendall, b"unread" * 100)
+    time.sleep(0.02)
+    proc.kill()
+    rec.call("child killed", proc.wait, JOIN_TIMEOUT)
+    rec.call("readable", readable, s, 2.0)
+    rec.call("recv", s.recv, 10)
+    rec.call("recv again", s.recv, 10)
