@@ -13,7 +13,6 @@ from __future__ import annotations
 import _socket as _csocket  # the C socket type, as socket.py's own _real_close uses
 import errno
 import os
-import select
 import socket as _stdsocket
 import time
 from typing import Any, Self, cast
@@ -24,7 +23,7 @@ from .fastpath import _connector
 from .fastpath._connection import Connection, PeerCredentials
 from .fastpath._listener import Listener
 
-_ANC_REFUSED = {_stdsocket.SCM_RIGHTS, getattr(_stdsocket, "SCM_CREDENTIALS", 2)}
+_ANC_IGNORED = {_stdsocket.SCM_RIGHTS, getattr(_stdsocket, "SCM_CREDENTIALS", 2)}
 
 
 def connect_fast(sock: socket, host: str, port: int) -> bool:
@@ -77,7 +76,12 @@ def start_listener(sock: socket, backlog: int) -> None:
 
 
 class FastPathSocket(socket):
-    """A connection carried by the fast path (see the module docstring)."""
+    """A connection carried by the fast path (see the module docstring).
+
+    shutdown() is the kernel's: SHUT_RD ends reads and wakes a blocked reader as
+    on TCP; unlike Linux TCP, the peer's later sends fail with EPIPE instead of
+    vanishing into a receive queue nobody reads.
+    """
 
     __slots__ = ()
     _state: Connection
@@ -157,32 +161,11 @@ class FastPathSocket(socket):
         self._check_open()
         return _options.getsockopt(self._state, self, level, optname, *args)
 
-    def shutdown(self, how: int) -> None:
-        """Shut down one or both halves, as TCP does.
-
-        SHUT_RD is kept here, not told to the kernel: on Linux TCP the peer may
-        still send after it, and recv returns b"" only while nothing is queued.
-        """
-        if how in (_stdsocket.SHUT_WR, _stdsocket.SHUT_RDWR):
-            super().shutdown(_stdsocket.SHUT_WR)
-        elif how != _stdsocket.SHUT_RD:
-            super().shutdown(how)  # the kernel's EINVAL
-        else:
-            self._check_open()
-        if how in (_stdsocket.SHUT_RD, _stdsocket.SHUT_RDWR):
-            self._state.read_shut = True
-            self.__class__ = ReadShutSocket
-
     def sendmsg(self, buffers: Any, ancdata: Any = (), flags: int = 0,
                 address: Any = None) -> int:
-        """``socket.sendmsg``; ancillary data TCP cannot carry is refused as TCP refuses it.
-
-        Raises:
-            OSError: EINVAL for SCM_RIGHTS/SCM_CREDENTIALS, as on TCP.
-        """
-        for level, kind, _data in ancdata:
-            if level == _stdsocket.SOL_SOCKET and kind in _ANC_REFUSED:
-                raise OSError(errno.EINVAL, "TCP cannot carry file descriptors or credentials")
+        """``socket.sendmsg``; fds and credentials are left out, as TCP ignores them."""
+        ancdata = [item for item in ancdata
+                   if not (item[0] == _stdsocket.SOL_SOCKET and item[1] in _ANC_IGNORED)]
         if address is not None:
             return super().sendmsg(buffers, ancdata, flags, address)
         return super().sendmsg(buffers, ancdata, flags)
@@ -214,28 +197,6 @@ class FastPathSocket(socket):
     def _real_close(self, _ss: Any = _csocket.socket) -> None:
         self._state.release()
         _ss.close(self)
-
-
-class ReadShutSocket(FastPathSocket):
-    """A fast-path connection after shutdown(SHUT_RD): reads never wait (Linux TCP's rule)."""
-
-    __slots__ = ()
-
-    def recv(self, bufsize: int, flags: int = 0) -> bytes:
-        """Queued data if any, else b"" at once."""
-        return super().recv(bufsize, flags) if self._queued() else b""
-
-    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
-        """Queued data if any, else 0 at once."""
-        return super().recv_into(buffer, nbytes, flags) if self._queued() else 0
-
-    def _queued(self) -> bool:
-        # MSG_DONTWAIT is not enough: with a timeout set, CPython waits for
-        # readability before it calls recv at all.
-        self._check_open()
-        ready = select.poll()
-        ready.register(self, select.POLLIN)
-        return bool(ready.poll(0))
 
 
 def _strip(ancdata: list[tuple[int, int, bytes]]) -> list[tuple[int, int, bytes]]:
@@ -291,7 +252,7 @@ class FastPathListener(socket):
         sock._fast_path = True
         local = _addresses.tcp_style(self.family, hello.target_ip, self._state.port)
         peer = _addresses.tcp_style(self.family, hello.client_ip, hello.client_port)
-        sock._state = Connection(self.family, local, peer, creds, None)
+        sock._state = Connection(self.family, local, peer, creds, None, self._state.inherited())
         sock.__class__ = FastPathSocket
         return sock
 
@@ -300,8 +261,9 @@ class FastPathListener(socket):
         return self._state.tcp.getsockname()
 
     def setsockopt(self, level: int, optname: int, *args: Any) -> None:
-        """Set an option on the TCP listener (accepted TCP connections inherit it)."""
+        """Set an option on the TCP listener; connections accepted later inherit it."""
         self._state.tcp.setsockopt(level, optname, *args)
+        self._state.options_changed()
 
     def getsockopt(self, level: int, optname: int, *args: Any) -> Any:
         """Read an option of the TCP listener."""
@@ -313,11 +275,21 @@ class FastPathListener(socket):
         for unix in self._state.rendezvous:
             unix.listen(backlog)
 
+    def shutdown(self, how: int) -> None:
+        """Shut the listener down: a blocked accept() wakes with EINVAL, as on TCP."""
+        self._state.shutdown(how)
+
     def ioctl(self, control: int, option: object) -> None:
-        """``SIO_LOOPBACK_FAST_PATH`` False stops offering the fast path; True keeps it."""
+        """``SIO_LOOPBACK_FAST_PATH`` False stops offering the fast path, True offers it again.
+
+        Raises:
+            OSError: as ``socket.ioctl``.
+        """
         super().ioctl(control, option)
-        if not self._fast_path:
-            self._back_to_tcp()
+        if self._fast_path:
+            self._state.offer(_stdsocket.SOMAXCONN)
+        else:
+            self._state.withdraw()
 
     def _listening(self) -> bool:
         return True
@@ -326,28 +298,36 @@ class FastPathListener(socket):
         return False
 
     def _start_listener(self, backlog: int) -> None:
-        pass  # already one
+        pass  # ioctl() above decides
 
-    def _back_to_tcp(self) -> None:
+    def dup(self) -> Self:
+        """A second socket object for the same listener (both accept from it).
+
+        Raises:
+            OSError: as ``os.dup``.
+        """
+        # CPython wants a socket fd to build the object on; the bundle comes after.
+        tcp = os.dup(self._state.tcp.fileno())
+        twin = type(self)(self.family, self.type, self.proto, fileno=tcp)
+        os.dup2(self._state.epoll.fileno(), tcp, inheritable=False)
+        twin._fast_path = self._fast_path
+        twin._state = self._state
+        self._state.users += 1
+        twin.settimeout(self.gettimeout())
+        return twin
+
+    def detach(self) -> int:
+        """Return an fd of the TCP listener alone; fast-path clients are no longer served by it.
+
+        Raises:
+            OSError: as ``os.dup2``.
+        """
         self._state.restore_tcp(self.fileno())
         demoted: socket = self
         demoted._state = None
         demoted.__class__ = socket
-
-    def dup(self) -> Self:
-        """Refused: a fast-path listener's fd is an epoll bundle, not one socket.
-
-        Raises:
-            OSError: EOPNOTSUPP always; dup a listener without the fast path instead.
-        """
-        raise OSError(errno.EOPNOTSUPP, "dup() of a fast-path listener is not supported; "
-                      "opt out with ioctl(SIO_LOOPBACK_FAST_PATH, False) first")
-
-    def detach(self) -> int:
-        """Give up the fast path and return the TCP listener's fd."""
-        self._back_to_tcp()
-        return super().detach()
+        return _stdsocket.socket.detach(self)
 
     def _real_close(self, _ss: Any = _csocket.socket) -> None:
-        self._state.close()
+        self._state.release()
         _ss.close(self)

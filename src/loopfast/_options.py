@@ -65,7 +65,8 @@ for _name, _treat, _why in [
     ("SO_DOMAIN", Treatment.NOOP, "reports AF_INET/AF_INET6, the family the socket presents"),
     ("SO_PROTOCOL", Treatment.NOOP, "reports IPPROTO_TCP"),
     ("SO_KEEPALIVE", Treatment.NOOP, "a dead peer is noticed at once, without probes"),
-    ("SO_LINGER", Treatment.NOOP, "close never waits: data is already in the peer's buffer"),
+    ("SO_LINGER", Treatment.NOOP, "close never waits (data is in the peer's buffer); "
+     "(1, 0) ends the stream as a plain close does, without a reset"),
     ("SO_REUSEADDR", Treatment.NOOP, "matters only for bind"),
     ("SO_REUSEPORT", Treatment.NOOP, "matters only for bind"),
     ("SO_PRIORITY", Treatment.NOOP, "no queueing discipline on the fast path"),
@@ -176,3 +177,29 @@ def getsockopt(conn: Connection, stream: _stdsocket.socket, level: int, optname:
     if how is Treatment.KERNEL:
         return _stdsocket.socket.getsockopt(stream, level, optname, *args)
     return conn.shadow().getsockopt(level, optname, *args)
+
+
+_READ_ONLY = {(S, _stdsocket.SO_DOMAIN), (S, _stdsocket.SO_PROTOCOL)}
+_BUFLEN = {(S, _stdsocket.SO_LINGER): 8}
+
+
+def inheritable(listener: _stdsocket.socket) -> tuple[tuple[int, int, Any], ...]:
+    """The no-op options of *listener* that differ from a new socket's, as (level, name, value).
+
+    A TCP socket accepted from a listener starts with the listener's options
+    (TCP_NODELAY, SO_KEEPALIVE, ...); a fast-path connection's shadow socket
+    takes these to answer the same.
+    """
+    changed = []
+    with _stdsocket.socket(listener.family, _stdsocket.SOCK_STREAM) as fresh:
+        for key, (_lvl, _name, how, _why) in OPTIONS.items():
+            if how not in (Treatment.NOOP, Treatment.BOTH) or key in _READ_ONLY:
+                continue
+            extra = (_BUFLEN[key],) if key in _BUFLEN else ()
+            try:
+                value = listener.getsockopt(*key, *extra)
+            except OSError:
+                continue  # e.g. an IPv6 option on an IPv4 listener
+            if value != fresh.getsockopt(*key, *extra):
+                changed.append((*key, value))
+    return tuple(changed)

@@ -71,7 +71,11 @@ class socket(_stdsocket.socket):
         self._fast_path = False
         self._state: Any = None
         if fast_path:
-            self.ioctl(SIO_LOOPBACK_FAST_PATH, True)
+            try:
+                self.ioctl(SIO_LOOPBACK_FAST_PATH, True)
+            except BaseException:
+                self.close()
+                raise
 
     # -- the fast-path switch --------------------------------------------------
 

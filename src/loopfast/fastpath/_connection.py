@@ -6,6 +6,8 @@ import socket as _stdsocket
 import struct
 from typing import Any, NamedTuple
 
+Inherited = tuple[tuple[int, int, Any], ...]  # (level, optname, value) to set
+
 
 class PeerCredentials(NamedTuple):
     """The peer process of a fast-path connection, as the kernel vouches for it (SO_PEERCRED)."""
@@ -23,23 +25,24 @@ class Connection:
         local: getsockname(), TCP-style.
         peer: getpeername(), TCP-style.
         credentials: the peer process.
-        read_shut: shutdown(SHUT_RD) was called (emulated: see _fastpath_socket).
         connect_pending: a non-blocking connect() said EINPROGRESS and nobody has
             asked again yet (the next connect() answers 0, as the kernel does).
     """
 
-    __slots__ = ("_shadow", "connect_pending", "credentials", "family", "local", "peer",
-                 "read_shut")
+    __slots__ = ("_inherit", "_shadow", "connect_pending", "credentials", "family", "local",
+                 "peer")
 
     def __init__(self, family: int, local: tuple[Any, ...], peer: tuple[Any, ...],
-                 credentials: PeerCredentials, shadow: _stdsocket.socket | None) -> None:
+                 credentials: PeerCredentials, shadow: _stdsocket.socket | None,
+                 inherit: Inherited = ()) -> None:
+        """*inherit*: options an accepted TCP socket would take from its listener."""
         self.family = family
         self.local = local
         self.peer = peer
         self.credentials = credentials
-        self.read_shut = False
         self.connect_pending = False
         self._shadow = shadow
+        self._inherit = inherit
 
     def shadow(self) -> _stdsocket.socket:
         """The never-connected TCP socket that holds no-op options (made on first use).
@@ -48,15 +51,17 @@ class Connection:
             OSError: the socket could not be created (e.g. EMFILE).
         """
         if self._shadow is None:
-            self._shadow = _stdsocket.socket(self.family, _stdsocket.SOCK_STREAM)
+            shadow = _stdsocket.socket(self.family, _stdsocket.SOCK_STREAM)
+            for level, optname, value in self._inherit:
+                shadow.setsockopt(level, optname, value)
+            self._shadow = shadow
         return self._shadow
 
     def copy(self) -> Connection:
         """A copy for dup(): its own shadow socket, the same addresses and peer."""
         shadow = self._shadow.dup() if self._shadow is not None else None
-        twin = Connection(self.family, self.local, self.peer, self.credentials, shadow)
-        twin.read_shut = self.read_shut
-        return twin
+        return Connection(self.family, self.local, self.peer, self.credentials, shadow,
+                          self._inherit)
 
     def release(self) -> None:
         """Close what the connection holds besides its stream. Idempotent."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import socket as _stdsocket
+import struct
 from typing import Any
 
 from .. import _addresses
@@ -22,6 +23,7 @@ from . import _handshake, _owner
 from ._connection import PeerCredentials, peer_credentials
 
 _log = logging.getLogger("loopfast")
+_SNDTIMEO = (_stdsocket.SOL_SOCKET, _stdsocket.SO_SNDTIMEO)
 
 
 class Rendezvous:
@@ -58,8 +60,7 @@ def find(family: int, host: str, port: int, timeout: float | None) -> Rendezvous
     for name in _addresses.client_names(family, host, port):
         stream = _stdsocket.socket(_stdsocket.AF_UNIX, _stdsocket.SOCK_STREAM)
         try:
-            stream.settimeout(timeout)
-            stream.connect(name)
+            _connect(stream, name, timeout)
         except (ConnectionRefusedError, FileNotFoundError):
             stream.close()
             continue
@@ -75,6 +76,32 @@ def find(family: int, host: str, port: int, timeout: float | None) -> Rendezvous
         stream.close()
         return None
     return None
+
+
+def _connect(stream: _stdsocket.socket, name: bytes, timeout: float | None) -> None:
+    """Connect *stream* to *name*, waiting for backlog room as a TCP SYN would.
+
+    A non-blocking AF_UNIX connect to a full backlog fails with EAGAIN instead
+    of waiting, and CPython's timeout mode makes the fd non-blocking; so a
+    timeout is given to the kernel as SO_SNDTIMEO, which bounds the connect's
+    wait for room, and the fd stays blocking.
+    """
+    if timeout == 0.0:
+        stream.setblocking(False)
+        stream.connect(name)
+        return
+    if timeout is None:
+        stream.connect(name)
+        return
+    whole = int(timeout)
+    micros = max(int((timeout - whole) * 1e6), 0 if whole else 1)
+    stream.setsockopt(*_SNDTIMEO, struct.pack("ll", whole, micros))
+    try:
+        stream.connect(name)
+    except BlockingIOError:
+        raise TimeoutError("timed out") from None
+    # The stream becomes the application's socket: no kernel send timeout of ours on it.
+    stream.setsockopt(*_SNDTIMEO, bytes(16))
 
 
 def _owner_matches(family: int, host: str, port: int, creds: PeerCredentials) -> bool:

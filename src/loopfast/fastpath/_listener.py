@@ -28,9 +28,9 @@ import time
 import weakref
 from typing import Any
 
-from .. import _addresses, filters, policy
+from .. import _addresses, _options, filters, policy
 from . import _handshake
-from ._connection import PeerCredentials, peer_credentials
+from ._connection import Inherited, PeerCredentials, peer_credentials
 
 HELLO_DEADLINE = 5.0
 MAX_PENDING = 1024
@@ -52,6 +52,8 @@ class Listener:
         self.epoll = select.epoll()
         self.epoll.register(tcp.fileno(), select.EPOLLIN)
         self._tcp_turn = False
+        self._inherit: Inherited | None = None
+        self.users = 1  # socket objects sharing this listener (dup)
         self._watch = _weak_withdraw(self)
         filters.watch(self._watch)
 
@@ -68,20 +70,25 @@ class Listener:
         host, port = sock.getsockname()[:2]
         dual = sock.family == _stdsocket.AF_INET6 and not sock.getsockopt(
             _stdsocket.IPPROTO_IPV6, _stdsocket.IPV6_V6ONLY)
-        names = _addresses.listener_names(sock.family, host, port, dual)
-        if not names or not _offer_allowed(host, port):
+        if not _addresses.listener_names(sock.family, host, port, dual):
             return None
         tcp = _stdsocket.socket(sock.family, _stdsocket.SOCK_STREAM, sock.proto,
                                 fileno=os.dup(sock.fileno()))
         tcp.setblocking(False)
         self = cls(tcp, host, port, dual)
-        for name in names:
-            self._publish(name, backlog)
-        if not self.rendezvous:
+        if not self.offer(backlog):
             self.close()
             return None
         os.dup2(self.epoll.fileno(), sock.fileno(), inheritable=False)
         return self
+
+    def offer(self, backlog: int) -> bool:
+        """Publish the rendezvous names if the policy and filters allow; True if any is held."""
+        if not self.rendezvous and _offer_allowed(self.host, self.port):
+            for name in _addresses.listener_names(self.family, self.host, self.port,
+                                                  self.dual_stack):
+                self._publish(name, backlog)
+        return bool(self.rendezvous)
 
     def _publish(self, name: bytes, backlog: int) -> None:
         kind = _stdsocket.SOCK_STREAM | _stdsocket.SOCK_NONBLOCK
@@ -112,6 +119,16 @@ class Listener:
         if self._tcp_turn:
             return self._accept_tcp() or self._accept_fast()
         return self._accept_fast() or self._accept_tcp()
+
+    def inherited(self) -> Inherited:
+        """The options accepted connections take from the TCP listener (cached)."""
+        if self._inherit is None:
+            self._inherit = _options.inheritable(self.tcp)
+        return self._inherit
+
+    def options_changed(self) -> None:
+        """Forget the cached inherited options (the listener's were set)."""
+        self._inherit = None
 
     def wait(self, timeout: float | None) -> None:
         """Park until something may be ready (-1 = forever), or *timeout* seconds pass."""
@@ -198,13 +215,25 @@ class Listener:
             self._forget(fd)
             conn.close()
 
+    def shutdown(self, how: int) -> None:
+        """shutdown() the TCP listener and the rendezvous: a blocked accept() wakes with EINVAL."""
+        self.tcp.shutdown(how)
+        for unix in self.rendezvous:
+            unix.shutdown(how)
+
     def restore_tcp(self, fd: int) -> None:
-        """Put the TCP listener back at fd number *fd* and release everything else."""
+        """Put the TCP listener at fd number *fd* (no longer this bundle's) and release it."""
         os.dup2(self.tcp.fileno(), fd, inheritable=False)
-        self.close()
+        self.release()
+
+    def release(self) -> None:
+        """One socket object less shares this bundle; the last one closes it."""
+        self.users -= 1
+        if self.users == 0:
+            self.close()
 
     def close(self) -> None:
-        """Release every fd of the bundle except the application's own fd number."""
+        """Release every fd of the bundle except the application's own fd numbers."""
         filters.unwatch(self._watch)
         self.withdraw()
         self.epoll.close()

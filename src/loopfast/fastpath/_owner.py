@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import socket as _stdsocket
 import struct
-import threading
 
 _NETLINK_SOCK_DIAG = 4
 _SOCK_DIAG_BY_FAMILY = 20
@@ -35,9 +34,6 @@ _SOCKID_TAIL = struct.Struct("=III")
 # rqueue, wqueue, uid, inode.
 _MSG_STATE = struct.Struct("=BB")
 _MSG_UID_OFFSET = 4 + 48 + 12
-
-_lock = threading.Lock()
-_netlink: _stdsocket.socket | None = None
 
 
 def listener_uid(family: int, host: str, port: int) -> int | None:
@@ -66,16 +62,12 @@ def _request(family: int, host: str, port: int) -> bytes:
 
 
 def _diag_lookup(family: int, host: str, port: int) -> int | None:
-    global _netlink
-    request = _request(family, host, port)
-    with _lock:
-        if _netlink is None:
-            _netlink = _stdsocket.socket(
-                _stdsocket.AF_NETLINK, _stdsocket.SOCK_RAW | _stdsocket.SOCK_CLOEXEC,
-                _NETLINK_SOCK_DIAG,
-            )
-        _netlink.sendto(request, (0, 0))
-        reply = _netlink.recv(8192)
+    # A socket per question: a cached one would be shared with forked
+    # children, and replies could reach the wrong process.
+    with _stdsocket.socket(_stdsocket.AF_NETLINK, _stdsocket.SOCK_RAW,
+                           _NETLINK_SOCK_DIAG) as netlink:
+        netlink.sendto(_request(family, host, port), (0, 0))
+        reply = netlink.recv(8192)
     _length, kind, _flags, _seq, _pid = _NLMSGHDR.unpack_from(reply)
     if kind == _NLMSG_ERROR:
         (err,) = struct.unpack_from("=i", reply, _NLMSGHDR.size)
