@@ -1,13 +1,15 @@
 """Every scenario gives the same transcript over stdlib TCP and over loopfast (SPEC F6).
 
-``test_runs`` runs a scenario alone on one transport: it must complete and keep
-its own expectations. ``test_matches_tcp`` runs it over stdlib TCP first, then
-over loopfast (fast path on, or off), and compares the two transcripts.
+``test_runs`` runs a scenario alone on one transport: it must complete, keep
+its own expectations and leave no fd open once its sockets are closed.
+``test_matches_tcp`` runs it over stdlib TCP first, then over loopfast (fast
+path on, or off), and compares the two transcripts.
 """
 
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Callable
 
 import pytest
@@ -40,6 +42,10 @@ def _params(transports: tuple[str, ...], *, compare: bool) -> list[object]:
     return params
 
 
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
 def _report(rec: Recorder) -> str:
     return "\n".join(rec.lines())
 
@@ -48,10 +54,13 @@ def _report(rec: Recorder) -> str:
     ("transport", "name"), _params(("tcp", "fastpath", "loopfast-off"), compare=False)
 )
 def test_runs(run_over: RunOver, transport: str, name: str) -> None:
-    rec = run_over(name, transport)
+    before = _open_fds()
+    rec = run_over(name, transport)  # closes everything the scenario made
+    leaked = _open_fds() - before
     assert rec.aborted is None, f"scenario aborted\n{_report(rec)}"
     assert not rec.failures, "\n".join(rec.failures) + "\n\n" + _report(rec)
     assert rec.entries, "scenario recorded nothing"
+    assert leaked <= 0, f"{leaked} fd(s) still open after every socket was closed"
 
 
 @pytest.mark.parametrize(("transport", "name"), _params(("fastpath", "loopfast-off"), compare=True))
