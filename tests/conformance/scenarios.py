@@ -2219,3 +2219,136 @@ def scenario_peer_process_killed_with_unread_data(t: Transport, rec: Recorder) -
     rec.call("readable", readable, s, 2.0)
     rec.call("recv", s.recv, 10)
     rec.call("recv again", s.recv, 10)
+
+
+# ---------------------------------------------------------------- applications
+
+
+@scenario
+def scenario_selector_echo_server_many_clients(t: Transport, rec: Recorder) -> None:
+    lst = t.listener(backlog=32)
+    count = 20
+    clients = []
+    for _ in range(count):
+        c = t.client_socket()
+        c.settimeout(IO_TIMEOUT)
+        c.connect(lst.getsockname())
+        clients.append(c)
+    conns = []
+    for _ in range(count):
+        s, _ = t.accept(lst)
+        s.setblocking(False)
+        conns.append(s)
+    t.check_connected(*clients, *conns)
+
+    def serve() -> int:
+        echoed = 0
+        open_conns = len(conns)
+        with selectors.DefaultSelector() as sel:
+            for s in conns:
+                sel.register(s, selectors.EVENT_READ)
+            for _ in range(100_000):
+                if open_conns == 0:
+                    break
+                for key, _ in sel.select(IO_TIMEOUT):
+                    sock = key.fileobj
+                    assert isinstance(sock, socket.socket)
+                    data = sock.recv(4096)
+                    if not data:
+                        sel.unregister(sock)
+                        sock.shutdown(socket.SHUT_WR)
+                        open_conns -= 1
+                        continue
+                    sock.settimeout(IO_TIMEOUT)
+                    sock.sendall(data)
+                    sock.setblocking(False)
+                    echoed += len(data)
+        return echoed
+
+    server = t.task(serve)
+    replies = []
+    for i, c in enumerate(clients):
+        c.sendall(f"client {i:02d}\n".encode() * 3)
+    for c in clients:
+        c.shutdown(socket.SHUT_WR)
+    for c in clients:
+        replies.append(recv_exactly(c, 30))
+    rec.call("server echoed bytes", server.join)
+    rec.note("every client got its own echo", [r.split(b"\n")[0] for r in replies])
+    rec.call("each client then sees eof", lambda: [c.recv(1) for c in clients])
+
+
+@scenario
+def scenario_http_over_connection(t: Transport, rec: Recorder) -> None:
+    import http.client
+    import http.server
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = f"path={self.path} peer={addr_shape(self.client_address)}".encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    class Server:
+        server_name = "conformance"
+
+    c, s = t.pair()
+    server = t.task(lambda: Handler(s, s.getpeername(), Server()) and None)
+    conn = http.client.HTTPConnection(V4, 80, timeout=IO_TIMEOUT)
+    conn.sock = c
+    conn.request("GET", "/hello?x=1", headers={"Connection": "close"})
+    resp = conn.getresponse()
+    rec.note("status", resp.status)
+    rec.note("content type", resp.getheader("Content-Type"))
+    rec.call("body", resp.read)
+    resp.close()
+    rec.call("server handler", server.join)
+
+
+# ---------------------------------------------------------------- options with documented treatment
+
+
+@scenario
+def scenario_ip_level_options(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    rec.call("set IP_TOS 0x10", c.setsockopt, socket.IPPROTO_IP, socket.IP_TOS, 0x10)
+    rec.call("get IP_TOS", c.getsockopt, socket.IPPROTO_IP, socket.IP_TOS)
+    rec.call("set IP_TTL 32", c.setsockopt, socket.IPPROTO_IP, socket.IP_TTL, 32)
+    rec.call("get IP_TTL", c.getsockopt, socket.IPPROTO_IP, socket.IP_TTL)
+    rec.call("set IP_TTL 0 (invalid)", c.setsockopt, socket.IPPROTO_IP, socket.IP_TTL, 0)
+    c.sendall(b"tos")
+    rec.call("data", s.recv, 10)
+
+
+@scenario
+def scenario_tcp_introspection_options(t: Transport, rec: Recorder) -> None:
+    c, _s = t.pair()
+    rec.call(
+        "TCP_INFO tcpi_state",
+        lambda: c.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)[0],
+    )
+    rec.call("TCP_MAXSEG > 0", lambda: c.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG) > 0)
+    rec.call(
+        "TCP_CONGESTION set",
+        lambda: len(c.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).strip(b"\0")) > 0,
+    )
+
+
+@scenario
+def scenario_so_peercred(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+
+    def peercred(sock: socket.socket) -> Any:
+        pid, uid, gid = struct.unpack(
+            "3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+        )
+        return pid == os.getpid(), uid == os.getuid(), gid == os.getgid()
+
+    rec.call("client SO_PEERCRED is this process", peercred, c)
+    rec.call("server SO_PEERCRED is this process", peercred, s)

@@ -27,6 +27,14 @@ KNOWN_DIFFERENCES: dict[tuple[str, str], str] = {
         "FastPathSocket.detach: the fd is the AF_UNIX stream carrying the connection, so a "
         "stdlib socket built on it reports AF_UNIX, proto 0 and an AF_UNIX peer name"
     ),
+    ("tcp_introspection_options", "fastpath"): (
+        "docs/options.md: TCP_INFO, TCP_MAXSEG and TCP_CONGESTION are refused on the fast "
+        "path (ENOPROTOOPT): there is no TCP state machine, segment or congestion control"
+    ),
+    ("so_peercred", "fastpath"): (
+        "docs/options.md: SO_PEERCRED is honoured on the fast path and names the real peer "
+        "process; on TCP the kernel has no peer credentials to give"
+    ),
 }
 
 RunOver = Callable[[str, str], Recorder]
