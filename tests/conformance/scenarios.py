@@ -1686,7 +1686,8 @@ def scenario_shut_rd_readiness(t: Transport, rec: Recorder) -> None:
         sel.register(c, selectors.EVENT_READ)
         rec.call("selector read event", lambda: [ev for _, ev in sel.select(0.2)])
         sel.unregister(c)
-    rec.call("server can still write", s.send, b"w")
+    rec.call("own writes still work", c.sendall, b"w")
+    rec.call("peer reads them", s.recv, 10)
 
 
 @scenario

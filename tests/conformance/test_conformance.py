@@ -35,6 +35,14 @@ KNOWN_DIFFERENCES: dict[tuple[str, str], str] = {
         "docs/options.md: SO_PEERCRED is honoured on the fast path and names the real peer "
         "process; on TCP the kernel has no peer credentials to give"
     ),
+    ("shut_rd_then_peer_sends", "fastpath"): (
+        "FastPathSocket docstring: shutdown(SHUT_RD) is the kernel's AF_UNIX one, so the "
+        "peer's later sends fail with EPIPE where Linux TCP accepts and queues them"
+    ),
+    ("so_rcvlowat", "fastpath"): (
+        "docs/options.md: SO_RCVLOWAT is honoured by recv, but poll()/select() report the "
+        "fast-path socket readable from the first byte"
+    ),
 }
 
 RunOver = Callable[[str, str], Recorder]
