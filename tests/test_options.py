@@ -32,22 +32,23 @@ READ_ONLY = {"SO_ERROR", "SO_TYPE", "SO_ACCEPTCONN", "SO_DOMAIN", "SO_PROTOCOL",
 BUFLEN = {"SO_LINGER": 8, "SO_RCVTIMEO": 16, "SO_SNDTIMEO": 16}
 
 
-def _table() -> list[tuple[str, str, str]]:
+def _table() -> list[tuple[str, str, str, str]]:
     rows = []
     for line in TABLE.read_text(encoding="utf-8").splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == 4 and cells[0] in LEVELS:
-            rows.append((cells[0], cells[1], cells[2]))
+            rows.append((cells[0], cells[1], cells[2], cells[3]))
     return rows
 
 
-ROWS = _table()
+TABLE_ROWS = _table()
+ROWS = [row[:3] for row in TABLE_ROWS]
 
 
-def test_table_and_code_list_the_same_options() -> None:
-    in_code = {(lvl, name, t.value) for lvl, name, t, _ in OPTIONS.values()}
-    assert set(ROWS) == in_code
-    assert len(ROWS) == len(in_code) >= 60
+def test_table_and_code_say_the_same() -> None:
+    in_code = {(lvl, name, t.value, why) for lvl, name, t, why in OPTIONS.values()}
+    assert set(TABLE_ROWS) == in_code
+    assert len(TABLE_ROWS) == len(in_code) >= 60
 
 
 def _outcome(sock: socket.socket, level: int, opt: int, name: str) -> Any:

@@ -54,7 +54,8 @@ def _add(level: int, level_name: str, name: str, value: int, treatment: Treatmen
 for _name, _treat, _why in [
     ("SO_RCVBUF", Treatment.BOTH, "kept as TCP reports it; the ring sizes itself from it"),
     ("SO_SNDBUF", Treatment.BOTH, "bounds the bytes this side has in flight"),
-    ("SO_RCVLOWAT", Treatment.KERNEL, "recv waits for this many bytes, as on TCP"),
+    ("SO_RCVLOWAT", Treatment.KERNEL, "recv waits for this many bytes, as on TCP; "
+     "poll() reports readable from the first byte"),
     ("SO_RCVTIMEO", Treatment.KERNEL, "kernel receive timeout, as on TCP"),
     ("SO_SNDTIMEO", Treatment.KERNEL, "kernel send timeout, as on TCP"),
     ("SO_OOBINLINE", Treatment.KERNEL, "urgent byte delivered in line"),
