@@ -343,10 +343,10 @@ def test_taken_wildcard_name_spares_the_other_family(
 
 # -- (e) the owner lookup itself ------------------------------------------------------------
 
-_PROC_MISSES_DUAL_STACK = pytest.mark.xfail(
-    reason="bug: _owner._proc_lookup reads only /proc/net/tcp for an IPv4 query, so it "
-           "misses IPv6 sockets that take IPv4 (dual-stack [::], ::ffff:127.0.0.1), which "
-           "sock_diag and the kernel's own lookup find", strict=True)
+_PROC_CANNOT_SEE_V6ONLY = pytest.mark.xfail(
+    reason="/proc/net/tcp6 does not show IPV6_V6ONLY, so the fall-back takes a v6-only [::] "
+           "listener as reaching IPv4 too (sock_diag, the first choice, knows better)",
+    strict=True)
 
 # (listener: family, bind host, IPV6_V6ONLY or None), (query family, query host), owned?
 _LOOKUPS = [
@@ -365,14 +365,14 @@ _LOOKUPS = [
     pytest.param((AF_INET6, "::ffff:127.0.0.1", False), (AF_INET, "127.0.0.1"), True,
                  id="v4-mapped-as-v4"),
 ]
-_PROC_BUGS = {"dual-stack-as-v4", "v4-mapped-as-v4"}
+_PROC_BLIND = {"v6only-asked-as-v4"}
 
 
-def _lookup_cases(with_bugs: bool) -> list[Any]:
-    if not with_bugs:
+def _lookup_cases(proc: bool) -> list[Any]:
+    if not proc:
         return _LOOKUPS
-    return [pytest.param(*case.values, id=case.id, marks=[_PROC_MISSES_DUAL_STACK])
-            if case.id in _PROC_BUGS else case for case in _LOOKUPS]
+    return [pytest.param(*case.values, id=case.id, marks=[_PROC_CANNOT_SEE_V6ONLY])
+            if case.id in _PROC_BLIND else case for case in _LOOKUPS]
 
 
 @pytest.mark.parametrize(("listener", "query", "owned"), _lookup_cases(False))

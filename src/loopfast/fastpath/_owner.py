@@ -82,23 +82,37 @@ def _diag_lookup(family: int, host: str, port: int) -> int | None:
 
 
 def _proc_lookup(family: int, host: str, port: int) -> int | None:
-    """The same answer from /proc/net/tcp{,6}: exact bind first, then wildcard."""
-    exact = _stdsocket.inet_pton(family, host)
-    candidates: dict[bytes, int] = {}
-    files = ["/proc/net/tcp"] if family == _stdsocket.AF_INET else ["/proc/net/tcp6"]
-    for path in files:
+    """The same answer from /proc/net/tcp{,6}: exact bind first, then wildcard.
+
+    An IPv4 address is also reached by IPv6 listeners bound to its mapped form
+    or to ``::`` (dual-stack; /proc does not say whether one is v6-only, so a
+    v6-only ``::`` listener is taken as reaching IPv4 too: the last resort).
+    """
+    listeners = _proc_listeners(port)
+    if family == _stdsocket.AF_INET6:
+        order = [_stdsocket.inet_pton(family, host), bytes(16)]
+    else:
+        v4 = _stdsocket.inet_pton(family, host)
+        order = [v4, b"\0" * 10 + b"\xff\xff" + v4, bytes(4), bytes(16)]
+    for addr in order:
+        if addr in listeners:
+            return listeners[addr]
+    return None
+
+
+def _proc_listeners(port: int) -> dict[bytes, int]:
+    """{bound address: owner uid} of the TCP listeners on *port*, IPv4 and IPv6."""
+    found: dict[bytes, int] = {}
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
         with open(path, encoding="ascii") as table:
             next(table)
             for line in table:
                 fields = line.split()
-                local, state, uid = fields[1], fields[3], fields[7]
-                addr_hex, port_hex = local.split(":")
-                if int(state, 16) != _TCP_LISTEN or int(port_hex, 16) != port:
+                addr_hex, port_hex = fields[1].split(":")
+                if int(fields[3], 16) != _TCP_LISTEN or int(port_hex, 16) != port:
                     continue
                 # /proc prints each 32-bit word in host byte order.
                 raw = bytes.fromhex(addr_hex)
-                addr = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-                candidates[addr] = int(uid)
-    if exact in candidates:
-        return candidates[exact]
-    return candidates.get(b"\0" * len(exact))
+                found[b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))] = int(
+                    fields[7])
+    return found
