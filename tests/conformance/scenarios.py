@@ -2389,9 +2389,19 @@ def scenario_accept_connection_already_closed_by_client(t: Transport, rec: Recor
 
 @scenario
 def scenario_small_buffers_bound_bytes_in_flight(t: Transport, rec: Recorder) -> None:
-    c, s = t.pair()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
-    c.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+    lst = t._new(socket.AF_INET, via_ioctl=True)
+    lst.settimeout(IO_TIMEOUT)
+    rec.call("listener SO_RCVBUF 16 KiB", lst.setsockopt, SOL, socket.SO_RCVBUF, 16 * 1024)
+    lst.bind((V4, 0))
+    lst.listen(4)
+    c = t.client_socket()
+    c.settimeout(IO_TIMEOUT)
+    rec.call("client SO_SNDBUF 16 KiB", c.setsockopt, SOL, socket.SO_SNDBUF, 16 * 1024)
+    c.connect(lst.getsockname())
+    s, _ = t.accept(lst)
+    s.settimeout(IO_TIMEOUT)
+    t.check_connected(c, s)
+    rec.call("accepted SO_RCVBUF", s.getsockopt, SOL, socket.SO_RCVBUF)
     c.setblocking(False)
     chunk = payload(4096, seed=12)
     total = 0
@@ -2406,3 +2416,14 @@ def scenario_small_buffers_bound_bytes_in_flight(t: Transport, rec: Recorder) ->
     rec.note("bytes in flight stay under 1 MiB", 0 < total < MiB)
     got = recv_exactly(s, total)
     rec.note("all of it arrives", len(got) == total)
+
+
+@scenario
+def scenario_so_rcvbuf_shrink_after_connect(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    before = s.getsockopt(SOL, socket.SO_RCVBUF)  # kernel-tuned: compared, never recorded
+    rec.note("default SO_RCVBUF is above 32 KiB", before > 32 * 1024)
+    rec.call("shrink SO_RCVBUF to 16 KiB", s.setsockopt, SOL, socket.SO_RCVBUF, 16 * 1024)
+    rec.call("SO_RCVBUF after (Linux doubles)", s.getsockopt, SOL, socket.SO_RCVBUF)
+    c.sendall(b"still fine")
+    rec.call("data", lambda: recv_exactly(s, 10))

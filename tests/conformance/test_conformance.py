@@ -43,6 +43,14 @@ KNOWN_DIFFERENCES: dict[tuple[str, str], str] = {
         "docs/options.md: SO_RCVLOWAT is honoured by recv, but poll()/select() report the "
         "fast-path socket readable from the first byte"
     ),
+    ("so_rcvbuf_shrink_after_connect", "fastpath"): (
+        "SPEC C5: without compatibility mode, a loopfast socket refuses to shrink SO_RCVBUF "
+        "after connect (the Vista default, EINVAL); Linux TCP allows it"
+    ),
+    ("so_rcvbuf_shrink_after_connect", "loopfast-off"): (
+        "SPEC C5: without compatibility mode, a loopfast socket refuses to shrink SO_RCVBUF "
+        "after connect (the Vista default, EINVAL); Linux TCP allows it"
+    ),
 }
 
 RunOver = Callable[[str, str], Recorder]
