@@ -12,17 +12,26 @@ from __future__ import annotations
 
 from . import filters, policy
 from ._helpers import create_connection, create_server
+from ._poll import PollFD, poll, poll_objects
 from ._socket import socket
+from ._socket_poll import SELECT_ERROR, SELECT_READ, SELECT_WRITE, SelectMode
 from .constants import *  # noqa: F403
 from .constants import __all__ as _constants_all
 from .fastpath._connection import PeerCredentials
 
 __all__ = [
+    "SELECT_ERROR",
+    "SELECT_READ",
+    "SELECT_WRITE",
     "PeerCredentials",
+    "PollFD",
+    "SelectMode",
     "create_connection",
     "create_server",
     "filters",
     "policy",
+    "poll",
+    "poll_objects",
     "socket",
     *_constants_all,
 ]

@@ -112,7 +112,49 @@ def _run_bench(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
-_COMMANDS: list[Callable[[_Subparsers], None]] = [_add_bench]
+def _add_echo_server(subparsers: _Subparsers) -> None:
+    p = subparsers.add_parser(
+        "echo-server", help="the seed's WSAPoll echo server (1 listener + N clients)",
+        description="Echo every byte back, with one listening socket and up to N clients in "
+        "one loopfast.poll array, as the seed's WSAPoll example. Further clients wait in "
+        "the listen backlog until a slot frees. Runs until Ctrl-C.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: "
+                   "%(default)s)")
+    p.add_argument("--port", type=_non_negative_int, required=True, metavar="P",
+                   help="TCP port (0: any free port, printed at start)")
+    p.add_argument("--max-clients", type=_positive_int, default=15, metavar="N",
+                   help="client slots (default: %(default)s, the seed's)")
+    p.add_argument("--fast-path", action="store_true",
+                   help="offer the loopback fast path to clients that opt in")
+    p.set_defaults(handler=_run_echo_server)
+
+
+def _run_echo_server(args: argparse.Namespace) -> int:
+    import socket
+
+    from ._echo_server import EchoServer
+    from ._helpers import create_server
+
+    try:
+        family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+        listener = create_server((args.host, args.port), family=family,
+                                 fast_path=args.fast_path)
+    except OSError as exc:
+        print(f"loopfast echo-server: cannot listen on {args.host}:{args.port}: {exc}",
+              file=sys.stderr)
+        return 1
+    with listener:
+        host, port = listener.getsockname()[:2]
+        print(f"loopfast echo-server: listening on {host}:{port}, fast path "
+              f"{'on' if args.fast_path else 'off'}, up to {args.max_clients} clients",
+              flush=True)
+        server = EchoServer(listener, args.max_clients,
+                            log=lambda line: print(line, file=sys.stderr, flush=True))
+        server.serve_forever()
+    return 0
+
+
+_COMMANDS: list[Callable[[_Subparsers], None]] = [_add_bench, _add_echo_server]
 
 
 def _version() -> str:

@@ -259,3 +259,16 @@ class socket(_stdsocket.socket):
         state = "active" if self.fast_path_active else ("on" if self._fast_path else "off")
         prefix = f"<{type(self).__module__}.{type(self).__qualname__}"
         return text.replace(prefix, f"<loopfast.socket fast_path={state}", 1)
+
+    def poll(self, microseconds: int, mode: int) -> bool:
+        """.NET's ``Socket.Poll``: wait up to *microseconds* (< 0: forever) for *mode* (P9).
+
+        *mode* is ``SELECT_READ``, ``SELECT_WRITE`` or ``SELECT_ERROR``; see
+        ``loopfast._socket_poll`` for what each answers.
+
+        Raises:
+            OSError: EINVAL for an unknown mode; EBADF on a closed socket.
+        """
+        from ._socket_poll import socket_poll
+
+        return socket_poll(self, microseconds, mode)
