@@ -15,6 +15,7 @@ from ._helpers import create_connection, create_server
 from ._poll import PollFD, poll, poll_objects
 from ._socket import socket
 from ._socket_poll import SELECT_ERROR, SELECT_READ, SELECT_WRITE, SelectMode
+from .compat import WSACompatibilityMode
 from .constants import *  # noqa: F403
 from .constants import __all__ as _constants_all
 from .fastpath._connection import PeerCredentials
@@ -26,6 +27,7 @@ __all__ = [
     "PeerCredentials",
     "PollFD",
     "SelectMode",
+    "WSACompatibilityMode",
     "create_connection",
     "create_server",
     "filters",

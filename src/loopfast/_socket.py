@@ -25,8 +25,8 @@ import os
 import socket as _stdsocket
 from typing import Any, Self
 
-from . import _addresses, filters, policy
-from .constants import SIO_LOOPBACK_FAST_PATH
+from . import _addresses, compat, filters, policy
+from .constants import SIO_LOOPBACK_FAST_PATH, SIO_SET_COMPATIBILITY_MODE
 
 _BOOL_SIZE = 4  # Winsock's BOOL
 
@@ -63,16 +63,21 @@ class socket(_stdsocket.socket):
             whatever ``socket.socket`` raises.
     """
 
-    __slots__ = ("_fast_path", "_state")
+    __slots__ = ("_compat", "_fast_path", "_state")
 
     def __init__(self, family: int = -1, type: int = -1, proto: int = -1,
-                 fileno: int | None = None, *, fast_path: bool = False) -> None:
+                 fileno: int | None = None, *, fast_path: bool = False,
+                 compatibility_mode: object = None) -> None:
         super().__init__(family, type, proto, fileno)
         self._fast_path = False
         self._state: Any = None
-        if fast_path:
+        self._compat: compat.CompatibilitySettings | None = None
+        if fast_path or compatibility_mode is not None:
             try:
-                self.ioctl(SIO_LOOPBACK_FAST_PATH, True)
+                if fast_path:
+                    self.ioctl(SIO_LOOPBACK_FAST_PATH, True)
+                if compatibility_mode is not None:
+                    self.ioctl(SIO_SET_COMPATIBILITY_MODE, compatibility_mode)
             except BaseException:
                 self.close()
                 raise
@@ -98,14 +103,19 @@ class socket(_stdsocket.socket):
         """Winsock's ``WSAIoctl`` for the control codes loopfast implements.
 
         ``SIO_LOOPBACK_FAST_PATH`` with True/False opts in or out.
+        ``SIO_SET_COMPATIBILITY_MODE`` with a ``WSACompatibilityMode`` (or its 8 raw
+        bytes) selects a receive-window behaviour (docs/compat.md).
 
         Raises:
             OSError: EINVAL for an unknown control code or a bad input; EOPNOTSUPP
                 on a socket that is not TCP; EISCONN on a connected socket.
         """
+        if control == SIO_SET_COMPATIBILITY_MODE:
+            compat.apply(self, option)
+            return
         if control != SIO_LOOPBACK_FAST_PATH:
             raise OSError(errno.EINVAL, f"unknown control code {control:#x}; loopfast "
-                          "implements SIO_LOOPBACK_FAST_PATH")
+                          "implements SIO_LOOPBACK_FAST_PATH and SIO_SET_COMPATIBILITY_MODE")
         on = parse_switch(option)
         if (self.family not in (_stdsocket.AF_INET, _stdsocket.AF_INET6)
                 or self.type != _stdsocket.SOCK_STREAM
@@ -119,6 +129,18 @@ class socket(_stdsocket.socket):
         self._fast_path = on
         if on and self._listening():
             self._start_listener(_stdsocket.SOMAXCONN)
+
+    def setsockopt(self, level: int, optname: int, *args: Any) -> None:
+        """``socket.setsockopt``; SO_RCVBUF may not shrink after connect (SPEC C5).
+
+        Raises:
+            OSError: EINVAL for an SO_RCVBUF that would shrink a connected socket's
+                buffer unless WsaBehaviorReceiveBuffering targets Vista or later
+                (docs/compat.md); as ``socket.socket.setsockopt``.
+        """
+        if optname == _stdsocket.SO_RCVBUF and level == _stdsocket.SOL_SOCKET and args:
+            compat.check_rcvbuf(self, args[0])
+        super().setsockopt(level, optname, *args)
 
     def _connected(self) -> bool:
         try:
@@ -222,6 +244,7 @@ class socket(_stdsocket.socket):
         """Wrap an accepted TCP fd; None when a connection filter blocked it."""
         sock = socket(self.family, self.type, self.proto, fileno=fd)
         sock._fast_path = self._fast_path
+        sock._compat = self._compat  # the kernel copied the clamp and any SO_RCVBUF lock
         if _stdsocket.getdefaulttimeout() is None and self.gettimeout():
             sock.setblocking(True)
         service = self.getsockname()
@@ -252,6 +275,7 @@ class socket(_stdsocket.socket):
         """
         twin = super().dup()
         twin._fast_path = self._fast_path
+        twin._compat = self._compat
         return twin
 
     def __repr__(self) -> str:
