@@ -112,6 +112,31 @@ def _run_bench(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def _add_info(subparsers: _Subparsers) -> None:
+    p = subparsers.add_parser(
+        "info", help="system TCP settings, as 'netsh interface tcp show global' shows them",
+        description="Show the Linux equivalents of Windows' global receive-window settings "
+        "(autotuning, window scaling, receive buffer limits), the window scale real loopback "
+        "connections get, and whether the fast path can work here.")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--no-measure", action="store_true",
+                   help="skip the three short loopback connections that measure window scales")
+    p.set_defaults(handler=_run_info)
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    import json
+
+    from ._info import gather, render
+
+    report = gather(measure=not args.no_measure)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(render(report), end="")
+    return 0
+
+
 def _add_echo_server(subparsers: _Subparsers) -> None:
     p = subparsers.add_parser(
         "echo-server", help="the seed's WSAPoll echo server (1 listener + N clients)",
@@ -154,33 +179,7 @@ def _run_echo_server(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_info(subparsers: _Subparsers) -> None:
-    p = subparsers.add_parser(
-        "info", help="system TCP settings, as 'netsh interface tcp show global' shows them",
-        description="Show the Linux equivalents of Windows' global receive-window settings "
-        "(autotuning, window scaling, receive buffer limits), the window scale real loopback "
-        "connections get, and whether the fast path can work here.")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--no-measure", action="store_true",
-                   help="skip the three short loopback connections that measure window scales")
-    p.set_defaults(handler=_run_info)
-
-
-def _run_info(args: argparse.Namespace) -> int:
-    import json
-
-    from ._info import gather, render
-
-    report = gather(measure=not args.no_measure)
-    if args.json:
-        print(json.dumps(report.to_json(), indent=2))
-    else:
-        print(render(report), end="")
-    return 0
-
-
-_COMMANDS: list[Callable[[_Subparsers], None]] = [_add_bench, _add_echo_server,
-                                                   _add_info]
+_COMMANDS: list[Callable[[_Subparsers], None]] = [_add_bench, _add_echo_server, _add_info]
 
 
 def _version() -> str:
