@@ -14,6 +14,15 @@ TIMEOUT = 5.0
 Pair = tuple[loopfast.socket, loopfast.socket]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _peer_watcher() -> None:
+    """The process-wide peer watcher (one thread, one epoll fd) exists before any test
+    counts fds: it is made once, at the first ring connection, and lives on."""
+    from loopfast.fastpath._ring_link import _watcher
+
+    _watcher.start()
+
+
 @pytest.fixture(autouse=True)
 def _no_policy(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     """Tests see no administrator policy unless they set one."""

@@ -37,7 +37,7 @@ def test_round_trip(hello: Hello) -> None:
     (lambda b: b[:47], "hello of 47 bytes"),
     (lambda b: b"XXXX" + b[4:], "wrong magic"),
     (lambda b: b[:4] + b"\x00\x02" + b[6:], "protocol version 2"),
-    (lambda b: b[:6] + b"\x00\x01" + b[8:], "unknown flags"),
+    (lambda b: b[:6] + b"\x00\x02" + b[8:], "unknown flags"),
     (lambda b: b[:8] + b"\x05" + b[9:], "unknown family 5"),
 ])
 def test_malformed_hellos_are_refused(mutate: object, message: str) -> None:

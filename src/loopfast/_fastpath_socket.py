@@ -17,9 +17,9 @@ import socket as _stdsocket
 import time
 from typing import Any, Self, cast
 
-from . import _addresses, _options
+from . import _addresses, _options, compat
 from ._socket import socket
-from .fastpath import _connector
+from .fastpath import _connector, _ring_link
 from .fastpath._connection import Connection, PeerCredentials
 from .fastpath._listener import Listener
 
@@ -36,18 +36,48 @@ def connect_fast(sock: socket, host: str, port: int) -> bool:
     if found is None:
         return False
     with found.stream:
+        offer = None
         try:
             local = _reserve_local(sock, host)
             target = _addresses.tcp_style(sock.family, host, port)
-            found.say_hello(sock.family, local, target)
+            if sock._transport == "ring":
+                rcvbuf = sock.getsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_RCVBUF)
+                offer = _ring_link.RingOffer(
+                    _ring_link.ring_size(found.server_rcvbuf),
+                    _ring_link.ring_size(compat.ring_capacity(rcvbuf, sock._compat)))
+                found.say_hello(sock.family, local, target, offer.sizes,
+                                offer.fds_for_server())
+            else:
+                found.say_hello(sock.family, local, target)
         except OSError:
+            if offer is not None:
+                offer.close()
+                offer.client_w.close()
+                offer.server_w.close()
             return False
         reservation = _stdsocket.socket(sock.family, _stdsocket.SOCK_STREAM, sock.proto,
                                         fileno=os.dup(sock.fileno()))
-        os.dup2(found.stream.fileno(), sock.fileno(), inheritable=False)
-    sock.settimeout(sock.gettimeout())  # the new file description needs O_NONBLOCK again
-    sock._state = Connection(sock.family, local, target, found.credentials, reservation)
-    sock.__class__ = FastPathSocket
+        carrier = offer.client_r if offer is not None else found.stream
+        os.dup2(carrier.fileno(), sock.fileno(), inheritable=False)
+    timeout = sock.gettimeout()
+    sock.settimeout(timeout)  # the new file description needs O_NONBLOCK again
+    if offer is None:
+        sock._state = Connection(sock.family, local, target, found.credentials, reservation)
+        sock.__class__ = FastPathSocket
+        return True
+    from ._ring_socket import SO_BUSY_POLL, RingSocket
+
+    try:
+        link = _ring_link.client_link(offer, sock.fileno())
+    finally:
+        offer.close()
+    busy = reservation.getsockopt(_stdsocket.SOL_SOCKET, SO_BUSY_POLL)
+    sock._state = _ring_link.RingConnection(sock.family, local, target, found.credentials,
+                                            reservation, link)
+    sock.__class__ = RingSocket
+    link.channel.timeout = timeout
+    if busy:
+        link.channel.busy_poll_us = busy
     return True
 
 
@@ -90,6 +120,11 @@ class FastPathSocket(socket):
     def fast_path_active(self) -> bool:
         """True: this connection is carried by the fast path."""
         return True
+
+    @property
+    def fast_path_transport(self) -> str | None:
+        """How the fast path carries this connection: "stream" (AF_UNIX) or "ring"."""
+        return "ring" if isinstance(self._state, _ring_link.RingConnection) else "stream"
 
     @property
     def peer_credentials(self) -> PeerCredentials:
@@ -150,6 +185,8 @@ class FastPathSocket(socket):
             OSError: ENOPROTOOPT for an option the fast path refuses.
         """
         self._check_open()
+        if optname == _stdsocket.SO_RCVBUF and level == _stdsocket.SOL_SOCKET and args:
+            compat.check_rcvbuf(self, args[0])  # SPEC C5 holds on the fast path too
         _options.setsockopt(self._state, self, level, optname, *args)
 
     def getsockopt(self, level: int, optname: int, *args: Any) -> Any:
@@ -246,14 +283,34 @@ class FastPathListener(socket):
     def _adopt(self, arrival: Any) -> socket | None:
         if len(arrival) == 2:
             return self.adopt_tcp(*arrival)
-        stream, hello, creds = arrival
-        stream.setblocking(True)
-        sock = socket(self.family, _stdsocket.SOCK_STREAM, self.proto, fileno=stream.detach())
-        sock._fast_path = True
+        stream, hello, creds, fds = arrival
         local = _addresses.tcp_style(self.family, hello.target_ip, self._state.port)
         peer = _addresses.tcp_style(self.family, hello.client_ip, hello.client_port)
-        sock._state = Connection(self.family, local, peer, creds, None, self._state.inherited())
-        sock.__class__ = FastPathSocket
+        inherit = self._state.inherited()
+        settings = self._compat
+        if hello.ring is None:
+            stream.setblocking(True)
+            sock = socket(self.family, _stdsocket.SOCK_STREAM, self.proto, fileno=stream.detach())
+            sock._fast_path = True
+            sock._compat = settings
+            sock._state = Connection(self.family, local, peer, creds, None, inherit)
+            sock.__class__ = FastPathSocket
+            return sock
+        from ._ring_socket import RingSocket
+
+        stream.close()  # the rings carry the data; the client has closed its end already
+        sock = socket(self.family, _stdsocket.SOCK_STREAM, self.proto, fileno=os.dup(fds[1]))
+        try:
+            link = _ring_link.server_link(fds, hello.ring, sock.fileno())
+        except OSError:
+            sock.close()
+            raise
+        sock._fast_path = True
+        sock._compat = settings
+        sock._state = _ring_link.RingConnection(self.family, local, peer, creds, None, link,
+                                                inherit)
+        sock.__class__ = RingSocket
+        link.channel.timeout = sock.gettimeout()
         return sock
 
     def getsockname(self) -> Any:

@@ -182,6 +182,7 @@ def getsockopt(conn: Connection, stream: _stdsocket.socket, level: int, optname:
 
 _READ_ONLY = {(S, _stdsocket.SO_DOMAIN), (S, _stdsocket.SO_PROTOCOL)}
 _BUFLEN = {(S, _stdsocket.SO_LINGER): 8}
+_DOUBLED = {(S, _stdsocket.SO_RCVBUF), (S, _stdsocket.SO_SNDBUF)}
 
 
 def inheritable(listener: _stdsocket.socket) -> tuple[tuple[int, int, Any], ...]:
@@ -202,5 +203,7 @@ def inheritable(listener: _stdsocket.socket) -> tuple[tuple[int, int, Any], ...]
             except OSError:
                 continue  # e.g. an IPv6 option on an IPv4 listener
             if value != fresh.getsockopt(*key, *extra):
+                if key in _DOUBLED:
+                    value //= 2  # the kernel doubles what setsockopt gives it
                 changed.append((*key, value))
     return tuple(changed)

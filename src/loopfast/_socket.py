@@ -29,6 +29,7 @@ from . import _addresses, compat, filters, policy
 from .constants import SIO_LOOPBACK_FAST_PATH, SIO_SET_COMPATIBILITY_MODE
 
 _BOOL_SIZE = 4  # Winsock's BOOL
+TRANSPORTS = ("ring", "stream")
 
 
 def parse_switch(option: object) -> bool:
@@ -58,18 +59,29 @@ class socket(_stdsocket.socket):
     fast path when both sides opted in and the address is loopback; otherwise
     it is ordinary TCP and ``fast_path_active`` is False.
 
+    The client chooses how the fast path carries data: ``fast_path=True`` or
+    ``"ring"`` (shared-memory rings, the fastest), or ``"stream"`` (an AF_UNIX
+    stream, for code that hands the fd to others: blocking ssl, os.sendfile).
+
     Raises:
         OSError: EOPNOTSUPP when ``fast_path=True`` is asked of a non-TCP socket;
             whatever ``socket.socket`` raises.
     """
 
-    __slots__ = ("_compat", "_fast_path", "_state")
+    __slots__ = ("_compat", "_fast_path", "_state", "_transport")
 
     def __init__(self, family: int = -1, type: int = -1, proto: int = -1,
-                 fileno: int | None = None, *, fast_path: bool = False,
+                 fileno: int | None = None, *, fast_path: bool | str = False,
                  compatibility_mode: object = None) -> None:
         super().__init__(family, type, proto, fileno)
         self._fast_path = False
+        self._transport = "ring"
+        if isinstance(fast_path, str):
+            if fast_path not in TRANSPORTS:
+                self.close()
+                raise OSError(errno.EINVAL, f"fast_path={fast_path!r}: use True, False, "
+                              "'ring' (shared memory, the default) or 'stream' (AF_UNIX)")
+            self._transport = fast_path
         self._state: Any = None
         self._compat: compat.CompatibilitySettings | None = None
         if fast_path or compatibility_mode is not None:
@@ -88,6 +100,11 @@ class socket(_stdsocket.socket):
     def fast_path(self) -> bool:
         """True when this socket has opted in (or was accepted by a listener that had)."""
         return self._fast_path
+
+    @property
+    def fast_path_transport(self) -> str | None:
+        """"ring" or "stream" on a fast-path connection; None otherwise."""
+        return None
 
     @property
     def fast_path_active(self) -> bool:

@@ -13,6 +13,7 @@ The caller then moves the AF_UNIX stream to the application's fd number.
 
 from __future__ import annotations
 
+import array
 import logging
 import socket as _stdsocket
 import struct
@@ -27,14 +28,26 @@ _SNDTIMEO = (_stdsocket.SOL_SOCKET, _stdsocket.SO_SNDTIMEO)
 
 
 class Rendezvous:
-    """An AF_UNIX stream to a listener that passed the owner check, hello not yet sent."""
+    """An AF_UNIX stream to a listener that passed the owner check, hello not yet sent.
 
-    def __init__(self, stream: _stdsocket.socket, credentials: PeerCredentials) -> None:
+    Attributes:
+        stream: the AF_UNIX stream.
+        credentials: the listener's process.
+        server_rcvbuf: the TCP listener's SO_RCVBUF (None when unknown): the
+            server's receive ring is sized from it.
+    """
+
+    def __init__(self, stream: _stdsocket.socket, credentials: PeerCredentials,
+                 server_rcvbuf: int | None) -> None:
         self.stream = stream
         self.credentials = credentials
+        self.server_rcvbuf = server_rcvbuf
 
-    def say_hello(self, family: int, local: tuple[Any, ...], target: tuple[Any, ...]) -> None:
+    def say_hello(self, family: int, local: tuple[Any, ...], target: tuple[Any, ...],
+                  ring: tuple[int, int] | None = None, fds: list[int] | None = None) -> None:
         """Send the hello presenting *local* as the client's address and *target* as the server's.
+
+        With *ring* (sizes) the rings carry the data and *fds* travel with the hello.
 
         Raises:
             OSError: the listener went away in between.
@@ -44,8 +57,14 @@ class Rendezvous:
         v4c, v4t = _addresses.ipv4_of(family, cip), _addresses.ipv4_of(family, tip)
         if v4c is not None and v4t is not None:
             fam, cip, tip = _stdsocket.AF_INET, v4c, v4t
-        hello = _handshake.Hello(fam, cip, local[1], tip, target[1])
-        self.stream.sendall(_handshake.encode(hello))
+        wire = _handshake.encode(_handshake.Hello(fam, cip, local[1], tip, target[1], ring))
+        if fds:
+            sent = self.stream.sendmsg([wire], [(_stdsocket.SOL_SOCKET, _stdsocket.SCM_RIGHTS,
+                                                 array.array("i", fds).tobytes())])
+            if sent != len(wire):
+                raise ConnectionResetError("the hello did not fit in one message")
+        else:
+            self.stream.sendall(wire)
 
 
 def find(family: int, host: str, port: int, timeout: float | None) -> Rendezvous | None:
@@ -71,8 +90,9 @@ def find(family: int, host: str, port: int, timeout: float | None) -> Rendezvous
             stream.close()
             raise
         credentials = peer_credentials(stream)
-        if _owner_matches(family, host, port, credentials):
-            return Rendezvous(stream, credentials)
+        owner = _owner_matching(family, host, port, credentials)
+        if owner is not None:
+            return Rendezvous(stream, credentials, owner.rcvbuf)
         stream.close()
         return None
     return None
@@ -104,22 +124,24 @@ def _connect(stream: _stdsocket.socket, name: bytes, timeout: float | None) -> N
     stream.setsockopt(*_SNDTIMEO, bytes(16))
 
 
-def _owner_matches(family: int, host: str, port: int, creds: PeerCredentials) -> bool:
+def _owner_matching(family: int, host: str, port: int,
+                    creds: PeerCredentials) -> _owner.Owner | None:
+    """The TCP listener's owner when it is the peer's uid; None (and a warning) otherwise."""
     v4 = _addresses.ipv4_of(family, host)
     lookup_family, lookup_host = (_stdsocket.AF_INET, v4) if v4 else (_stdsocket.AF_INET6, host)
     try:
-        owner = _owner.listener_uid(lookup_family, lookup_host, port)
+        owner = _owner.listener_owner(lookup_family, lookup_host, port)
     except OSError as exc:
         _log.warning("loopfast: cannot tell who owns %s:%s (%s); using TCP", host, port, exc)
-        return False
+        return None
     if owner is None:
         _log.warning(
             "loopfast: a process (pid %d, uid %d) holds the fast-path name of %s:%s but no "
             "TCP listener is there; using TCP", creds.pid, creds.uid, host, port)
-        return False
-    if owner != creds.uid:
+        return None
+    if owner.uid != creds.uid:
         _log.warning(
             "loopfast: the fast-path peer of %s:%s (pid %d, uid %d) does not own its TCP "
-            "listener (uid %d); using TCP", host, port, creds.pid, creds.uid, owner)
-        return False
-    return True
+            "listener (uid %d); using TCP", host, port, creds.pid, creds.uid, owner.uid)
+        return None
+    return owner

@@ -3,21 +3,29 @@
 Written down so that another language can speak it.
 
 Transport: a SOCK_STREAM AF_UNIX connection to a rendezvous name (see
-``loopfast._addresses``). Protocol version 1 carries the connection's data on
-that same stream after the hello.
+``loopfast._addresses``). Two ways to carry the data follow the hello:
 
-The client's hello, 48 bytes, network byte order::
+- stream (flags 0): the connection's data flows on that same stream;
+- ring (flags bit 0): the data flows through two shared-memory rings (see
+  ``_ring.c`` for their layout and rules); the hello carries 8 more bytes and,
+  as SCM_RIGHTS in the same message, four fds: the sealed memfd holding the
+  rings, then the server's wake-up socket pair (r, w), then the client's w.
+  The client closes the stream right after the hello.
+
+The client's hello, 48 bytes (56 with a ring), network byte order::
 
     offset size field
     0      4    magic          b"LFP\\x00"
     4      2    version        1
-    6      2    flags          0 (reserved; a server refuses bits it does not know)
+    6      2    flags          bit 0: ring; other bits reserved (a server refuses them)
     8      1    family         4 or 6: the address family the client presents
     9      3    reserved       zero
     12     16   client_ip      the client's TCP-style address (IPv4 in the first 4 bytes)
     28     2    client_port
     30     16   target_ip      the address the client connected to
     46     2    target_port
+    48     4    c2s_size       ring: bytes of the client-to-server ring (power of two)
+    52     4    s2c_size       ring: bytes of the server-to-client ring
 
 There is no answer message in version 1. A TCP client's connect() completes when
 the kernel has queued the connection, before the server calls accept(); the
@@ -42,6 +50,9 @@ MAGIC = b"LFP\x00"
 VERSION = 1
 HELLO = struct.Struct("!4sHHB3x16sH16sH")
 HELLO_SIZE = HELLO.size
+RING = 0x1
+RING_EXT = struct.Struct("!II")
+RING_FDS = 4  # memfd, server r, server w, client w
 
 
 class HandshakeError(ConnectionRefusedError):
@@ -57,6 +68,12 @@ class Hello:
     client_port: int
     target_ip: str
     target_port: int
+    ring: tuple[int, int] | None = None  # (c2s_size, s2c_size) when the rings carry the data
+
+    @property
+    def size(self) -> int:
+        """Bytes on the wire."""
+        return HELLO_SIZE + (RING_EXT.size if self.ring else 0)
 
 
 def _family_code(family: int) -> int:
@@ -69,11 +86,33 @@ def _pack_ip(family: int, ip: str) -> bytes:
 
 def encode(hello: Hello) -> bytes:
     """The 48 bytes of *hello*."""
-    return HELLO.pack(
-        MAGIC, VERSION, 0, _family_code(hello.family),
+    head = HELLO.pack(
+        MAGIC, VERSION, RING if hello.ring else 0, _family_code(hello.family),
         _pack_ip(hello.family, hello.client_ip), hello.client_port,
         _pack_ip(hello.family, hello.target_ip), hello.target_port,
     )
+    return head + RING_EXT.pack(*hello.ring) if hello.ring else head
+
+
+def wire_size(head: bytes) -> int:
+    """The whole hello's size, from its first HELLO_SIZE bytes.
+
+    Raises:
+        HandshakeError: the head is not a hello (see decode).
+    """
+    flags = _check_head(head)
+    return HELLO_SIZE + (RING_EXT.size if flags & RING else 0)
+
+
+def _check_head(head: bytes) -> int:
+    magic, version, flags = struct.unpack_from("!4sHH", head)
+    if magic != MAGIC:
+        raise HandshakeError(errno.ECONNREFUSED, "hello has a wrong magic: not a loopfast peer")
+    if version != VERSION:
+        raise HandshakeError(errno.ECONNREFUSED, f"hello of protocol version {version}")
+    if flags & ~RING:
+        raise HandshakeError(errno.ECONNREFUSED, f"hello has unknown flags {flags:#x}")
+    return int(flags)
 
 
 def decode(data: bytes) -> Hello:
@@ -82,21 +121,19 @@ def decode(data: bytes) -> Hello:
     Raises:
         HandshakeError: wrong size, magic, version, flags or family.
     """
-    if len(data) != HELLO_SIZE:
+    if len(data) < HELLO_SIZE:
         raise HandshakeError(errno.ECONNREFUSED, f"hello of {len(data)} bytes, want {HELLO_SIZE}")
-    magic, version, flags, fam, cip, cport, tip, tport = HELLO.unpack(data)
-    if magic != MAGIC:
-        raise HandshakeError(errno.ECONNREFUSED, "hello has a wrong magic: not a loopfast peer")
-    if version != VERSION:
-        raise HandshakeError(errno.ECONNREFUSED, f"hello of protocol version {version}")
-    if flags != 0:
-        raise HandshakeError(errno.ECONNREFUSED, f"hello has unknown flags {flags:#x}")
+    want = wire_size(data[:HELLO_SIZE])
+    if len(data) != want:
+        raise HandshakeError(errno.ECONNREFUSED, f"hello of {len(data)} bytes, want {want}")
+    _magic, _version, flags, fam, cip, cport, tip, tport = HELLO.unpack_from(data)
     if fam not in (4, 6):
         raise HandshakeError(errno.ECONNREFUSED, f"hello has unknown family {fam}")
     family = _stdsocket.AF_INET if fam == 4 else _stdsocket.AF_INET6
     width = 4 if fam == 4 else 16
+    ring = RING_EXT.unpack_from(data, HELLO_SIZE) if flags & RING else None
     return Hello(
         family,
         _stdsocket.inet_ntop(family, cip[:width]), cport,
-        _stdsocket.inet_ntop(family, tip[:width]), tport,
+        _stdsocket.inet_ntop(family, tip[:width]), tport, ring,
     )

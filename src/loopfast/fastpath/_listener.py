@@ -19,6 +19,7 @@ Invariants:
 
 from __future__ import annotations
 
+import array
 import errno
 import logging
 import os
@@ -37,7 +38,8 @@ MAX_PENDING = 1024
 
 _log = logging.getLogger("loopfast")
 
-Arrival = tuple[_stdsocket.socket, _handshake.Hello, PeerCredentials]
+# The stream, its hello, the client process, and the fds the hello carried.
+Arrival = tuple[_stdsocket.socket, _handshake.Hello, PeerCredentials, list[int]]
 
 
 class Listener:
@@ -166,7 +168,7 @@ class Listener:
                 head = None
             except OSError:
                 head = b""
-            if head is not None and len(head) == _handshake.HELLO_SIZE:
+            if head is not None and len(head) == _handshake.HELLO_SIZE and self._complete(conn):
                 self._forget(fd)
                 arrival = self._validate(conn)
                 if arrival is not None:
@@ -176,16 +178,34 @@ class Listener:
                 conn.close()
         return None
 
-    def _validate(self, conn: _stdsocket.socket) -> Arrival | None:
+    @staticmethod
+    def _complete(conn: _stdsocket.socket) -> bool:
+        """True when the whole hello is queued (or the head is not a hello at all)."""
         try:
-            hello = _handshake.decode(conn.recv(_handshake.HELLO_SIZE))
+            want = _handshake.wire_size(conn.recv(_handshake.HELLO_SIZE, _stdsocket.MSG_PEEK))
+            return len(conn.recv(want, _stdsocket.MSG_PEEK)) == want
+        except OSError:
+            return True  # _validate says why
+
+    def _validate(self, conn: _stdsocket.socket) -> Arrival | None:
+        fds: list[int] = []
+        try:
+            want = _handshake.wire_size(conn.recv(_handshake.HELLO_SIZE, _stdsocket.MSG_PEEK))
+            data, fds = _recv_with_fds(conn, want)
+            hello = _handshake.decode(data)
             self._check(hello)
+            if len(fds) != (_handshake.RING_FDS if hello.ring else 0):
+                raise _handshake.HandshakeError(
+                    errno.ECONNREFUSED, f"hello carried {len(fds)} fds, the handshake says "
+                    f"{_handshake.RING_FDS if hello.ring else 0}")
             if not _offer_allowed(self.host, self.port):
                 raise _handshake.HandshakeError(errno.ECONNREFUSED, "a filter now covers this port")
-            return conn, hello, peer_credentials(conn)
+            return conn, hello, peer_credentials(conn), fds
         except OSError as exc:
             _log.warning("loopfast: refused a fast-path client of %s:%s: %s",
                          self.host, self.port, exc)
+            for fd in fds:
+                os.close(fd)
             conn.close()
             return None
 
@@ -238,6 +258,22 @@ class Listener:
         self.withdraw()
         self.epoll.close()
         self.tcp.close()
+
+
+def _recv_with_fds(conn: _stdsocket.socket, size: int) -> tuple[bytes, list[int]]:
+    """Receive *size* bytes and the fds that travel with them (closing any beyond the limit)."""
+    space = _stdsocket.CMSG_SPACE(_handshake.RING_FDS * 4)
+    data, ancdata, msg_flags, _ = conn.recvmsg(size, space, _stdsocket.MSG_CMSG_CLOEXEC)
+    fds: list[int] = []
+    for level, kind, payload in ancdata:
+        if level == _stdsocket.SOL_SOCKET and kind == _stdsocket.SCM_RIGHTS:
+            usable = len(payload) - len(payload) % 4
+            fds.extend(array.array("i", payload[:usable]))
+    if msg_flags & _stdsocket.MSG_CTRUNC:
+        for fd in fds:
+            os.close(fd)
+        raise _handshake.HandshakeError(errno.ECONNREFUSED, "hello carried too many fds")
+    return data, fds
 
 
 def _offer_allowed(host: str, port: int) -> bool:

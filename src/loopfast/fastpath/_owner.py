@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import socket as _stdsocket
 import struct
+from typing import NamedTuple
 
 _NETLINK_SOCK_DIAG = 4
 _SOCK_DIAG_BY_FAMILY = 20
@@ -34,10 +35,20 @@ _SOCKID_TAIL = struct.Struct("=III")
 # rqueue, wqueue, uid, inode.
 _MSG_STATE = struct.Struct("=BB")
 _MSG_UID_OFFSET = 4 + 48 + 12
+_MSG_SIZE = 4 + 48 + 20  # struct inet_diag_msg
+_INET_DIAG_SKMEMINFO = 7
+_EXT_SKMEMINFO = 1 << (_INET_DIAG_SKMEMINFO - 1)
 
 
-def listener_uid(family: int, host: str, port: int) -> int | None:
-    """The uid owning the TCP listener that *host*:*port* reaches, or None if none listens.
+class Owner(NamedTuple):
+    """The TCP listener a connection would reach: its owner, and its receive buffer."""
+
+    uid: int
+    rcvbuf: int | None  # SO_RCVBUF as getsockopt reports it; None when unknown
+
+
+def listener_owner(family: int, host: str, port: int) -> Owner | None:
+    """The listener that *host*:*port* reaches, or None if none listens.
 
     *host* must be a numeric address of *family*.
 
@@ -45,15 +56,26 @@ def listener_uid(family: int, host: str, port: int) -> int | None:
         OSError: neither sock_diag nor /proc/net/tcp could be read.
     """
     try:
-        return _diag_lookup(family, host, port)
+        return _diag_query(family, host, port)
     except OSError:
-        return _proc_lookup(family, host, port)
+        uid = _proc_lookup(family, host, port)
+        return None if uid is None else Owner(uid, None)
+
+
+def listener_uid(family: int, host: str, port: int) -> int | None:
+    """The uid owning the TCP listener that *host*:*port* reaches, or None if none listens.
+
+    Raises:
+        OSError: neither sock_diag nor /proc/net/tcp could be read.
+    """
+    owner = listener_owner(family, host, port)
+    return None if owner is None else owner.uid
 
 
 def _request(family: int, host: str, port: int) -> bytes:
     src = _stdsocket.inet_pton(family, host).ljust(16, b"\0")
     body = (
-        _REQ.pack(family, _stdsocket.IPPROTO_TCP, 0, 0, 1 << _TCP_LISTEN)
+        _REQ.pack(family, _stdsocket.IPPROTO_TCP, _EXT_SKMEMINFO, 0, 1 << _TCP_LISTEN)
         + _SOCKID.pack(port, 0, src, b"\0" * 16)
         + _SOCKID_TAIL.pack(0, _NOCOOKIE, _NOCOOKIE)
     )
@@ -62,6 +84,11 @@ def _request(family: int, host: str, port: int) -> bytes:
 
 
 def _diag_lookup(family: int, host: str, port: int) -> int | None:
+    owner = _diag_query(family, host, port)
+    return None if owner is None else owner.uid
+
+
+def _diag_query(family: int, host: str, port: int) -> Owner | None:
     # A socket per question: a cached one would be shared with forked
     # children, and replies could reach the wrong process.
     with _stdsocket.socket(_stdsocket.AF_NETLINK, _stdsocket.SOCK_RAW,
@@ -78,7 +105,20 @@ def _diag_lookup(family: int, host: str, port: int) -> int | None:
     if state != _TCP_LISTEN:
         return None
     (uid,) = struct.unpack_from("=I", reply, _NLMSGHDR.size + _MSG_UID_OFFSET)
-    return int(uid)
+    return Owner(int(uid), _rcvbuf(reply, _NLMSGHDR.size + _MSG_SIZE))
+
+
+def _rcvbuf(reply: bytes, offset: int) -> int | None:
+    """SK_MEMINFO_RCVBUF from the reply's INET_DIAG_SKMEMINFO attribute, if present."""
+    while offset + 4 <= len(reply):
+        length, kind = struct.unpack_from("=HH", reply, offset)
+        if length < 4:
+            return None
+        if kind == _INET_DIAG_SKMEMINFO and length >= 4 + 8:
+            (rcvbuf,) = struct.unpack_from("=I", reply, offset + 4 + 4)
+            return int(rcvbuf)
+        offset += (length + 3) & ~3
+    return None
 
 
 def _proc_lookup(family: int, host: str, port: int) -> int | None:

@@ -1,0 +1,1131 @@
+/* loopfast._ring: shared-memory byte rings for fast-path connections.
+ *
+ * One sealed memfd per connection holds a header page and two rings, one per
+ * direction. Each end of the connection is a Channel: it produces into one
+ * ring (tx) and consumes from the other (rx).
+ *
+ * Ownership and ordering (the invariants this file keeps):
+ *
+ * - head (bytes ever published) is stored only by the ring's producer, tail
+ *   (bytes ever consumed) only by its consumer. Each side keeps its own
+ *   position in private memory and never reads it back from shared memory,
+ *   so a peer scribbling over the header cannot move our own position.
+ * - The producer copies payload, then stores head with release order; the
+ *   consumer loads head with acquire order, then copies. Symmetrically for
+ *   tail and free space.
+ * - Every position read from shared memory is validated before use: the
+ *   peer's position may only move forward, and head - tail must lie in
+ *   [0, size]. A violation resets the connection (ECONNRESET, "corrupted");
+ *   it never steers a memcpy. Ring sizes and offsets come from the handshake
+ *   and the memfd's sealed size, never from shared memory.
+ * - Waking (readiness that select/poll/epoll see, level-true):
+ *   * Each side X has a socketpair (r, w); r is X's fileno(). X keeps w, and
+ *     the peer holds a copy of w. A byte in r's queue ("bell") makes X
+ *     readable; a full send buffer on r ("filler", r -> w) makes X
+ *     unwritable. Only X holds r, so the peer's copy of X's w reports
+ *     POLLHUP when X's process dies (r closed: both halves shut; a mere
+ *     shutdown of r's sending half gives only POLLRDHUP): that is how a side
+ *     learns its peer died (SPEC F11).
+ *   * bells counts bell bytes in the consumer's r queue. A ringer sends the
+ *     byte first and increments after, so every counted byte is queued; the
+ *     consumer drains exactly the counted bytes and subtracts them.
+ *   * consumer_waiting is 0 only while the consumer spins inside recv; a
+ *     producer rings after publishing (full fence between its head store and
+ *     the load of consumer_waiting: the Dekker pairing with the consumer's
+ *     store of consumer_waiting = 1, fence, load of head) when it is 1 and no
+ *     bell is counted. On leaving recv the consumer makes readiness true
+ *     (ring a bell at itself) when it leaves data, EOF or an error behind,
+ *     and false (drain counted bells, then re-check) when the ring is empty.
+ *   * producer_waiting: a producer that finds the ring full fills its r
+ *     until EAGAIN (unwritable), then sets producer_waiting, fences, and
+ *     re-checks free space. A consumer that frees space fences and, when it
+ *     takes producer_waiting (exchange), drains the producer's filler from
+ *     its copy of the producer's w, which makes the producer writable.
+ * - The GIL is released only to spin or park; the shared mapping lives until
+ *   the Channel is closed, and close() first takes both direction locks, so
+ *   no thread is inside a ring when it is unmapped. close() wakes parked
+ *   threads of this process first (a bell at itself, draining its filler).
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include "pythread.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef MFD_CLOEXEC
+#define MFD_CLOEXEC 0x0001U
+#define MFD_ALLOW_SEALING 0x0002U
+#endif
+#ifndef F_ADD_SEALS
+#define F_ADD_SEALS 1033
+#define F_GET_SEALS 1034
+#define F_SEAL_SEAL 0x0001
+#define F_SEAL_SHRINK 0x0002
+#define F_SEAL_GROW 0x0004
+#endif
+#ifndef POLLRDHUP
+#define POLLRDHUP 0x2000
+#endif
+
+#define CACHELINE 64
+#define HEADER_SIZE 4096
+#define MAGIC 0x3152464cU /* "LFR1" */
+#define MIN_RING 4096ULL
+#define MAX_RING (64ULL << 20)
+#define REQUIRED_SEALS (F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW)
+
+/* flags, per ring */
+#define WR_SHUT 0x1u  /* producer: no more data (shutdown SHUT_WR or close) */
+#define RD_SHUT 0x2u  /* consumer: closed; sends fail with EPIPE */
+#define RESET 0x4u    /* producer closed with unread data: consumer gets ECONNRESET */
+
+typedef struct {
+    _Atomic uint64_t head;
+    char pad0[CACHELINE - 8];
+    _Atomic uint64_t tail;
+    char pad1[CACHELINE - 8];
+    _Atomic uint32_t consumer_waiting;
+    _Atomic uint32_t bells;
+    char pad2[CACHELINE - 8];
+    _Atomic uint32_t producer_waiting;
+    _Atomic uint32_t flags;
+    char pad3[CACHELINE - 8];
+} ring_ctl;
+
+typedef struct {
+    uint32_t magic;
+    uint32_t version;
+    _Atomic uint32_t server_attached; /* the server made its Channel: it accepted us */
+    char pad[CACHELINE - 12];
+    ring_ctl ring[2]; /* [0] client -> server, [1] server -> client */
+} shm_header;
+
+_Static_assert(sizeof(shm_header) <= HEADER_SIZE, "header fits its page");
+
+typedef struct {
+    PyObject_HEAD
+    char *base;
+    size_t map_len;
+    ring_ctl *rx, *tx;
+    char *rx_data, *tx_data;
+    uint64_t rx_size, tx_size;
+    uint64_t rx_tail;      /* private: our consumer position */
+    uint64_t rx_head_seen; /* last validated producer position */
+    uint64_t tx_head;      /* private: our producer position */
+    uint64_t tx_tail_seen;
+    int own_r, own_w, peer_w;
+    int64_t timeout_ns;  /* -1 blocks, 0 never waits */
+    int64_t spin_ns;     /* current spin budget */
+    int64_t spin_max_ns; /* adaptive ceiling; busy-poll sets it */
+    int adaptive;
+    int closed;     /* close() called: calls fail with EBADF */
+    int rd_shut;    /* our own shutdown(SHUT_RD) */
+    int peer_dead;  /* our copy of the peer's w reported POLLRDHUP */
+    int dead_told;  /* the reset a dead peer owes us was raised once */
+    int server;
+    int64_t rcvtimeo_ns, sndtimeo_ns; /* SO_RCVTIMEO / SO_SNDTIMEO: blocking calls give EAGAIN */
+    int fault;      /* sticky errno after corruption */
+    const char *fault_why;
+    uint64_t bytes_in, bytes_out;
+    PyThread_type_lock rx_lock, tx_lock;
+    PyObject *weakrefs; /* the peer watcher holds weak references */
+} Channel;
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static PyObject *raise_errno(int err, const char *why) {
+    if (why != NULL) {
+        PyObject *args = Py_BuildValue("(is)", err, why);
+        if (args != NULL) {
+            PyErr_SetObject(PyExc_OSError, args); /* OSError picks the subclass */
+            Py_DECREF(args);
+        }
+        return NULL;
+    }
+    errno = err;
+    return PyErr_SetFromErrno(PyExc_OSError);
+}
+
+static PyObject *raise_timeout(void) {
+    PyErr_SetString(PyExc_TimeoutError, "timed out");
+    return NULL;
+}
+
+static void set_fault(Channel *ch, const char *why) {
+    if (!ch->fault) {
+        ch->fault = ECONNRESET;
+        ch->fault_why = why;
+    }
+}
+
+/* Bytes waiting in rx, validated; -1 after marking a fault. */
+static int64_t rx_avail(Channel *ch) {
+    uint64_t head = atomic_load_explicit(&ch->rx->head, memory_order_acquire);
+    if (head < ch->rx_head_seen || head - ch->rx_tail > ch->rx_size) {
+        set_fault(ch, "the peer corrupted the shared ring (impossible producer position); "
+                      "connection reset");
+        return -1;
+    }
+    ch->rx_head_seen = head;
+    return (int64_t)(head - ch->rx_tail);
+}
+
+/* Free space in tx, validated; -1 after marking a fault. */
+static int64_t tx_free(Channel *ch) {
+    uint64_t tail = atomic_load_explicit(&ch->tx->tail, memory_order_acquire);
+    if (tail < ch->tx_tail_seen || tail > ch->tx_head || ch->tx_head - tail > ch->tx_size) {
+        set_fault(ch, "the peer corrupted the shared ring (impossible consumer position); "
+                      "connection reset");
+        return -1;
+    }
+    ch->tx_tail_seen = tail;
+    return (int64_t)(ch->tx_size - (ch->tx_head - tail));
+}
+
+static void copy_out(Channel *ch, char *dst, uint64_t from, size_t n) {
+    uint64_t at = from & (ch->rx_size - 1);
+    size_t first = (size_t)(ch->rx_size - at) < n ? (size_t)(ch->rx_size - at) : n;
+    memcpy(dst, ch->rx_data + at, first);
+    if (n > first)
+        memcpy(dst + first, ch->rx_data, n - first);
+}
+
+static void copy_in(Channel *ch, const char *src, size_t n) {
+    uint64_t at = ch->tx_head & (ch->tx_size - 1);
+    size_t first = (size_t)(ch->tx_size - at) < n ? (size_t)(ch->tx_size - at) : n;
+    memcpy(ch->tx_data + at, src, first);
+    if (n > first)
+        memcpy(ch->tx_data, src + first, n - first);
+}
+
+/* Ring a bell at the side whose r queue `w` feeds, counted in *bells. */
+static void ring_bell(int w, _Atomic uint32_t *bells) {
+    if (w < 0)
+        return;
+    if (atomic_load_explicit(bells, memory_order_acquire) != 0)
+        return;
+    char byte = '!';
+    if (send(w, &byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1)
+        atomic_fetch_add_explicit(bells, 1, memory_order_acq_rel);
+}
+
+/* The peer's process is gone: our fileno turns readable for good (end of
+ * stream, POLLRDHUP), as a TCP socket does when the kernel closes its peer. */
+static void mark_dead(Channel *ch) {
+    if (ch->peer_dead)
+        return;
+    ch->peer_dead = 1;
+    if (ch->own_w >= 0)
+        shutdown(ch->own_w, SHUT_WR);
+}
+
+/* Take exactly the counted bells out of our r queue. */
+static void drain_bells(Channel *ch) {
+    uint32_t n = atomic_load_explicit(&ch->rx->bells, memory_order_acquire);
+    char scratch[256];
+    uint32_t taken = 0;
+    while (taken < n) {
+        size_t want = n - taken < sizeof scratch ? n - taken : sizeof scratch;
+        ssize_t got = recv(ch->own_r, scratch, want, MSG_DONTWAIT);
+        if (got <= 0)
+            break;
+        taken += (uint32_t)got;
+    }
+    if (taken)
+        atomic_fetch_sub_explicit(&ch->rx->bells, taken, memory_order_acq_rel);
+}
+
+/* Empty a w socket's queue of filler: makes the side that filled it writable. */
+static void drain_filler(int w) {
+    char scratch[4096];
+    for (int i = 0; i < 1024; i++) {
+        if (recv(w, scratch, sizeof scratch, MSG_DONTWAIT) <= 0)
+            return;
+    }
+}
+
+/* Make our fileno unwritable: fill r's send buffer (r -> w). */
+static void fill(Channel *ch) {
+    static const char junk[4096];
+    for (int i = 0; i < 64; i++) {
+        if (send(ch->own_r, junk, sizeof junk, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+            return;
+    }
+}
+
+static int rx_has_news(Channel *ch, int64_t avail) {
+    uint32_t flags = atomic_load_explicit(&ch->rx->flags, memory_order_acquire);
+    return avail != 0 || (flags & (WR_SHUT | RESET)) || ch->peer_dead || ch->fault || ch->rd_shut;
+}
+
+/* Leaving recv: make our readiness say what the ring holds (level-true). */
+static void settle_readable(Channel *ch) {
+    atomic_store_explicit(&ch->rx->consumer_waiting, 1, memory_order_seq_cst);
+    atomic_thread_fence(memory_order_seq_cst);
+    int64_t avail = rx_avail(ch);
+    if (rx_has_news(ch, avail)) {
+        ring_bell(ch->own_w, &ch->rx->bells);
+        return;
+    }
+    if (atomic_load_explicit(&ch->rx->bells, memory_order_acquire) == 0)
+        return;
+    drain_bells(ch);
+    atomic_thread_fence(memory_order_seq_cst);
+    if (rx_has_news(ch, rx_avail(ch)))
+        ring_bell(ch->own_w, &ch->rx->bells);
+}
+
+/* After consuming: wake a producer parked for space. */
+static void release_space(Channel *ch) {
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&ch->rx->producer_waiting, memory_order_acquire) &&
+        atomic_exchange_explicit(&ch->rx->producer_waiting, 0, memory_order_acq_rel))
+        drain_filler(ch->peer_w);
+}
+
+/* After publishing: wake a consumer that may be parked or selecting. */
+static void announce(Channel *ch) {
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&ch->tx->consumer_waiting, memory_order_acquire))
+        ring_bell(ch->peer_w, &ch->tx->bells);
+}
+
+/* ---- waiting ------------------------------------------------------------ */
+
+typedef int (*ready_fn)(Channel *);
+
+static int rx_ready(Channel *ch) {
+    int64_t avail = rx_avail(ch);
+    return ch->closed || rx_has_news(ch, avail);
+}
+
+static int tx_ready(Channel *ch) {
+    int64_t free = tx_free(ch);
+    uint32_t flags = atomic_load_explicit(&ch->tx->flags, memory_order_acquire);
+    return ch->closed || free != 0 || (flags & RD_SHUT) || ch->peer_dead || ch->fault;
+}
+
+/* Wait until ready(ch) or the deadline (ns, -1 = none). Called with the GIL
+ * held and the direction lock taken; returns 0 when ready, 1 on timeout, -1
+ * with an exception set (a signal handler raised). */
+static int wait_for(Channel *ch, ready_fn ready, int for_space, int64_t deadline) {
+    int64_t spin_until = now_ns() + ch->spin_ns;
+    if (deadline >= 0 && spin_until > deadline)
+        spin_until = deadline;
+    int got = 0;
+    PyThreadState *save = PyEval_SaveThread();
+    if (!for_space)
+        atomic_store_explicit(&ch->rx->consumer_waiting, 0, memory_order_relaxed);
+    for (unsigned i = 1; ch->spin_ns > 0; i++) {
+        if (ready(ch)) {
+            got = 1;
+            break;
+        }
+        cpu_relax();
+        if ((i & 63) == 0 && now_ns() >= spin_until)
+            break;
+    }
+    if (ch->adaptive) { /* spins that pay grow the budget; parks shrink it */
+        if (got && ch->spin_ns < ch->spin_max_ns)
+            ch->spin_ns = ch->spin_ns * 2 + 1000 < ch->spin_max_ns ? ch->spin_ns * 2 + 1000
+                                                                  : ch->spin_max_ns;
+        else if (!got)
+            ch->spin_ns /= 2;
+    }
+    while (!got) {
+        if (for_space) {
+            fill(ch);
+            atomic_store_explicit(&ch->tx->producer_waiting, 1, memory_order_seq_cst);
+        } else {
+            atomic_store_explicit(&ch->rx->consumer_waiting, 1, memory_order_seq_cst);
+        }
+        atomic_thread_fence(memory_order_seq_cst);
+        if (ready(ch)) {
+            if (for_space &&
+                atomic_exchange_explicit(&ch->tx->producer_waiting, 0, memory_order_acq_rel))
+                drain_filler(ch->own_w);
+            got = 1;
+            break;
+        }
+        int timeout_ms = -1;
+        if (deadline >= 0) {
+            int64_t left = deadline - now_ns();
+            if (left <= 0)
+                break;
+            timeout_ms = (int)((left + 999999) / 1000000);
+        }
+        struct pollfd fds[2] = {
+            {ch->own_r, for_space ? POLLOUT : POLLIN, 0},
+            {ch->peer_w, 0, 0}, /* POLLHUP: the peer's r is closed, its process gone */
+        };
+        int n = poll(fds, ch->peer_w >= 0 ? 2 : 1, timeout_ms);
+        if (n < 0 && errno == EINTR) {
+            PyEval_RestoreThread(save);
+            if (PyErr_CheckSignals() < 0)
+                return -1;
+            save = PyEval_SaveThread();
+            continue;
+        }
+        if (n > 0 && (fds[1].revents & (POLLHUP | POLLERR)))
+            mark_dead(ch);
+        if (!for_space && n > 0 && (fds[0].revents & POLLIN))
+            drain_bells(ch);
+    }
+    PyEval_RestoreThread(save);
+    return got ? 0 : 1;
+}
+
+/* The deadline of a call (-1 = none). A blocking socket (no Python
+ * timeout) may still have SO_RCVTIMEO/SO_SNDTIMEO; *kernel says which. */
+static int64_t deadline_for(Channel *ch, int64_t kernel_ns, int *kernel) {
+    *kernel = ch->timeout_ns < 0 && kernel_ns > 0;
+    if (*kernel)
+        return now_ns() + kernel_ns;
+    return ch->timeout_ns < 0 ? -1 : now_ns() + ch->timeout_ns;
+}
+
+/* Take a direction lock, waiting without the GIL if another thread has it. */
+static int take(PyThread_type_lock lock) {
+    if (PyThread_acquire_lock(lock, NOWAIT_LOCK))
+        return 0;
+    PyLockStatus st;
+    Py_BEGIN_ALLOW_THREADS
+    st = PyThread_acquire_lock_timed(lock, -1, 0);
+    Py_END_ALLOW_THREADS
+    return st == PY_LOCK_ACQUIRED ? 0 : -1;
+}
+
+/* ---- receiving ---------------------------------------------------------- */
+
+/* Receive into dst (up to n bytes). Returns bytes copied, 0 for end of
+ * stream, -1 with an exception set. */
+#define RECV_FLAGS (MSG_PEEK | MSG_WAITALL | MSG_DONTWAIT | MSG_NOSIGNAL | MSG_CMSG_CLOEXEC)
+#define SEND_FLAGS (MSG_DONTWAIT | MSG_NOSIGNAL | MSG_MORE | MSG_EOR)
+
+static Py_ssize_t do_recv(Channel *ch, char *dst, Py_ssize_t n, int flags) {
+    if (flags & ~RECV_FLAGS)
+        return raise_errno(EOPNOTSUPP, "only MSG_PEEK, MSG_WAITALL and MSG_DONTWAIT are carried "
+                                       "by the fast path's rings"), -1;
+    int peek = flags & MSG_PEEK, waitall = (flags & MSG_WAITALL) && !peek;
+    int nowait = (flags & MSG_DONTWAIT) || ch->timeout_ns == 0, kernel;
+    int64_t deadline = deadline_for(ch, ch->rcvtimeo_ns, &kernel);
+    Py_ssize_t done = 0;
+    if (ch->closed)
+        return raise_errno(EBADF, NULL), -1;
+    if (take(ch->rx_lock) < 0)
+        return raise_errno(EDEADLK, NULL), -1;
+    Py_ssize_t result = -1;
+    for (;;) {
+        int64_t avail = rx_avail(ch);
+        if (avail > 0) {
+            size_t take_n = (size_t)(n - done) < (uint64_t)avail ? (size_t)(n - done) : (size_t)avail;
+            copy_out(ch, dst + done, ch->rx_tail, take_n);
+            if (!peek) {
+                ch->rx_tail += take_n;
+                atomic_store_explicit(&ch->rx->tail, ch->rx_tail, memory_order_release);
+                ch->bytes_in += take_n;
+                release_space(ch);
+            }
+            done += (Py_ssize_t)take_n;
+            if (!waitall || done == n) {
+                result = done;
+                break;
+            }
+            continue;
+        }
+        if (avail < 0 || ch->fault) {
+            raise_errno(ch->fault, ch->fault_why);
+            break;
+        }
+        if (done > 0 && (waitall == 0)) {
+            result = done;
+            break;
+        }
+        uint32_t rflags = atomic_load_explicit(&ch->rx->flags, memory_order_acquire);
+        if (rflags & RESET) {
+            atomic_fetch_and_explicit(&ch->rx->flags, ~RESET, memory_order_acq_rel);
+            atomic_fetch_or_explicit(&ch->rx->flags, WR_SHUT, memory_order_acq_rel);
+            raise_errno(ECONNRESET, NULL);
+            break;
+        }
+        if ((rflags & WR_SHUT) || ch->rd_shut || n == 0) {
+            result = done; /* end of stream (or recv(0)) */
+            break;
+        }
+        if (ch->peer_dead) {
+            /* The peer died without closing: TCP would have sent a FIN, or a
+             * reset when it left our data unread or never accepted us. */
+            int64_t free = tx_free(ch);
+            int accepted = ch->server ||
+                atomic_load_explicit(&((shm_header *)ch->base)->server_attached,
+                                     memory_order_acquire);
+            if (!ch->dead_told && ((free >= 0 && (uint64_t)free < ch->tx_size) || !accepted)) {
+                ch->dead_told = 1;
+                raise_errno(ECONNRESET, NULL);
+                break;
+            }
+            result = done;
+            break;
+        }
+        if (ch->closed) {
+            raise_errno(EBADF, NULL);
+            break;
+        }
+        if (nowait) {
+            if (done > 0) {
+                result = done;
+                break;
+            }
+            raise_errno(EAGAIN, NULL);
+            break;
+        }
+        int w = wait_for(ch, rx_ready, 0, deadline);
+        if (w < 0)
+            break;
+        if (w > 0) {
+            if (done > 0) {
+                result = done;
+                break;
+            }
+            if (kernel)
+                raise_errno(EAGAIN, NULL); /* SO_RCVTIMEO, as the kernel reports it */
+            else
+                raise_timeout();
+            break;
+        }
+    }
+    settle_readable(ch);
+    PyThread_release_lock(ch->rx_lock);
+    return result;
+}
+
+/* ---- sending ------------------------------------------------------------ */
+
+/* Send from src. all: wait until everything is in the ring. Returns bytes
+ * sent or -1 with an exception set. */
+static Py_ssize_t do_send(Channel *ch, const char *src, Py_ssize_t n, int flags, int all) {
+    if (flags & ~SEND_FLAGS)
+        return raise_errno(EOPNOTSUPP, "urgent data (MSG_OOB) and routing flags are not carried "
+                                       "by the fast path's rings"), -1;
+    int nowait = (flags & MSG_DONTWAIT) || ch->timeout_ns == 0, kernel;
+    int64_t deadline = deadline_for(ch, ch->sndtimeo_ns, &kernel);
+    Py_ssize_t done = 0, result = -1;
+    if (ch->closed)
+        return raise_errno(EBADF, NULL), -1;
+    if (take(ch->tx_lock) < 0)
+        return raise_errno(EDEADLK, NULL), -1;
+    for (;;) {
+        uint32_t tflags = atomic_load_explicit(&ch->tx->flags, memory_order_acquire);
+        if (ch->fault) {
+            raise_errno(ch->fault, ch->fault_why);
+            break;
+        }
+        if (tflags & WR_SHUT) {
+            raise_errno(EPIPE, NULL);
+            break;
+        }
+        if ((tflags & RD_SHUT) || ch->peer_dead) {
+            raise_errno(done ? ECONNRESET : EPIPE, NULL);
+            break;
+        }
+        if (done == n) {
+            result = done;
+            break;
+        }
+        int64_t free = tx_free(ch);
+        if (free < 0) {
+            raise_errno(ch->fault, ch->fault_why);
+            break;
+        }
+        if (free > 0) {
+            size_t put = (size_t)(n - done) < (uint64_t)free ? (size_t)(n - done) : (size_t)free;
+            copy_in(ch, src + done, put);
+            ch->tx_head += put;
+            atomic_store_explicit(&ch->tx->head, ch->tx_head, memory_order_release);
+            ch->bytes_out += put;
+            announce(ch);
+            done += (Py_ssize_t)put;
+            if (!all && (nowait || ch->timeout_ns > 0)) {
+                result = done; /* a partial send, as TCP gives in these modes */
+                break;
+            }
+            continue;
+        }
+        if (nowait) {
+            if (done > 0 && !all) {
+                result = done;
+                break;
+            }
+            /* Unwritable until the consumer frees space, for select's sake. */
+            fill(ch);
+            atomic_store_explicit(&ch->tx->producer_waiting, 1, memory_order_seq_cst);
+            atomic_thread_fence(memory_order_seq_cst);
+            if (tx_free(ch) != 0) {
+                if (atomic_exchange_explicit(&ch->tx->producer_waiting, 0, memory_order_acq_rel))
+                    drain_filler(ch->own_w);
+                continue;
+            }
+            raise_errno(EAGAIN, NULL);
+            break;
+        }
+        int w = wait_for(ch, tx_ready, 1, deadline);
+        if (w < 0)
+            break;
+        if (w > 0) {
+            if (done > 0 && !all) {
+                result = done;
+                break;
+            }
+            if (kernel)
+                raise_errno(EAGAIN, NULL); /* SO_SNDTIMEO, as the kernel reports it */
+            else
+                raise_timeout();
+            break;
+        }
+    }
+    PyThread_release_lock(ch->tx_lock);
+    return result;
+}
+
+/* ---- the Python type ---------------------------------------------------- */
+
+static int parse_timeout(PyObject *obj, int64_t *out) {
+    if (obj == Py_None) {
+        *out = -1;
+        return 0;
+    }
+    double t = PyFloat_AsDouble(obj);
+    if (t == -1.0 && PyErr_Occurred())
+        return -1;
+    if (t < 0) {
+        PyErr_SetString(PyExc_ValueError, "Timeout value out of range");
+        return -1;
+    }
+    *out = t > 9e9 ? INT64_MAX / 4 : (int64_t)(t * 1e9);
+    return 0;
+}
+
+static int check_fd_is_stream(int fd) {
+    int type = 0, domain = 0;
+    socklen_t len = sizeof type;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0)
+        return -1;
+    len = sizeof domain;
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0)
+        return -1;
+    if (type != SOCK_STREAM || domain != AF_UNIX) {
+        errno = EINVAL;
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(Channel_doc,
+"Channel(memfd, c2s_size, s2c_size, server, own_r, own_w, peer_w, /)\n--\n\n"
+"One end of a ring-carried connection: maps the sealed memfd (the fd is not\n"
+"kept) and uses the three socket fds, which the caller owns and keeps open\n"
+"until close(). Raises OSError(EINVAL) when the memfd is not sealed, has the\n"
+"wrong size, or a size is not a power of two in [4096, 64 MiB].");
+
+static int Channel_init(Channel *self, PyObject *args, PyObject *kwds) {
+    int memfd, server, own_r, own_w, peer_w;
+    unsigned long long c2s, s2c;
+    if (!PyArg_ParseTuple(args, "iKKpiii:Channel", &memfd, &c2s, &s2c, &server, &own_r, &own_w,
+                          &peer_w))
+        return -1;
+    if (self->base != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Channel is already initialised");
+        return -1;
+    }
+    for (int i = 0; i < 2; i++) {
+        unsigned long long s = i ? s2c : c2s;
+        if (s < MIN_RING || s > MAX_RING || (s & (s - 1))) {
+            raise_errno(EINVAL, "ring sizes must be powers of two between 4 KiB and 64 MiB");
+            return -1;
+        }
+    }
+    int seals = fcntl(memfd, F_GET_SEALS);
+    if (seals < 0 || (seals & REQUIRED_SEALS) != REQUIRED_SEALS) {
+        raise_errno(EINVAL, "the shared memory is not a sealed memfd");
+        return -1;
+    }
+    struct stat st;
+    size_t len = HEADER_SIZE + (size_t)c2s + (size_t)s2c;
+    if (fstat(memfd, &st) < 0 || (size_t)st.st_size != len) {
+        raise_errno(EINVAL, "the shared memory has the wrong size");
+        return -1;
+    }
+    if (check_fd_is_stream(own_r) < 0 || check_fd_is_stream(own_w) < 0 ||
+        (peer_w >= 0 && check_fd_is_stream(peer_w) < 0)) {
+        raise_errno(EINVAL, "the wake-up fds must be AF_UNIX stream sockets");
+        return -1;
+    }
+    void *base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+    if (base == MAP_FAILED) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    self->rx_lock = PyThread_allocate_lock();
+    self->tx_lock = PyThread_allocate_lock();
+    if (!self->rx_lock || !self->tx_lock) {
+        munmap(base, len);
+        PyErr_NoMemory();
+        return -1;
+    }
+    shm_header *h = (shm_header *)base;
+    self->base = base;
+    self->map_len = len;
+    char *d0 = (char *)base + HEADER_SIZE, *d1 = d0 + c2s;
+    self->tx = &h->ring[server ? 1 : 0];
+    self->rx = &h->ring[server ? 0 : 1];
+    self->tx_data = server ? d1 : d0;
+    self->rx_data = server ? d0 : d1;
+    self->tx_size = server ? s2c : c2s;
+    self->rx_size = server ? c2s : s2c;
+    /* Positions start where the peer's are now (the client may have sent
+     * already); validated like any other read. */
+    self->rx_tail = atomic_load_explicit(&self->rx->tail, memory_order_acquire);
+    self->tx_head = atomic_load_explicit(&self->tx->head, memory_order_acquire);
+    self->rx_head_seen = self->rx_tail;
+    self->tx_tail_seen = atomic_load_explicit(&self->tx->tail, memory_order_acquire);
+    if (self->rx_tail != 0 || self->tx_tail_seen > self->tx_head ||
+        self->tx_head - self->tx_tail_seen > self->tx_size)
+        set_fault(self, "the shared ring was not fresh at the handshake; connection reset");
+    self->own_r = own_r;
+    self->own_w = own_w;
+    self->peer_w = peer_w;
+    self->server = server;
+    if (server)
+        atomic_store_explicit(&h->server_attached, 1, memory_order_release);
+    self->timeout_ns = -1;
+    self->spin_max_ns = 50000;
+    self->spin_ns = self->spin_max_ns;
+    self->adaptive = 1;
+    return 0;
+}
+
+static void unmap(Channel *self) {
+    if (self->base != NULL) {
+        munmap(self->base, self->map_len);
+        self->base = NULL;
+    }
+}
+
+static void Channel_dealloc(Channel *self) {
+    if (self->weakrefs != NULL)
+        PyObject_ClearWeakRefs((PyObject *)self);
+    unmap(self);
+    if (self->rx_lock)
+        PyThread_free_lock(self->rx_lock);
+    if (self->tx_lock)
+        PyThread_free_lock(self->tx_lock);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int usable(Channel *self) {
+    if (self->base == NULL || self->closed) {
+        raise_errno(EBADF, NULL);
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *Channel_recv(Channel *self, PyObject *args) {
+    Py_ssize_t n;
+    int flags = 0;
+    if (!PyArg_ParseTuple(args, "n|i:recv", &n, &flags))
+        return NULL;
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "negative buffersize in recv");
+        return NULL;
+    }
+    if (!usable(self))
+        return NULL;
+    PyObject *buf = PyBytes_FromStringAndSize(NULL, n);
+    if (buf == NULL)
+        return NULL;
+    Py_ssize_t got = do_recv(self, PyBytes_AS_STRING(buf), n, flags);
+    if (got < 0) {
+        Py_DECREF(buf);
+        return NULL;
+    }
+    if (got != n && _PyBytes_Resize(&buf, got) < 0)
+        return NULL;
+    return buf;
+}
+
+static PyObject *Channel_recv_into(Channel *self, PyObject *args) {
+    Py_buffer view;
+    Py_ssize_t n = 0;
+    int flags = 0;
+    if (!PyArg_ParseTuple(args, "w*|ni:recv_into", &view, &n, &flags))
+        return NULL;
+    if (n < 0 || n > view.len) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, n < 0 ? "negative buffersize in recv_into"
+                                                : "buffer too small for requested bytes");
+        return NULL;
+    }
+    if (n == 0)
+        n = view.len;
+    Py_ssize_t got = usable(self) ? do_recv(self, view.buf, n, flags) : -1;
+    PyBuffer_Release(&view);
+    return got < 0 ? NULL : PyLong_FromSsize_t(got);
+}
+
+static PyObject *send_common(Channel *self, PyObject *args, int all) {
+    Py_buffer view;
+    int flags = 0;
+    if (!PyArg_ParseTuple(args, all ? "y*|i:sendall" : "y*|i:send", &view, &flags))
+        return NULL;
+    Py_ssize_t sent = usable(self) ? do_send(self, view.buf, view.len, flags, all) : -1;
+    PyBuffer_Release(&view);
+    if (sent < 0)
+        return NULL;
+    if (all)
+        Py_RETURN_NONE;
+    return PyLong_FromSsize_t(sent);
+}
+
+static PyObject *Channel_send(Channel *self, PyObject *args) { return send_common(self, args, 0); }
+static PyObject *Channel_sendall(Channel *self, PyObject *args) { return send_common(self, args, 1); }
+
+static PyObject *Channel_shutdown(Channel *self, PyObject *arg) {
+    long how = PyLong_AsLong(arg);
+    if (how == -1 && PyErr_Occurred())
+        return NULL;
+    if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR)
+        return raise_errno(EINVAL, NULL);
+    if (!usable(self))
+        return NULL;
+    if (how != SHUT_RD) {
+        atomic_fetch_or_explicit(&self->tx->flags, WR_SHUT, memory_order_acq_rel);
+        atomic_thread_fence(memory_order_seq_cst);
+        /* The peer's fileno reads end of stream for good (POLLIN|POLLRDHUP, as
+         * TCP after a FIN); it needs no bell any more. Our own r stops sending
+         * (no more filler needed): once the peer has shut too, both halves of
+         * r are shut and it reports POLLHUP, as TCP does when both FINs met. */
+        shutdown(self->peer_w, SHUT_WR);
+        shutdown(self->own_r, SHUT_WR);
+    }
+    if (how != SHUT_WR) {
+        /* Readable for good, as TCP after SHUT_RD; the peer may go on sending. */
+        self->rd_shut = 1;
+        shutdown(self->own_r, SHUT_RD);
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(close_doc,
+"close($self, /)\n--\n\n"
+"End this side: the peer reads end of stream (ECONNRESET if we leave data\n"
+"unread), its sends fail with EPIPE. Wakes our own threads that wait, then\n"
+"unmaps. Idempotent.");
+
+static PyObject *Channel_close(Channel *self, PyObject *Py_UNUSED(ignored)) {
+    if (self->base == NULL || self->closed)
+        Py_RETURN_NONE;
+    self->closed = 1;
+    /* Wake our own waiters: a bell at ourselves, and writable again. */
+    ring_bell(self->own_w, &self->rx->bells);
+    drain_filler(self->own_w);
+    if (take(self->rx_lock) < 0 || take(self->tx_lock) < 0)
+        return raise_errno(EDEADLK, NULL);
+    uint32_t out = WR_SHUT;
+    int64_t unread = rx_avail(self);
+    if (unread > 0)
+        out |= RESET;
+    atomic_fetch_or_explicit(&self->tx->flags, out, memory_order_acq_rel);
+    atomic_fetch_or_explicit(&self->rx->flags, RD_SHUT, memory_order_acq_rel);
+    atomic_thread_fence(memory_order_seq_cst);
+    shutdown(self->peer_w, SHUT_WR); /* the peer reads end of stream (or the reset) */
+    if (atomic_exchange_explicit(&self->rx->producer_waiting, 0, memory_order_acq_rel))
+        drain_filler(self->peer_w);
+    unmap(self);
+    PyThread_release_lock(self->tx_lock);
+    PyThread_release_lock(self->rx_lock);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(ready_doc,
+"ready($self, /)\n--\n\n"
+"(readable, writable, peer_closed) as the rings say now, without a syscall.");
+
+static PyObject *Channel_ready(Channel *self, PyObject *Py_UNUSED(ignored)) {
+    if (self->base == NULL)
+        return Py_BuildValue("(OOO)", Py_True, Py_True, Py_True);
+    int r = rx_ready(self), w = tx_ready(self);
+    uint32_t flags = atomic_load_explicit(&self->rx->flags, memory_order_acquire);
+    int eof = (flags & (WR_SHUT | RESET)) || self->peer_dead;
+    return Py_BuildValue("(OOO)", r ? Py_True : Py_False, w ? Py_True : Py_False,
+                         eof ? Py_True : Py_False);
+}
+
+PyDoc_STRVAR(stats_doc,
+"stats($self, /)\n--\n\n"
+"A dict: bytes_in, bytes_out, rx_fill, tx_fill, rx_size, tx_size.");
+
+static PyObject *Channel_stats(Channel *self, PyObject *Py_UNUSED(ignored)) {
+    long long rx_fill = 0, tx_fill = 0;
+    if (self->base != NULL) {
+        rx_fill = (long long)(atomic_load(&self->rx->head) - self->rx_tail);
+        tx_fill = (long long)(self->tx_head - atomic_load(&self->tx->tail));
+    }
+    return Py_BuildValue("{sKsKsLsLsKsK}", "bytes_in", (unsigned long long)self->bytes_in,
+                         "bytes_out", (unsigned long long)self->bytes_out, "rx_fill", rx_fill,
+                         "tx_fill", tx_fill, "rx_size", (unsigned long long)self->rx_size,
+                         "tx_size", (unsigned long long)self->tx_size);
+}
+
+PyDoc_STRVAR(rehome_doc,
+"rehome($self, fd, /)\n--\n\n"
+"Our r now sits at fd (a dup of the old number, which someone else took).");
+
+static PyObject *Channel_rehome(Channel *self, PyObject *arg) {
+    int fd = PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    if (check_fd_is_stream(fd) < 0)
+        return raise_errno(EINVAL, "rehome needs an AF_UNIX stream socket");
+    self->own_r = fd;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(settle_doc,
+"settle($self, /)\n--\n\n"
+"Make readiness say what the rx ring holds (after the peer's data arrived\n"
+"before this side existed, e.g. at accept).");
+
+static PyObject *Channel_settle(Channel *self, PyObject *Py_UNUSED(ignored)) {
+    if (!usable(self))
+        return NULL;
+    settle_readable(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Channel_get_timeout(Channel *self, void *closure) {
+    if (self->timeout_ns < 0)
+        Py_RETURN_NONE;
+    return PyFloat_FromDouble((double)self->timeout_ns / 1e9);
+}
+
+static int Channel_set_timeout(Channel *self, PyObject *value, void *closure) {
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete timeout");
+        return -1;
+    }
+    return parse_timeout(value, &self->timeout_ns);
+}
+
+static PyObject *Channel_get_busy(Channel *self, void *closure) {
+    return PyLong_FromLongLong(self->adaptive ? -1 : self->spin_max_ns / 1000);
+}
+
+static int Channel_set_busy(Channel *self, PyObject *value, void *closure) {
+    long long us = value == NULL ? -1 : PyLong_AsLongLong(value);
+    if (us == -1 && PyErr_Occurred())
+        return -1;
+    if (us < -1 || us > 10000000LL) {
+        raise_errno(EINVAL, "busy-poll time must be -1 (adaptive) or 0..10,000,000 microseconds");
+        return -1;
+    }
+    self->adaptive = us < 0;
+    self->spin_max_ns = us < 0 ? 50000 : us * 1000;
+    self->spin_ns = self->spin_max_ns;
+    return 0;
+}
+
+static int set_kernel_timeout(int64_t *slot, PyObject *value) {
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete a kernel timeout");
+        return -1;
+    }
+    double t = PyFloat_AsDouble(value);
+    if (t == -1.0 && PyErr_Occurred())
+        return -1;
+    *slot = t <= 0 ? 0 : (int64_t)(t * 1e9);
+    return 0;
+}
+
+static PyObject *Channel_get_rcvtimeo(Channel *self, void *closure) {
+    return PyFloat_FromDouble((double)self->rcvtimeo_ns / 1e9);
+}
+static int Channel_set_rcvtimeo(Channel *self, PyObject *value, void *closure) {
+    return set_kernel_timeout(&self->rcvtimeo_ns, value);
+}
+static PyObject *Channel_get_sndtimeo(Channel *self, void *closure) {
+    return PyFloat_FromDouble((double)self->sndtimeo_ns / 1e9);
+}
+static int Channel_set_sndtimeo(Channel *self, PyObject *value, void *closure) {
+    return set_kernel_timeout(&self->sndtimeo_ns, value);
+}
+
+static PyObject *Channel_get_peer_dead(Channel *self, void *closure) {
+    return PyBool_FromLong(self->peer_dead);
+}
+
+static int Channel_set_peer_dead(Channel *self, PyObject *value, void *closure) {
+    if (value == NULL || !PyObject_IsTrue(value)) {
+        PyErr_SetString(PyExc_ValueError, "peer_dead can only be set to True");
+        return -1;
+    }
+    if (self->base != NULL && !self->closed)
+        mark_dead(self);
+    else
+        self->peer_dead = 1;
+    return 0;
+}
+
+static PyMethodDef Channel_methods[] = {
+    {"recv", (PyCFunction)Channel_recv, METH_VARARGS,
+     "recv($self, bufsize, flags=0, /)\n--\n\nsocket.recv over the rx ring."},
+    {"recv_into", (PyCFunction)Channel_recv_into, METH_VARARGS,
+     "recv_into($self, buffer, nbytes=0, flags=0, /)\n--\n\nsocket.recv_into over the rx ring."},
+    {"send", (PyCFunction)Channel_send, METH_VARARGS,
+     "send($self, data, flags=0, /)\n--\n\nsocket.send over the tx ring."},
+    {"sendall", (PyCFunction)Channel_sendall, METH_VARARGS,
+     "sendall($self, data, flags=0, /)\n--\n\nsocket.sendall over the tx ring."},
+    {"shutdown", (PyCFunction)Channel_shutdown, METH_O,
+     "shutdown($self, how, /)\n--\n\nsocket.shutdown for the rings."},
+    {"close", (PyCFunction)Channel_close, METH_NOARGS, close_doc},
+    {"ready", (PyCFunction)Channel_ready, METH_NOARGS, ready_doc},
+    {"stats", (PyCFunction)Channel_stats, METH_NOARGS, stats_doc},
+    {"settle", (PyCFunction)Channel_settle, METH_NOARGS, settle_doc},
+    {"rehome", (PyCFunction)Channel_rehome, METH_O, rehome_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Channel_getset[] = {
+    {"timeout", (getter)Channel_get_timeout, (setter)Channel_set_timeout,
+     "Seconds a call may wait: None blocks, 0.0 never waits.", NULL},
+    {"busy_poll_us", (getter)Channel_get_busy, (setter)Channel_set_busy,
+     "-1: adaptive spin then park; 0: park at once; N: spin up to N microseconds.", NULL},
+    {"rcvtimeo", (getter)Channel_get_rcvtimeo, (setter)Channel_set_rcvtimeo,
+     "SO_RCVTIMEO in seconds (0: none): a blocking recv gives EAGAIN after it.", NULL},
+    {"sndtimeo", (getter)Channel_get_sndtimeo, (setter)Channel_set_sndtimeo,
+     "SO_SNDTIMEO in seconds (0: none): a blocking send gives EAGAIN after it.", NULL},
+    {"peer_dead", (getter)Channel_get_peer_dead, (setter)Channel_set_peer_dead,
+     "True once the peer's process is known to be gone.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef Channel_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(Channel, weakrefs), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot Channel_slots[] = {
+    {Py_tp_members, Channel_members},
+    {Py_tp_doc, (void *)Channel_doc},
+    {Py_tp_init, (void *)Channel_init},
+    {Py_tp_new, (void *)PyType_GenericNew},
+    {Py_tp_dealloc, (void *)Channel_dealloc},
+    {Py_tp_methods, Channel_methods},
+    {Py_tp_getset, Channel_getset},
+    {0, NULL},
+};
+
+static PyType_Spec Channel_spec = {
+    "loopfast._ring.Channel", sizeof(Channel), 0, Py_TPFLAGS_DEFAULT, Channel_slots,
+};
+
+PyDoc_STRVAR(create_doc,
+"create_memfd(c2s_size, s2c_size, /)\n--\n\n"
+"A new sealed memfd holding a fresh header and two rings; returns its fd\n"
+"(close-on-exec). Raises OSError(EINVAL) for a bad size.");
+
+static PyObject *create_memfd(PyObject *module, PyObject *args) {
+    unsigned long long c2s, s2c;
+    if (!PyArg_ParseTuple(args, "KK:create_memfd", &c2s, &s2c))
+        return NULL;
+    for (int i = 0; i < 2; i++) {
+        unsigned long long s = i ? s2c : c2s;
+        if (s < MIN_RING || s > MAX_RING || (s & (s - 1)))
+            return raise_errno(EINVAL, "ring sizes must be powers of two between 4 KiB and 64 MiB");
+    }
+    size_t len = HEADER_SIZE + (size_t)c2s + (size_t)s2c;
+    int fd = memfd_create("loopfast-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    if (ftruncate(fd, (off_t)len) < 0)
+        goto fail;
+    shm_header *h = mmap(NULL, HEADER_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (h == MAP_FAILED)
+        goto fail;
+    h->magic = MAGIC;
+    h->version = 1;
+    for (int i = 0; i < 2; i++)
+        atomic_store(&h->ring[i].consumer_waiting, 1);
+    munmap(h, HEADER_SIZE);
+    if (fcntl(fd, F_ADD_SEALS, REQUIRED_SEALS) < 0)
+        goto fail;
+    return PyLong_FromLong(fd);
+fail:
+    {
+        int err = errno;
+        close(fd);
+        errno = err;
+    }
+    return PyErr_SetFromErrno(PyExc_OSError);
+}
+
+static PyMethodDef module_methods[] = {
+    {"create_memfd", create_memfd, METH_VARARGS, create_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static int ring_exec(PyObject *module) {
+    PyObject *type = PyType_FromModuleAndSpec(module, &Channel_spec, NULL);
+    if (type == NULL)
+        return -1;
+    if (PyModule_AddObject(module, "Channel", type) < 0) {
+        Py_DECREF(type);
+        return -1;
+    }
+    if (PyModule_AddIntConstant(module, "HEADER_SIZE", HEADER_SIZE) < 0 ||
+        PyModule_AddIntConstant(module, "MIN_RING", (long)MIN_RING) < 0 ||
+        PyModule_AddIntConstant(module, "MAX_RING", (long)MAX_RING) < 0)
+        return -1;
+    return 0;
+}
+
+static PyModuleDef_Slot ring_slots[] = {
+    {Py_mod_exec, (void *)ring_exec},
+    {0, NULL},
+};
+
+PyDoc_STRVAR(module_doc, "Shared-memory byte rings for loopfast's fast path (see _ring.c).");
+
+static struct PyModuleDef ring_module = {
+    PyModuleDef_HEAD_INIT, "loopfast._ring", module_doc, 0, module_methods, ring_slots,
+    NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__ring(void) { return PyModuleDef_Init(&ring_module); }

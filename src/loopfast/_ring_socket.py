@@ -1,0 +1,167 @@
+"""RingSocket: a fast-path connection whose data moves through shared-memory rings.
+
+Every data method is one Python frame around one C call (``_ring.Channel``);
+stream semantics (EOF, shutdown, resets, timeouts, flow control) are kept in
+the C core, so this class is only the socket-shaped surface.
+
+The fd (``fileno()``) carries no data: it is a socket whose readiness the
+rings keep level-true (readable while data, end of stream or an error waits;
+writable while the peer's ring has room), so select, selectors, poll and
+asyncio work with it. Code that reads or writes the fd itself (``os.sendfile``
+on it, blocking ``ssl.wrap_socket``, ``detach()``) cannot work on a ring:
+``sendfile()`` is carried by ``send()``, and ``detach()`` (which
+``ssl.wrap_socket`` calls) refuses with EOPNOTSUPP. Such code wants
+``fast_path="stream"``, the AF_UNIX stream transport.
+"""
+
+from __future__ import annotations
+
+import _socket as _csocket  # the C socket type, as socket.py's own _real_close uses
+import errno
+import os
+import select
+import socket as _stdsocket
+import struct
+from typing import Any
+
+from ._fastpath_socket import FastPathSocket
+from .fastpath._ring_link import RingConnection
+
+SO_BUSY_POLL = 46
+
+
+class RingSocket(FastPathSocket):
+    """A fast-path connection carried by shared-memory rings."""
+
+    __slots__ = ()
+    _state: RingConnection
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        """``socket.send`` through the ring."""
+        return self._state.link.channel.send(data, flags)
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        """``socket.sendall`` through the ring (the timeout bounds the whole call)."""
+        self._state.link.channel.sendall(data, flags)
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        """``socket.recv`` from the ring."""
+        return self._state.link.channel.recv(bufsize, flags)
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        """``socket.recv_into`` from the ring."""
+        return self._state.link.channel.recv_into(buffer, nbytes, flags)
+
+    def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, None]:
+        """``(recv(bufsize, flags), None)``, as a connected TCP socket answers."""
+        return self.recv(bufsize, flags), None
+
+    def recvfrom_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> tuple[int, None]:
+        """``(recv_into(...), None)``, as a connected TCP socket answers."""
+        return self.recv_into(buffer, nbytes, flags), None
+
+    def sendto(self, data: Any, *args: Any) -> int:
+        """``send``; the address is ignored, as Linux TCP ignores it once connected."""
+        return self.send(data, args[0] if len(args) == 2 else 0)
+
+    def sendmsg(self, buffers: Any, ancdata: Any = (), flags: int = 0,
+                address: Any = None) -> int:
+        """The data part of ``socket.sendmsg``; ancillary data is ignored, as TCP ignores it."""
+        return self.send(b"".join(bytes(b) for b in buffers), flags)
+
+    def recvmsg(self, bufsize: int, ancbufsize: int = 0, flags: int = 0) -> Any:
+        """The data part of ``socket.recvmsg``: ``(data, [], 0, None)``."""
+        return self.recv(bufsize, flags), [], 0, None
+
+    def recvmsg_into(self, buffers: Any, ancbufsize: int = 0, flags: int = 0) -> Any:
+        """The data part of ``socket.recvmsg_into``: ``(nbytes, [], 0, None)``."""
+        views = [memoryview(b).cast("B") for b in buffers]
+        data = self.recv(sum(len(v) for v in views), flags)
+        at = 0
+        for view in views:
+            part = data[at:at + len(view)]
+            view[:len(part)] = part
+            at += len(part)
+        return len(data), [], 0, None
+
+    def shutdown(self, how: int) -> None:
+        """``socket.shutdown``. After SHUT_RD, recv returns queued data, then b"" at once."""
+        self._state.link.channel.shutdown(how)
+
+    def settimeout(self, value: float | None) -> None:
+        """``socket.settimeout``, applied to the rings too."""
+        super().settimeout(value)
+        self._sync_timeout()
+
+    def setblocking(self, flag: bool) -> None:
+        """``socket.setblocking``, applied to the rings too."""
+        super().setblocking(flag)
+        self._sync_timeout()
+
+    def _sync_timeout(self) -> None:
+        # dup() sets the timeout before it hands the twin its state.
+        if self._state is not None:
+            self._state.link.channel.timeout = self.gettimeout()
+
+    def setsockopt(self, level: int, optname: int, *args: Any) -> None:
+        """As FastPathSocket; ``SO_BUSY_POLL`` (µs, 0 = park at once) sets the spin time,
+        ``SO_RCVTIMEO``/``SO_SNDTIMEO`` bound blocking calls as the kernel's do."""
+        super().setsockopt(level, optname, *args)
+        if level != _stdsocket.SOL_SOCKET or len(args) != 1:
+            return
+        channel = self._state.link.channel
+        if optname == SO_BUSY_POLL:
+            channel.busy_poll_us = int(args[0])
+        elif optname in (_stdsocket.SO_RCVTIMEO, _stdsocket.SO_SNDTIMEO):
+            seconds, micros = struct.unpack("ll", bytes(args[0])[:16])
+            if optname == _stdsocket.SO_RCVTIMEO:
+                channel.rcvtimeo = seconds + micros / 1e6
+            else:
+                channel.sndtimeo = seconds + micros / 1e6
+
+    def _loopfast_ready(self, events: int) -> int:
+        """Native poll bits the rings can report without a syscall (loopfast.poll asks first)."""
+        if self.fileno() == -1:
+            return select.POLLNVAL
+        readable, writable, peer_closed = self._state.link.channel.ready()
+        bits = (select.POLLIN if readable else 0) | (select.POLLOUT if writable else 0)
+        if peer_closed:
+            bits |= select.POLLRDHUP
+        return bits & (events | select.POLLRDHUP)
+
+    def _loopfast_busy_poll_us(self) -> int:
+        """The spin time loopfast.poll may spend on this socket's rings before parking."""
+        return max(self._state.link.channel.busy_poll_us, 0)
+
+    def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
+        """``socket.sendfile`` carried by send() (the fd takes no data)."""
+        return self._sendfile_use_send(file, offset, count)  # type: ignore[attr-defined, no-any-return]
+
+    def detach(self) -> int:
+        """Refused: the fd of a ring-carried connection carries no data.
+
+        ``ssl.wrap_socket`` calls this after taking ``fileno()``; the socket moves
+        to a new fd number first, so the one handed out can be closed without
+        harm and this socket keeps working.
+
+        Raises:
+            OSError: EOPNOTSUPP on an open socket.
+        """
+        if self.fileno() == -1:
+            return super().detach()
+        self._rehome()
+        raise OSError(errno.EOPNOTSUPP, "this fast-path connection is carried by shared memory "
+                      "and its fd carries no data; code that takes the fd (detach, "
+                      "ssl.wrap_socket, os.sendfile) needs fast_path='stream'")
+
+    def _rehome(self) -> None:
+        old = self.fileno()
+        new = os.dup(old)
+        timeout = self.gettimeout()
+        _stdsocket.socket.__init__(self, self.family, self.type, self.proto, new)
+        self.settimeout(timeout)
+        self._state.link.channel.rehome(new)
+
+    def _real_close(self, _ss: Any = _csocket.socket) -> None:
+        self._state.release()
+        _ss.close(self)

@@ -1,0 +1,203 @@
+"""A ring-carried connection's kernel parts: the rings, its wake-up sockets, the watcher.
+
+Per side there are three fds (see _ring.c for why): ``r`` (the application's
+fileno), ``w`` (this side's bell writer, also held by the peer) and the peer's
+``w``. The client makes everything (``RingOffer``) and hands the server its
+share with the hello.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket as _stdsocket
+import threading
+import weakref
+from typing import Any
+
+from .. import _ring
+from ._connection import Connection, Inherited, PeerCredentials
+
+DEFAULT_RING = 128 * 1024
+
+
+def ring_size(rcvbuf: int | None) -> int:
+    """The ring for a receiver whose SO_RCVBUF is *rcvbuf*: at most that, a power of two."""
+    if not rcvbuf:
+        return DEFAULT_RING
+    size = 1 << (max(int(rcvbuf), 1).bit_length() - 1)
+    return min(max(size, _ring.MIN_RING), _ring.MAX_RING)
+
+
+def _pair() -> tuple[_stdsocket.socket, _stdsocket.socket]:
+    r, w = _stdsocket.socketpair(_stdsocket.AF_UNIX, _stdsocket.SOCK_STREAM)
+    # r's send buffer only ever holds filler that makes r unwritable: the
+    # smaller, the fewer bytes that takes.
+    r.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_SNDBUF, 1)
+    return r, w
+
+
+class RingOffer:
+    """What a client creates before its hello: the rings and both sides' wake-up pairs."""
+
+    def __init__(self, c2s: int, s2c: int) -> None:
+        self.sizes = (c2s, s2c)
+        self.memfd = _ring.create_memfd(c2s, s2c)
+        self.client_r, self.client_w = _pair()
+        self.server_r, self.server_w = _pair()
+
+    def fds_for_server(self) -> list[int]:
+        """The fds the hello carries, in the order _handshake writes down."""
+        return [self.memfd, self.server_r.fileno(), self.server_w.fileno(),
+                self.client_w.fileno()]
+
+    def close(self) -> None:
+        """Close what the client does not keep (its own r moves to the application's fd)."""
+        os.close(self.memfd)
+        self.server_r.close()
+        self.client_r.close()
+
+
+class RingLink:
+    """The channel and the two w sockets, shared by dup()'d socket objects."""
+
+    def __init__(self, channel: _ring.Channel, own_w: _stdsocket.socket,
+                 peer_w: _stdsocket.socket) -> None:
+        self.channel = channel
+        self.own_w = own_w
+        self.peer_w = peer_w
+        self.users = 1
+        _watcher.watch(peer_w.fileno(), channel)
+
+    def release(self) -> None:
+        """One socket object less; the last one closes the rings and the fds."""
+        self.users -= 1
+        if self.users == 0:
+            _watcher.forget(self.peer_w.fileno())
+            self.channel.close()
+            self.own_w.close()
+            self.peer_w.close()
+
+
+class RingConnection(Connection):
+    """Connection state of a ring-carried socket."""
+
+    __slots__ = ("link",)
+
+    def __init__(self, family: int, local: tuple[Any, ...], peer: tuple[Any, ...],
+                 credentials: PeerCredentials, shadow: _stdsocket.socket | None,
+                 link: RingLink, inherit: Inherited = ()) -> None:
+        super().__init__(family, local, peer, credentials, shadow, inherit)
+        self.link = link
+
+    @property
+    def channel(self) -> _ring.Channel:
+        """The rings."""
+        return self.link.channel
+
+    def copy(self) -> RingConnection:
+        """A copy for dup(): the same rings, counted once more."""
+        self.link.users += 1
+        shadow = self._shadow.dup() if self._shadow is not None else None
+        return RingConnection(self.family, self.local, self.peer, self.credentials, shadow,
+                              self.link, self._inherit)
+
+    def release(self) -> None:
+        """Drop this object's share of the rings, and its shadow."""
+        super().release()
+        if self.link.users > 0:
+            self.link.release()
+
+
+def client_link(offer: RingOffer, own_r: int) -> RingLink:
+    """The client's link once its r sits at fd number *own_r*.
+
+    Raises:
+        OSError: the rings could not be mapped.
+    """
+    channel = _ring.Channel(offer.memfd, *offer.sizes, False, own_r, offer.client_w.fileno(),
+                            offer.server_w.fileno())
+    return RingLink(channel, offer.client_w, offer.server_w)
+
+
+def server_link(fds: list[int], sizes: tuple[int, int], own_r: int) -> RingLink:
+    """The server's link from the hello's fds (memfd, r, w, client w); r sits at *own_r*.
+
+    The memfd and the hello's copy of r are closed here whatever happens.
+
+    Raises:
+        OSError: EINVAL when the fds are not what the handshake promises.
+    """
+    memfd, r, w, peer_w = fds
+    own_w = _stdsocket.socket(fileno=w)
+    peer = _stdsocket.socket(fileno=peer_w)
+    try:
+        channel = _ring.Channel(memfd, *sizes, True, own_r, w, peer_w)
+    except BaseException:
+        own_w.close()
+        peer.close()
+        raise
+    finally:
+        os.close(memfd)
+        if r != own_r:
+            os.close(r)
+    channel.settle()  # the client may have sent already
+    return RingLink(channel, own_w, peer)
+
+
+class _Watcher:
+    """One daemon thread per process that tells select/poll users when a peer died.
+
+    A peer that is killed cannot ring our bell, so our fileno would never turn
+    readable for an application waiting in select(). The thread waits for
+    POLLHUP on every link's copy of the peer's w (only the peer holds that
+    socket's other end, r) and then shuts our own w, which makes our fileno
+    read end of stream, as a TCP socket does when the kernel closes its peer. Our own blocking
+    calls do not need it: they poll the same socket themselves.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._epoll: select.epoll | None = None
+        self._channels: dict[int, weakref.ref[_ring.Channel]] = {}
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        # The thread did not come along; links inherited by the child stay unwatched.
+        self._lock = threading.Lock()
+        self._epoll = None
+        self._channels = {}
+
+    def start(self) -> select.epoll:
+        """Start the thread (once per process); its epoll instance is one fd for good."""
+        with self._lock:
+            if self._epoll is None:
+                self._epoll = select.epoll()
+                threading.Thread(target=self._run, args=(self._epoll,), daemon=True,
+                                 name="loopfast-peer-watcher").start()
+            return self._epoll
+
+    def watch(self, fd: int, channel: _ring.Channel) -> None:
+        epoll = self.start()
+        with self._lock:
+            self._channels[fd] = weakref.ref(channel)
+            epoll.register(fd, 0)  # EPOLLHUP comes unasked: the peer's r is closed
+
+    def forget(self, fd: int) -> None:
+        with self._lock:
+            if self._channels.pop(fd, None) is not None and self._epoll is not None:
+                self._epoll.unregister(fd)
+
+    def _run(self, epoll: select.epoll) -> None:
+        while True:
+            for fd, _events in epoll.poll():
+                with self._lock:
+                    ref = self._channels.pop(fd, None)
+                    if ref is not None:
+                        epoll.unregister(fd)
+                channel = ref() if ref is not None else None
+                if channel is not None:
+                    channel.peer_dead = True
+
+
+_watcher = _Watcher()
