@@ -49,7 +49,11 @@ JOIN_TIMEOUT = 20.0
 MiB = 1 << 20
 SOL = socket.SOL_SOCKET
 
-TRANSPORTS = ("tcp", "fastpath", "loopfast-off")
+TRANSPORTS = ("tcp", "fastpath", "fastpath-stream", "loopfast-off")
+# The fast_path= argument each loopfast transport passes: the ring (default) or
+# the AF_UNIX stream.
+FAST_PATH_ARG: dict[str, bool | str] = {
+    "fastpath": True, "fastpath-stream": "stream", "loopfast-off": False}
 
 Scenario = Callable[["Transport", "Recorder"], None]
 SCENARIOS: dict[str, Scenario] = {}
@@ -213,12 +217,12 @@ class Transport:
             sock = socket.socket(family, socket.SOCK_STREAM)
         else:
             lf = _loopfast()
-            if self.name == "fastpath" and via_ioctl:
+            if self.name == "fastpath" and via_ioctl:  # ioctl opts in to the default, the ring
                 sock = lf.socket(family, socket.SOCK_STREAM)
                 self.track(sock)
                 sock.ioctl(lf.SIO_LOOPBACK_FAST_PATH, True)
             else:
-                sock = lf.socket(family, socket.SOCK_STREAM, fast_path=self.name == "fastpath")
+                sock = lf.socket(family, socket.SOCK_STREAM, fast_path=FAST_PATH_ARG[self.name])
         return self.track(sock)
 
     def host(self, family: int = socket.AF_INET) -> str:
@@ -257,7 +261,7 @@ class Transport:
         if self.name == "tcp":
             srv = socket.create_server(address, **kwargs)
         else:
-            fast = self.name == "fastpath"
+            fast = self.name.startswith("fastpath")
             srv = _loopfast().create_server(address, fast_path=fast, **kwargs)
         self.track(srv)
         srv.settimeout(IO_TIMEOUT)
@@ -267,7 +271,7 @@ class Transport:
         kwargs.setdefault("timeout", IO_TIMEOUT)
         if self.name == "tcp":
             return self.track(socket.create_connection(address, **kwargs))
-        fast = self.name == "fastpath"
+        fast = self.name.startswith("fastpath")
         return self.track(_loopfast().create_connection(address, fast_path=fast, **kwargs))
 
     def check_connected(self, *socks: socket.socket) -> None:
@@ -279,7 +283,7 @@ class Transport:
                 continue
             if not isinstance(sock, _loopfast().socket):
                 raise TransportViolation(f"{self.name}: {type(sock)!r} is not loopfast.socket")
-            want = self.name == "fastpath"
+            want = self.name.startswith("fastpath")
             if sock.fast_path_active is not want:
                 raise TransportViolation(
                     f"{self.name}: fast_path_active is {sock.fast_path_active!r} on {sock!r}"
@@ -2134,7 +2138,8 @@ if name == "tcp":
     s = socket.socket(family, socket.SOCK_STREAM)
 else:
     import loopfast
-    s = loopfast.socket(family, socket.SOCK_STREAM, fast_path=name == "fastpath")
+    arg = {"fastpath": True, "fastpath-stream": "stream"}.get(name, False)
+    s = loopfast.socket(family, socket.SOCK_STREAM, fast_path=arg)
 s.settimeout(10)
 s.connect((host, int(port)))
 print(getattr(s, "fast_path_active", None), flush=True)
@@ -2167,7 +2172,8 @@ def accept_child(
     s.settimeout(IO_TIMEOUT)
     t.check_connected(s)
     reported = child_line(proc)
-    want = {"tcp": "None", "fastpath": "True", "loopfast-off": "False"}[t.name]
+    want = {"tcp": "None", "fastpath": "True", "fastpath-stream": "True",
+            "loopfast-off": "False"}[t.name]
     if reported != want:
         raise TransportViolation(f"{t.name}: child reports fast_path_active={reported}")
     return s, proc

@@ -17,41 +17,68 @@ import pytest
 from .scenarios import SCENARIOS, Recorder
 
 # (scenario, transport) -> why the transcripts legitimately differ. Each entry is a
-# difference loopfast documents; the test is xfail(strict=True) for that transport only.
-KNOWN_DIFFERENCES: dict[tuple[str, str], str] = {
-    ("linger_zero_close_resets_peer", "fastpath"): (
+# difference loopfast documents (README, docs/options.md); the test is
+# xfail(strict=True) for that transport only, so a difference that goes away is noticed.
+_BOTH_FAST_PATHS: dict[str, str] = {
+    "linger_zero_close_resets_peer": (
         "docs/options.md: SO_LINGER is a no-op on the fast path, so linger (1, 0) does not "
-        "make close() abortive; the peer reads b'' where TCP gives ConnectionResetError"
-    ),
-    ("detach_rewrap_with_stdlib", "fastpath"): (
-        "FastPathSocket.detach: the fd is the AF_UNIX stream carrying the connection, so a "
-        "stdlib socket built on it reports AF_UNIX, proto 0 and an AF_UNIX peer name"
-    ),
-    ("tcp_introspection_options", "fastpath"): (
+        "make close() abortive; the peer reads b'' where TCP gives ConnectionResetError"),
+    "tcp_introspection_options": (
         "docs/options.md: TCP_INFO, TCP_MAXSEG and TCP_CONGESTION are refused on the fast "
-        "path (ENOPROTOOPT): there is no TCP state machine, segment or congestion control"
-    ),
-    ("so_peercred", "fastpath"): (
+        "path (ENOPROTOOPT): there is no TCP state machine, segment or congestion control"),
+    "so_peercred": (
         "docs/options.md: SO_PEERCRED is honoured on the fast path and names the real peer "
-        "process; on TCP the kernel has no peer credentials to give"
-    ),
-    ("shut_rd_then_peer_sends", "fastpath"): (
-        "FastPathSocket docstring: shutdown(SHUT_RD) is the kernel's AF_UNIX one, so the "
-        "peer's later sends fail with EPIPE where Linux TCP accepts and queues them"
-    ),
-    ("so_rcvlowat", "fastpath"): (
+        "process; on TCP the kernel has no peer credentials to give"),
+    "so_rcvlowat": (
         "docs/options.md: SO_RCVLOWAT is honoured by recv, but poll()/select() report the "
-        "fast-path socket readable from the first byte"
-    ),
-    ("so_rcvbuf_shrink_after_connect", "fastpath"): (
+        "fast-path socket readable from the first byte"),
+    "so_rcvbuf_shrink_after_connect": (
         "SPEC C5: without compatibility mode, a loopfast socket refuses to shrink SO_RCVBUF "
-        "after connect (the Vista default, EINVAL); Linux TCP allows it"
-    ),
-    ("so_rcvbuf_shrink_after_connect", "loopfast-off"): (
-        "SPEC C5: without compatibility mode, a loopfast socket refuses to shrink SO_RCVBUF "
-        "after connect (the Vista default, EINVAL); Linux TCP allows it"
-    ),
+        "after connect (the Vista default, EINVAL); Linux TCP allows it"),
+    "fromfd_dup": (
+        "README: code that takes the fd past the socket object sees the carrier: an AF_UNIX "
+        "stream (stream transport) or a wake-up socket that carries no data (ring)"),
+    "listener_fromfd_accepts": (
+        "README: a fast-path listener's fd is an epoll instance bundling its TCP and AF_UNIX "
+        "listeners, so socket.fromfd on it fails with ENOTSOCK"),
+    "tls_over_connection": (
+        "README: blocking ssl.wrap_socket takes the fd; over the stream transport TLS works "
+        "but getpeername() names the AF_UNIX peer, over the ring detach() refuses"),
 }
+_STREAM_ONLY: dict[str, str] = {
+    "detach_rewrap_with_stdlib": (
+        "FastPathSocket.detach: the fd is the AF_UNIX stream carrying the connection, so a "
+        "stdlib socket built on it reports AF_UNIX, proto 0 and an AF_UNIX peer name"),
+    "shut_rd_then_peer_sends": (
+        "FastPathSocket docstring: shutdown(SHUT_RD) is the kernel's AF_UNIX one, so the "
+        "peer's later sends fail with EPIPE where Linux TCP accepts and queues them"),
+    "poll_flags_through_close": (
+        "README: an AF_UNIX stream reports POLLHUP as soon as the peer closed; TCP waits "
+        "for both halves"),
+}
+# Scenarios the ring cannot run: code that reads, writes or takes the fd itself.
+RING_REFUSES: dict[str, str] = {
+    "detach": "_ring_socket: detach() refuses (EOPNOTSUPP): the ring's fd carries no data",
+    "detach_rewrap_with_stdlib": "_ring_socket: detach() refuses (EOPNOTSUPP)",
+    "tls_over_connection": "_ring_socket: ssl.wrap_socket calls detach(), which refuses",
+}
+_RING_ONLY: dict[str, str] = {
+    **RING_REFUSES,
+    "msg_oob": "_ring.c: urgent data (MSG_OOB) is not carried by the rings (EOPNOTSUPP)",
+    "oob_inline": "_ring.c: urgent data (MSG_OOB) is not carried by the rings (EOPNOTSUPP)",
+    "os_level_read_write_on_fileno": (
+        "_ring_socket: os.read/os.write on the fd bypass the rings; the fd carries wake-ups"),
+}
+KNOWN_DIFFERENCES: dict[tuple[str, str], str] = {
+    **{(name, "fastpath"): why for name, why in {**_BOTH_FAST_PATHS, **_RING_ONLY}.items()},
+    **{(name, "fastpath-stream"): why
+       for name, why in {**_BOTH_FAST_PATHS, **_STREAM_ONLY}.items()},
+    ("so_rcvbuf_shrink_after_connect", "loopfast-off"): _BOTH_FAST_PATHS[
+        "so_rcvbuf_shrink_after_connect"],
+}
+# Scenarios that cannot complete on a transport at all (test_runs is xfail there too).
+KNOWN_ABORTS: dict[tuple[str, str], str] = {
+    (name, "fastpath"): why for name, why in RING_REFUSES.items()}
 
 RunOver = Callable[[str, str], Recorder]
 
@@ -60,7 +87,8 @@ def _params(transports: tuple[str, ...], *, compare: bool) -> list[object]:
     params = []
     for transport in transports:
         for name in sorted(SCENARIOS):
-            reason = KNOWN_DIFFERENCES.get((name, transport)) if compare else None
+            known = KNOWN_DIFFERENCES if compare else KNOWN_ABORTS
+            reason = known.get((name, transport))
             marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
             params.append(pytest.param(transport, name, marks=marks, id=f"{transport}-{name}"))
     return params
@@ -75,7 +103,8 @@ def _report(rec: Recorder) -> str:
 
 
 @pytest.mark.parametrize(
-    ("transport", "name"), _params(("tcp", "fastpath", "loopfast-off"), compare=False)
+    ("transport", "name"),
+    _params(("tcp", "fastpath", "fastpath-stream", "loopfast-off"), compare=False),
 )
 def test_runs(run_over: RunOver, transport: str, name: str) -> None:
     before = _open_fds()
@@ -87,7 +116,8 @@ def test_runs(run_over: RunOver, transport: str, name: str) -> None:
     assert leaked <= 0, f"{leaked} fd(s) still open after every socket was closed"
 
 
-@pytest.mark.parametrize(("transport", "name"), _params(("fastpath", "loopfast-off"), compare=True))
+@pytest.mark.parametrize(("transport", "name"),
+                         _params(("fastpath", "fastpath-stream", "loopfast-off"), compare=True))
 def test_matches_tcp(run_over: RunOver, transport: str, name: str) -> None:
     reference = run_over(name, "tcp")
     assert reference.aborted is None, f"tcp run aborted\n{_report(reference)}"
@@ -106,4 +136,4 @@ def test_enough_scenarios() -> None:
 def test_known_differences_name_real_scenarios() -> None:
     for name, transport in KNOWN_DIFFERENCES:
         assert name in SCENARIOS
-        assert transport in ("fastpath", "loopfast-off")
+        assert transport in ("fastpath", "fastpath-stream", "loopfast-off")
