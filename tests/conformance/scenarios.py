@@ -44,7 +44,9 @@ from typing import Any
 
 V4 = "127.0.0.1"
 V6 = "::1"
-IO_TIMEOUT = 3.0
+IO_TIMEOUT = 1.5  # no progress for this long on loopback is a failure
+WAIT = 1.0  # readiness waits that should end at once
+WAIT_MS = int(WAIT * 1000)
 JOIN_TIMEOUT = 20.0
 MiB = 1 << 20
 SOL = socket.SOL_SOCKET
@@ -54,6 +56,8 @@ TRANSPORTS = ("tcp", "fastpath", "fastpath-stream", "loopfast-off")
 # the AF_UNIX stream.
 FAST_PATH_ARG: dict[str, bool | str] = {
     "fastpath": True, "fastpath-stream": "stream", "loopfast-off": False}
+# What fast_path_transport must say on a connection of each transport.
+CARRIER: dict[str, str | None] = {"fastpath": "ring", "fastpath-stream": "stream"}
 
 Scenario = Callable[["Transport", "Recorder"], None]
 SCENARIOS: dict[str, Scenario] = {}
@@ -261,7 +265,7 @@ class Transport:
         if self.name == "tcp":
             srv = socket.create_server(address, **kwargs)
         else:
-            fast = self.name.startswith("fastpath")
+            fast = FAST_PATH_ARG[self.name]
             srv = _loopfast().create_server(address, fast_path=fast, **kwargs)
         self.track(srv)
         srv.settimeout(IO_TIMEOUT)
@@ -271,7 +275,7 @@ class Transport:
         kwargs.setdefault("timeout", IO_TIMEOUT)
         if self.name == "tcp":
             return self.track(socket.create_connection(address, **kwargs))
-        fast = self.name.startswith("fastpath")
+        fast = FAST_PATH_ARG[self.name]
         return self.track(_loopfast().create_connection(address, fast_path=fast, **kwargs))
 
     def check_connected(self, *socks: socket.socket) -> None:
@@ -287,6 +291,12 @@ class Transport:
             if sock.fast_path_active is not want:
                 raise TransportViolation(
                     f"{self.name}: fast_path_active is {sock.fast_path_active!r} on {sock!r}"
+                )
+            carrier = CARRIER.get(self.name)
+            if sock.fast_path_transport != carrier:
+                raise TransportViolation(
+                    f"{self.name}: fast_path_transport is {sock.fast_path_transport!r}, "
+                    f"not {carrier!r}, on {sock!r}"
                 )
 
     # -- bookkeeping
@@ -602,7 +612,7 @@ def scenario_dontwait_on_empty(t: Transport, rec: Recorder) -> None:
     with t.watchdog(s):
         rec.call("recv MSG_DONTWAIT on empty", s.recv, 10, socket.MSG_DONTWAIT)
         c.sendall(b"now")
-        rec.call("readable", readable, s, 2.0)
+        rec.call("readable", readable, s, WAIT)
         rec.call("recv MSG_DONTWAIT with data", s.recv, 10, socket.MSG_DONTWAIT)
         rec.call("recv_into MSG_DONTWAIT empty", s.recv_into, bytearray(4), 4, socket.MSG_DONTWAIT)
 
@@ -757,7 +767,7 @@ def scenario_os_level_read_write_on_fileno(t: Transport, rec: Recorder) -> None:
     rec.call("os.write on client fd", os.write, c.fileno(), b"raw bytes")
     rec.call("server recv", s.recv, 100)
     s.sendall(b"back")
-    rec.call("client fd readable", readable, c.fileno(), 2.0)
+    rec.call("client fd readable", readable, c.fileno(), WAIT)
     rec.call("os.read on client fd", os.read, c.fileno(), 100)
 
 
@@ -765,7 +775,7 @@ def scenario_os_level_read_write_on_fileno(t: Transport, rec: Recorder) -> None:
 def scenario_msg_oob(t: Transport, rec: Recorder) -> None:
     c, s = t.pair()
     rec.call("send 'abc' MSG_OOB", c.send, b"abc", socket.MSG_OOB)
-    rec.call("exceptional condition", lambda: bool(select.select([], [], [s], 2.0)[2]))
+    rec.call("exceptional condition", lambda: bool(select.select([], [], [s], WAIT)[2]))
     rec.call("recv 1 MSG_OOB", s.recv, 1, socket.MSG_OOB)
     rec.call("recv normal data", s.recv, 10)
 
@@ -805,7 +815,7 @@ def scenario_nonblocking_send_until_full_then_drain(t: Transport, rec: Recorder)
         (received, got.hexdigest()) == (total, sent.hexdigest()),
         True,
     )
-    rec.call("writable again", writable, c, 2.0)
+    rec.call("writable again", writable, c, WAIT)
     rec.call("send after drain", c.send, b"z")
     rec.call("peer gets it", s.recv, 10)
 
@@ -952,7 +962,7 @@ def scenario_shutdown_twice(t: Transport, rec: Recorder) -> None:
 def scenario_close_with_unread_data_resets_peer(t: Transport, rec: Recorder) -> None:
     c, s = t.pair()
     s.sendall(b"never read")
-    rec.call("client readable", readable, c, 2.0)
+    rec.call("client readable", readable, c, WAIT)
     c.close()
     rec.call("server recv", s.recv, 10)
     rec.call("server recv again", s.recv, 10)
@@ -989,7 +999,7 @@ def scenario_linger_zero_close_resets_peer(t: Transport, rec: Recorder) -> None:
         lambda: struct.unpack("ii", c.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 8)),
     )
     c.close()
-    rec.call("server readable", readable, s, 2.0)
+    rec.call("server readable", readable, s, WAIT)
     rec.call("server recv", s.recv, 10)
     rec.call("server recv again", s.recv, 10)
 
@@ -1131,7 +1141,7 @@ def scenario_nonblocking_recv(t: Transport, rec: Recorder) -> None:
     rec.call("recv_into on empty", c.recv_into, bytearray(4))
     rec.call("recvmsg on empty", c.recvmsg, 10)
     s.sendall(b"ready")
-    rec.call("readable", readable, c, 2.0)
+    rec.call("readable", readable, c, WAIT)
     rec.call("recv with data", c.recv, 10)
 
 
@@ -1166,7 +1176,7 @@ def scenario_accepted_socket_timeout_inheritance(t: Transport, rec: Recorder) ->
     c2 = t.client_socket()
     c2.settimeout(IO_TIMEOUT)
     c2.connect(lst.getsockname())
-    rec.call("listener readable", readable, lst, 2.0)
+    rec.call("listener readable", readable, lst, WAIT)
     s2, _ = t.accept(lst)
     t.check_connected(c2, s2)
     rec.note("non-blocking listener: accepted gettimeout", s2.gettimeout())
@@ -1183,11 +1193,11 @@ def scenario_select_readiness(t: Transport, rec: Recorder) -> None:
     rec.call("server readable before data", readable, s, 0)
     rec.call("client writable at once", writable, c, 0)
     c.sendall(b"ping")
-    rec.call("server readable after send", readable, s, 2.0)
+    rec.call("server readable after send", readable, s, WAIT)
     rec.call("recv", s.recv, 10)
     rec.call("server readable after draining", readable, s, 0)
     c.close()
-    rec.call("server readable on peer close", readable, s, 2.0)
+    rec.call("server readable on peer close", readable, s, WAIT)
     rec.call("recv eof", s.recv, 10)
 
 
@@ -1200,10 +1210,10 @@ def scenario_selectors_readiness(t: Transport, rec: Recorder) -> None:
         sel.modify(s, selectors.EVENT_READ)
         rec.call("no read event yet", lambda: [ev for _, ev in sel.select(0)])
         c.sendall(b"data")
-        rec.call("read event after send", lambda: [ev for _, ev in sel.select(2.0)])
+        rec.call("read event after send", lambda: [ev for _, ev in sel.select(WAIT)])
         rec.call("recv", s.recv, 10)
         c.close()
-        rec.call("read event on peer close", lambda: [ev for _, ev in sel.select(2.0)])
+        rec.call("read event on peer close", lambda: [ev for _, ev in sel.select(WAIT)])
         rec.call("recv eof", s.recv, 10)
         sel.unregister(s)
 
@@ -1213,16 +1223,16 @@ def scenario_poll_flags_through_close(t: Transport, rec: Recorder) -> None:
     c, s = t.pair()
     rec.call("idle", poll_names, s)
     c.sendall(b"x")
-    rec.call("data queued", poll_names, s, 2000)
+    rec.call("data queued", poll_names, s, WAIT_MS)
     s.recv(10)
     c.shutdown(socket.SHUT_WR)
     time.sleep(0.01)
-    rec.call("peer SHUT_WR", poll_names, s, 2000)
+    rec.call("peer SHUT_WR", poll_names, s, WAIT_MS)
     c.close()
     time.sleep(0.01)
-    rec.call("peer closed", poll_names, s, 2000)
+    rec.call("peer closed", poll_names, s, WAIT_MS)
     s.shutdown(socket.SHUT_WR)
-    rec.call("peer closed and own SHUT_WR", poll_names, s, 2000)
+    rec.call("peer closed and own SHUT_WR", poll_names, s, WAIT_MS)
 
 
 @scenario
@@ -1232,7 +1242,7 @@ def scenario_listener_readable_when_pending(t: Transport, rec: Recorder) -> None
     c = t.client_socket()
     c.settimeout(IO_TIMEOUT)
     c.connect(lst.getsockname())
-    rec.call("listener readable with a pending connection", readable, lst, 2.0)
+    rec.call("listener readable with a pending connection", readable, lst, WAIT)
     s, _ = t.accept(lst)
     t.check_connected(c, s)
     rec.call("listener not readable after accept", readable, lst, 0)
@@ -1382,7 +1392,7 @@ def scenario_accept_nonblocking(t: Transport, rec: Recorder) -> None:
     c = t.client_socket()
     c.settimeout(IO_TIMEOUT)
     c.connect(lst.getsockname())
-    rec.call("listener readable", readable, lst, 2.0)
+    rec.call("listener readable", readable, lst, WAIT)
     s, _ = t.accept(lst)
     t.check_connected(c, s)
     c.sendall(b"hi")
@@ -1411,7 +1421,7 @@ def scenario_accept_order_of_clients(t: Transport, rec: Recorder) -> None:
 def scenario_connect_completes_before_accept(t: Transport, rec: Recorder) -> None:
     lst = t.listener()
     c = t.client_socket()
-    c.settimeout(2.0)
+    c.settimeout(IO_TIMEOUT)
     rec.call("connect, nobody accepting yet", c.connect, lst.getsockname())
     rec.call("send before accept", c.send, b"early")
     s, _ = t.accept(lst)
@@ -1424,7 +1434,7 @@ def scenario_connect_completes_before_accept(t: Transport, rec: Recorder) -> Non
 def scenario_listener_closed_with_pending_connection(t: Transport, rec: Recorder) -> None:
     lst = t.listener()
     c = t.client_socket()
-    c.settimeout(2.0)
+    c.settimeout(IO_TIMEOUT)
     rec.call("connect", c.connect, lst.getsockname())
     lst.close()
     rec.call("client recv", c.recv, 10)
@@ -1438,7 +1448,7 @@ def scenario_nonblocking_connect_ex(t: Transport, rec: Recorder) -> None:
     c.setblocking(False)
     rc = c.connect_ex(lst.getsockname())
     rec.note("connect_ex", "EINPROGRESS-or-0" if rc in (0, errno.EINPROGRESS) else rc)
-    rec.call("writable", writable, c, 2.0)
+    rec.call("writable", writable, c, WAIT)
     rec.call("SO_ERROR once writable", c.getsockopt, socket.SOL_SOCKET, socket.SO_ERROR)
     rec.addr("getpeername", c.getpeername)
     s, _ = t.accept(lst)
@@ -1462,13 +1472,13 @@ def scenario_nonblocking_connect(t: Transport, rec: Recorder) -> None:
         return "BlockingIOError EINPROGRESS"  # completing at once is allowed too
 
     rec.call("connect", connect)
-    rec.call("writable", writable, c, 2.0)
+    rec.call("writable", writable, c, WAIT)
     rec.call("connect again when done", c.connect_ex, lst.getsockname())
     s, _ = t.accept(lst)
     s.settimeout(IO_TIMEOUT)
     t.check_connected(c, s)
     s.sendall(b"hello")
-    rec.call("readable", readable, c, 2.0)
+    rec.call("readable", readable, c, WAIT)
     rec.call("recv", c.recv, 10)
 
 
@@ -1476,11 +1486,11 @@ def scenario_nonblocking_connect(t: Transport, rec: Recorder) -> None:
 def scenario_connect_refused(t: Transport, rec: Recorder) -> None:
     port = t.closed_port()
     c = t.client_socket()
-    c.settimeout(2.0)
+    c.settimeout(IO_TIMEOUT)
     rec.call("connect_ex to a closed port", lambda: errno.errorcode.get(c.connect_ex((V4, port))))
     rec.call("SO_ERROR after", c.getsockopt, socket.SOL_SOCKET, socket.SO_ERROR)
     c2 = t.client_socket()
-    c2.settimeout(2.0)
+    c2.settimeout(IO_TIMEOUT)
     rec.call("connect to a closed port", c2.connect, (V4, port))
     rec.call("getpeername after failure", c2.getpeername)
 
@@ -1561,7 +1571,7 @@ def scenario_detach(t: Transport, rec: Recorder) -> None:
     rec.call("os.write on detached fd", os.write, fd, b"via fd")
     rec.call("peer reads", s.recv, 100)
     s.sendall(b"back")
-    rec.call("fd readable", readable, fd, 2.0)
+    rec.call("fd readable", readable, fd, WAIT)
     rec.call("os.read on detached fd", os.read, fd, 100)
     os.close(fd)
     rec.call("peer sees eof after os.close", s.recv, 10)
@@ -1626,7 +1636,7 @@ def scenario_ipv6_pair(t: Transport, rec: Recorder) -> None:
 def scenario_ipv6_connect_refused(t: Transport, rec: Recorder) -> None:
     port = t.closed_port(socket.AF_INET6)
     c = t.client_socket(socket.AF_INET6)
-    c.settimeout(2.0)
+    c.settimeout(IO_TIMEOUT)
     rec.call("connect to a closed ::1 port", c.connect, (V6, port))
 
 
@@ -1634,7 +1644,7 @@ def scenario_ipv6_connect_refused(t: Transport, rec: Recorder) -> None:
 def scenario_ipv4_client_to_ipv6_listener_fails(t: Transport, rec: Recorder) -> None:
     lst = t.listener(socket.AF_INET6)
     c = t.client_socket()
-    c.settimeout(2.0)
+    c.settimeout(IO_TIMEOUT)
     rec.call("AF_INET client to ::1 port", c.connect_ex, (V4, lst.getsockname()[1]))
     rec.call("AF_INET client, AF_INET6 address", c.connect, lst.getsockname())
 
@@ -1704,7 +1714,7 @@ def scenario_shut_rd_readiness(t: Transport, rec: Recorder) -> None:
 def scenario_shut_rd_with_data_queued(t: Transport, rec: Recorder) -> None:
     c, s = t.pair()
     s.sendall(b"queued")
-    rec.call("readable", readable, c, 2.0)
+    rec.call("readable", readable, c, WAIT)
     rec.call("shutdown SHUT_RD", c.shutdown, socket.SHUT_RD)
     rec.call("recv after SHUT_RD with data queued", c.recv, 3)
     rec.call("recv again", c.recv, 10)
@@ -2065,7 +2075,7 @@ def scenario_so_rcvlowat(t: Transport, rec: Recorder) -> None:
     time.sleep(0.02)
     rec.call("readable with 3 of 5 bytes", readable, s, 0.1)
     c.sendall(b"def")
-    rec.call("readable with 6 of 5 bytes", readable, s, 2.0)
+    rec.call("readable with 6 of 5 bytes", readable, s, WAIT)
     rec.call("recv", lambda: recv_exactly(s, 6))
 
 
@@ -2221,7 +2231,7 @@ def scenario_peer_process_killed_with_unread_data(t: Transport, rec: Recorder) -
     time.sleep(0.02)
     proc.kill()
     rec.call("child killed", proc.wait, JOIN_TIMEOUT)
-    rec.call("readable", readable, s, 2.0)
+    rec.call("readable", readable, s, WAIT)
     rec.call("recv", s.recv, 10)
     rec.call("recv again", s.recv, 10)
 

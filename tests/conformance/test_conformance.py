@@ -1,9 +1,11 @@
 """Every scenario gives the same transcript over stdlib TCP and over loopfast (SPEC F6).
 
-``test_runs`` runs a scenario alone on one transport: it must complete, keep
-its own expectations and leave no fd open once its sockets are closed.
-``test_matches_tcp`` runs it over stdlib TCP first, then over loopfast (fast
-path on, or off), and compares the two transcripts.
+``test_runs[tcp-*]`` runs a scenario over stdlib TCP alone: it must complete,
+keep its own expectations and leave no fd open once its sockets are closed.
+``test_matches_tcp[<transport>-*]`` runs it over stdlib TCP first, then over
+loopfast (``fastpath``: the shared-memory ring; ``fastpath-stream``: the
+AF_UNIX stream; ``loopfast-off``: plain TCP through loopfast.socket), compares
+the two transcripts and checks that the loopfast run freed every fd.
 """
 
 from __future__ import annotations
@@ -76,18 +78,14 @@ KNOWN_DIFFERENCES: dict[tuple[str, str], str] = {
     ("so_rcvbuf_shrink_after_connect", "loopfast-off"): _BOTH_FAST_PATHS[
         "so_rcvbuf_shrink_after_connect"],
 }
-# Scenarios that cannot complete on a transport at all (test_runs is xfail there too).
-KNOWN_ABORTS: dict[tuple[str, str], str] = {
-    (name, "fastpath"): why for name, why in RING_REFUSES.items()}
-
 RunOver = Callable[[str, str], Recorder]
+OTHERS = ("fastpath", "fastpath-stream", "loopfast-off")
 
 
-def _params(transports: tuple[str, ...], *, compare: bool) -> list[object]:
+def _params(transports: tuple[str, ...], known: dict[tuple[str, str], str]) -> list[object]:
     params = []
     for transport in transports:
         for name in sorted(SCENARIOS):
-            known = KNOWN_DIFFERENCES if compare else KNOWN_ABORTS
             reason = known.get((name, transport))
             marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
             params.append(pytest.param(transport, name, marks=marks, id=f"{transport}-{name}"))
@@ -102,11 +100,9 @@ def _report(rec: Recorder) -> str:
     return "\n".join(rec.lines())
 
 
-@pytest.mark.parametrize(
-    ("transport", "name"),
-    _params(("tcp", "fastpath", "fastpath-stream", "loopfast-off"), compare=False),
-)
+@pytest.mark.parametrize(("transport", "name"), _params(("tcp",), {}))
 def test_runs(run_over: RunOver, transport: str, name: str) -> None:
+    """The reference: over stdlib TCP every scenario completes and keeps its expectations."""
     before = _open_fds()
     rec = run_over(name, transport)  # closes everything the scenario made
     leaked = _open_fds() - before
@@ -116,17 +112,27 @@ def test_runs(run_over: RunOver, transport: str, name: str) -> None:
     assert leaked <= 0, f"{leaked} fd(s) still open after every socket was closed"
 
 
-@pytest.mark.parametrize(("transport", "name"),
-                         _params(("fastpath", "fastpath-stream", "loopfast-off"), compare=True))
+@pytest.mark.parametrize(("transport", "name"), _params(OTHERS, KNOWN_DIFFERENCES))
 def test_matches_tcp(run_over: RunOver, transport: str, name: str) -> None:
+    """Over loopfast the transcript is TCP's, and closing every socket frees every fd.
+
+    An abort or a missed expectation shows in the diff: over TCP neither happens.
+    """
     reference = run_over(name, "tcp")
     assert reference.aborted is None, f"tcp run aborted\n{_report(reference)}"
+    before = _open_fds()
     other = run_over(name, transport)
+    leaked = _open_fds() - before
+    problems = []
     if other.lines() != reference.lines():
         diff = difflib.unified_diff(
             reference.lines(), other.lines(), "tcp", transport, lineterm="", n=2
         )
-        pytest.fail("transcripts differ:\n" + "\n".join(diff), pytrace=False)
+        problems.append("transcripts differ:\n" + "\n".join(diff))
+    if leaked > 0:
+        problems.append(f"{leaked} fd(s) still open after every {transport} socket was closed")
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
 
 
 def test_enough_scenarios() -> None:
@@ -136,4 +142,4 @@ def test_enough_scenarios() -> None:
 def test_known_differences_name_real_scenarios() -> None:
     for name, transport in KNOWN_DIFFERENCES:
         assert name in SCENARIOS
-        assert transport in ("fastpath", "fastpath-stream", "loopfast-off")
+        assert transport in OTHERS
