@@ -11,13 +11,14 @@ ancillary data. The connection stays on the fast path until closed (F5).
 from __future__ import annotations
 
 import _socket as _csocket  # the C socket type, as socket.py's own _real_close uses
+import contextlib
 import errno
 import os
 import socket as _stdsocket
 import time
 from typing import Any, Self, cast
 
-from . import _addresses, _options, compat
+from . import _addresses, _busy_poll, _options, compat
 from ._socket import socket
 from .fastpath import _connector, _ring_link
 from .fastpath._connection import Connection, PeerCredentials
@@ -65,19 +66,17 @@ def connect_fast(sock: socket, host: str, port: int) -> bool:
         sock._state = Connection(sock.family, local, target, found.credentials, reservation)
         sock.__class__ = FastPathSocket
         return True
-    from ._ring_socket import SO_BUSY_POLL, RingSocket
+    from ._ring_socket import RingSocket
 
     try:
         link = _ring_link.client_link(offer, sock.fileno())
     finally:
         offer.close()
-    busy = reservation.getsockopt(_stdsocket.SOL_SOCKET, SO_BUSY_POLL)
     sock._state = _ring_link.RingConnection(sock.family, local, target, found.credentials,
                                             reservation, link)
     sock.__class__ = RingSocket
     link.channel.timeout = timeout
-    if busy:
-        link.channel.busy_poll_us = busy
+    cast(RingSocket, sock)._apply_busy_poll()
     return True
 
 
@@ -187,7 +186,14 @@ class FastPathSocket(socket):
         self._check_open()
         if optname == _stdsocket.SO_RCVBUF and level == _stdsocket.SOL_SOCKET and args:
             compat.check_rcvbuf(self, args[0])  # SPEC C5 holds on the fast path too
+        if _busy_poll.addresses(level, optname) and len(args) == 1:
+            self._busy = _busy_poll.parse(args[0])
+            self._apply_busy_poll()
+            return
         _options.setsockopt(self._state, self, level, optname, *args)
+
+    def _apply_busy_poll(self) -> None:
+        pass  # the AF_UNIX stream parks in the kernel; the ring spins (RingSocket)
 
     def getsockopt(self, level: int, optname: int, *args: Any) -> Any:
         """Read an option as the fast path treats it (docs/options.md).
@@ -196,6 +202,8 @@ class FastPathSocket(socket):
             OSError: ENOPROTOOPT for an option the fast path refuses.
         """
         self._check_open()
+        if _busy_poll.addresses(level, optname) and not args:
+            return self._busy or 0
         return _options.getsockopt(self._state, self, level, optname, *args)
 
     def sendmsg(self, buffers: Any, ancdata: Any = (), flags: int = 0,
@@ -307,10 +315,12 @@ class FastPathListener(socket):
             raise
         sock._fast_path = True
         sock._compat = settings
+        sock._busy = self._busy
         sock._state = _ring_link.RingConnection(self.family, local, peer, creds, None, link,
                                                 inherit)
         sock.__class__ = RingSocket
         link.channel.timeout = sock.gettimeout()
+        cast(RingSocket, sock)._apply_busy_poll()
         return sock
 
     def getsockname(self) -> Any:
@@ -319,11 +329,18 @@ class FastPathListener(socket):
 
     def setsockopt(self, level: int, optname: int, *args: Any) -> None:
         """Set an option on the TCP listener; connections accepted later inherit it."""
+        if _busy_poll.addresses(level, optname) and len(args) == 1:
+            self._busy = _busy_poll.parse(args[0])
+            with contextlib.suppress(PermissionError):  # kernel busy polling is a bonus
+                self._state.tcp.setsockopt(level, optname, *args)
+            return
         self._state.tcp.setsockopt(level, optname, *args)
         self._state.options_changed()
 
     def getsockopt(self, level: int, optname: int, *args: Any) -> Any:
         """Read an option of the TCP listener."""
+        if _busy_poll.addresses(level, optname) and not args and self._busy is not None:
+            return self._busy
         return self._state.tcp.getsockopt(level, optname, *args)
 
     def listen(self, backlog: int = _stdsocket.SOMAXCONN) -> None:

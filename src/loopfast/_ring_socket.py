@@ -27,8 +27,6 @@ from typing import Any
 from ._fastpath_socket import FastPathSocket
 from .fastpath._ring_link import RingConnection
 
-SO_BUSY_POLL = 46
-
 
 class RingSocket(FastPathSocket):
     """A fast-path connection carried by shared-memory rings."""
@@ -104,20 +102,23 @@ class RingSocket(FastPathSocket):
             self._state.link.channel.timeout = self.gettimeout()
 
     def setsockopt(self, level: int, optname: int, *args: Any) -> None:
-        """As FastPathSocket; ``SO_BUSY_POLL`` (µs, 0 = park at once) sets the spin time,
-        ``SO_RCVTIMEO``/``SO_SNDTIMEO`` bound blocking calls as the kernel's do."""
+        """As FastPathSocket; ``SO_RCVTIMEO``/``SO_SNDTIMEO`` bound blocking calls as
+        the kernel's do."""
         super().setsockopt(level, optname, *args)
         if level != _stdsocket.SOL_SOCKET or len(args) != 1:
             return
         channel = self._state.link.channel
-        if optname == SO_BUSY_POLL:
-            channel.busy_poll_us = int(args[0])
-        elif optname in (_stdsocket.SO_RCVTIMEO, _stdsocket.SO_SNDTIMEO):
+        if optname in (_stdsocket.SO_RCVTIMEO, _stdsocket.SO_SNDTIMEO):
             seconds, micros = struct.unpack("ll", bytes(args[0])[:16])
             if optname == _stdsocket.SO_RCVTIMEO:
                 channel.rcvtimeo = seconds + micros / 1e6
             else:
                 channel.sndtimeo = seconds + micros / 1e6
+
+    def _apply_busy_poll(self) -> None:
+        """SO_BUSY_POLL (or the busy_poll_us keyword) sets the rings' spin time."""
+        if self._busy is not None:
+            self._state.link.channel.busy_poll_us = self._busy
 
     def _loopfast_ready(self, events: int) -> int:
         """Native poll bits the rings can report without a syscall (loopfast.poll asks first)."""

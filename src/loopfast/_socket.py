@@ -20,12 +20,13 @@ Swapping ``__class__`` (all share one layout) keeps the common path free of
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket as _stdsocket
 from typing import Any, Self
 
-from . import _addresses, compat, filters, policy
+from . import _addresses, _busy_poll, compat, filters, policy
 from .constants import SIO_LOOPBACK_FAST_PATH, SIO_SET_COMPATIBILITY_MODE
 
 _BOOL_SIZE = 4  # Winsock's BOOL
@@ -62,20 +63,29 @@ class socket(_stdsocket.socket):
     The client chooses how the fast path carries data: ``fast_path=True`` or
     ``"ring"`` (shared-memory rings, the fastest), or ``"stream"`` (an AF_UNIX
     stream, for code that hands the fd to others: blocking ssl, os.sendfile).
+    ``busy_poll_us`` (or ``setsockopt(SOL_SOCKET, SO_BUSY_POLL, µs)``) sets how
+    long a blocked ring call spins before it parks (SPEC F13; see _busy_poll).
 
     Raises:
         OSError: EOPNOTSUPP when ``fast_path=True`` is asked of a non-TCP socket;
             whatever ``socket.socket`` raises.
     """
 
-    __slots__ = ("_compat", "_fast_path", "_state", "_transport")
+    __slots__ = ("_busy", "_compat", "_fast_path", "_state", "_transport")
 
     def __init__(self, family: int = -1, type: int = -1, proto: int = -1,
                  fileno: int | None = None, *, fast_path: bool | str = False,
-                 compatibility_mode: object = None) -> None:
+                 compatibility_mode: object = None, busy_poll_us: int | None = None) -> None:
         super().__init__(family, type, proto, fileno)
         self._fast_path = False
         self._transport = "ring"
+        self._busy: int | None = None
+        if busy_poll_us is not None:
+            try:
+                self._busy = _busy_poll.parse(busy_poll_us)
+            except OSError:
+                self.close()
+                raise
         if isinstance(fast_path, str):
             if fast_path not in TRANSPORTS:
                 self.close()
@@ -157,7 +167,18 @@ class socket(_stdsocket.socket):
         """
         if optname == _stdsocket.SO_RCVBUF and level == _stdsocket.SOL_SOCKET and args:
             compat.check_rcvbuf(self, args[0])
+        if _busy_poll.addresses(level, optname) and len(args) == 1:
+            self._busy = _busy_poll.parse(args[0])
+            with contextlib.suppress(PermissionError):  # kernel busy polling is a bonus
+                super().setsockopt(level, optname, *args)
+            return
         super().setsockopt(level, optname, *args)
+
+    def getsockopt(self, level: int, optname: int, *args: Any) -> Any:
+        """``socket.getsockopt``; SO_BUSY_POLL reads what loopfast keeps."""
+        if _busy_poll.addresses(level, optname) and not args and self._busy is not None:
+            return self._busy
+        return super().getsockopt(level, optname, *args)
 
     def _connected(self) -> bool:
         try:
@@ -261,6 +282,7 @@ class socket(_stdsocket.socket):
         """Wrap an accepted TCP fd; None when a connection filter blocked it."""
         sock = socket(self.family, self.type, self.proto, fileno=fd)
         sock._fast_path = self._fast_path
+        sock._busy = self._busy
         sock._compat = self._compat  # the kernel copied the clamp and any SO_RCVBUF lock
         if _stdsocket.getdefaulttimeout() is None and self.gettimeout():
             sock.setblocking(True)

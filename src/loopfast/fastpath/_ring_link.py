@@ -192,12 +192,22 @@ class _Watcher:
         while True:
             for fd, _events in epoll.poll():
                 with self._lock:
-                    ref = self._channels.pop(fd, None)
-                    if ref is not None:
-                        epoll.unregister(fd)
-                channel = ref() if ref is not None else None
+                    # The event may be for a link closed meanwhile, its fd number
+                    # already reused: ask the fd as it is now (forget() runs before
+                    # a link's fds close, under this lock, so the fd is open here).
+                    if fd not in self._channels or not _hung_up(fd):
+                        continue
+                    ref = self._channels.pop(fd)
+                    epoll.unregister(fd)
+                channel = ref()
                 if channel is not None:
                     channel.peer_dead = True
+
+
+def _hung_up(fd: int) -> bool:
+    probe = select.poll()
+    probe.register(fd, 0)
+    return any(events & (select.POLLHUP | select.POLLERR) for _, events in probe.poll(0))
 
 
 _watcher = _Watcher()
