@@ -48,9 +48,12 @@ def closing() -> Iterator[Callable[[socket.socket], socket.socket]]:
 
 @pytest.fixture
 def make_pair(closing: Callable[[socket.socket], socket.socket]) -> Callable[..., Pair]:
-    """``make_pair(client_fp, server_fp, host="127.0.0.1")`` -> connected (client, server)."""
+    """``make_pair(client_fp, server_fp, host="127.0.0.1")`` -> connected (client, server).
 
-    def make(client_fp: bool = True, server_fp: bool = True, host: str = "127.0.0.1") -> Pair:
+    *client_fp* is the client's ``fast_path=`` (True: the ring, "stream": AF_UNIX)."""
+
+    def make(client_fp: bool | str = True, server_fp: bool = True,
+             host: str = "127.0.0.1") -> Pair:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         srv = closing(loopfast.create_server((host, 0), family=family, fast_path=server_fp))
         srv.settimeout(TIMEOUT)

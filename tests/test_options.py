@@ -64,12 +64,15 @@ def _outcome(sock: socket.socket, level: int, opt: int, name: str) -> Any:
 
 
 @pytest.mark.parametrize(("level_name", "name", "treatment"), ROWS, ids=[r[1] for r in ROWS])
-@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+@pytest.mark.parametrize(("host", "transport"), [("127.0.0.1", "ring"), ("::1", "ring"),
+                                                 ("127.0.0.1", "stream")])
 def test_each_row_on_a_live_connection(make_pair: Callable[..., Pair], level_name: str,
-                                       name: str, treatment: str, host: str) -> None:
+                                       name: str, treatment: str, host: str,
+                                       transport: str) -> None:
     level = LEVELS[level_name]
     opt = next(o for (lvl, o), row in OPTIONS.items() if lvl == level and row[1] == name)
-    fast, _ = make_pair(host=host)
+    fast, _ = make_pair(client_fp=transport, host=host)
+    assert fast.fast_path_transport == transport
     tcp, _ = make_pair(client_fp=False, server_fp=False, host=host)
     assert fast.fast_path_active and not tcp.fast_path_active
     got = _outcome(fast, level, opt, name)

@@ -54,11 +54,14 @@ def _add(level: int, level_name: str, name: str, value: int, treatment: Treatmen
 for _name, _treat, _why in [
     ("SO_RCVBUF", Treatment.BOTH, "kept as TCP reports it; the ring sizes itself from it"),
     ("SO_SNDBUF", Treatment.BOTH, "bounds the bytes this side has in flight"),
-    ("SO_RCVLOWAT", Treatment.KERNEL, "recv waits for this many bytes, as on TCP; "
-     "poll() reports readable from the first byte"),
-    ("SO_RCVTIMEO", Treatment.KERNEL, "kernel receive timeout, as on TCP"),
-    ("SO_SNDTIMEO", Treatment.KERNEL, "kernel send timeout, as on TCP"),
-    ("SO_OOBINLINE", Treatment.KERNEL, "urgent byte delivered in line"),
+    ("SO_RCVLOWAT", Treatment.KERNEL, "stream: recv waits for this many bytes, as on TCP, "
+     "poll() reports readable from the first byte; ring: kept, recv returns what is there"),
+    ("SO_BUSY_POLL", Treatment.KERNEL, "ring: a blocked call spins this many µs before it "
+     "parks (0: at once; unset: adaptive); stream: kept"),
+    ("SO_RCVTIMEO", Treatment.KERNEL, "kernel receive timeout, as on TCP (the ring keeps it too)"),
+    ("SO_SNDTIMEO", Treatment.KERNEL, "kernel send timeout, as on TCP (the ring keeps it too)"),
+    ("SO_OOBINLINE", Treatment.KERNEL, "stream: urgent byte delivered in line; ring: kept, "
+     "urgent data is refused (EOPNOTSUPP)"),
     ("SO_ERROR", Treatment.KERNEL, "pending error of the stream"),
     ("SO_TYPE", Treatment.KERNEL, "SOCK_STREAM"),
     ("SO_ACCEPTCONN", Treatment.KERNEL, "0 on a connection"),
@@ -81,7 +84,7 @@ for _name, _treat, _why in [
     ("SO_PASSSEC", Treatment.REFUSED, "would add ancillary data TCP never carries"),
     ("SO_PEERSEC", Treatment.REFUSED, "no security label on the fast path"),
 ]:
-    _add(S, "SOL_SOCKET", _name, getattr(_stdsocket, _name), _treat, _why)
+    _add(S, "SOL_SOCKET", _name, _c(_name, 46 if _name == "SO_BUSY_POLL" else -1), _treat, _why)
 
 for _name, _value, _treat, _why in [
     ("TCP_NODELAY", 1, Treatment.NOOP, "every send is delivered at once; there is no Nagle"),
