@@ -55,7 +55,10 @@ TRANSPORTS = ("tcp", "fastpath", "fastpath-stream", "loopfast-off")
 # The fast_path= argument each loopfast transport passes: the ring (default) or
 # the AF_UNIX stream.
 FAST_PATH_ARG: dict[str, bool | str] = {
-    "fastpath": True, "fastpath-stream": "stream", "loopfast-off": False}
+    "fastpath": True,
+    "fastpath-stream": "stream",
+    "loopfast-off": False,
+}
 # What fast_path_transport must say on a connection of each transport.
 CARRIER: dict[str, str | None] = {"fastpath": "ring", "fastpath-stream": "stream"}
 
@@ -2182,8 +2185,9 @@ def accept_child(
     s.settimeout(IO_TIMEOUT)
     t.check_connected(s)
     reported = child_line(proc)
-    want = {"tcp": "None", "fastpath": "True", "fastpath-stream": "True",
-            "loopfast-off": "False"}[t.name]
+    want = {"tcp": "None", "fastpath": "True", "fastpath-stream": "True", "loopfast-off": "False"}[
+        t.name
+    ]
     if reported != want:
         raise TransportViolation(f"{t.name}: child reports fast_path_active={reported}")
     return s, proc
@@ -2443,3 +2447,66 @@ def scenario_so_rcvbuf_shrink_after_connect(t: Transport, rec: Recorder) -> None
     rec.call("SO_RCVBUF after (Linux doubles)", s.getsockopt, SOL, socket.SO_RCVBUF)
     c.sendall(b"still fine")
     rec.call("data", lambda: recv_exactly(s, 10))
+
+
+# ---------------------------------------------------------------- sharing one socket
+
+
+@scenario
+def scenario_two_threads_send_on_one_socket(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    per_thread = 5000
+
+    def sender(tag: int) -> None:
+        for seq in range(per_thread):
+            sent = c.send(struct.pack("!II", tag, seq))
+            if sent != 8:
+                raise RuntimeError(f"short send of a record: {sent}")
+
+    tasks = [t.task(sender, 1), t.task(sender, 2)]
+    data = recv_exactly(s, 2 * 8 * per_thread)
+    for i, task in enumerate(tasks):
+        rec.call(f"sender {i}", task.join)
+    rec.note("byte count", len(data))
+    seen: dict[int, list[int]] = {1: [], 2: []}
+    torn = 0
+    for tag, seq in struct.iter_unpack("!II", data[: len(data) // 8 * 8]):
+        if tag in seen:
+            seen[tag].append(seq)
+        else:
+            torn += 1
+    rec.expect("records intact", torn, 0)
+    in_order = all(seen[tag] == list(range(per_thread)) for tag in seen)
+    rec.expect("each thread's records complete and in order", in_order, True)
+
+
+@scenario
+def scenario_fork_child_handles_connection(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    pid = os.fork()
+    if pid == 0:  # the child: serve one exchange on the inherited socket, then leave
+        code = 1
+        try:
+            s.sendall(b"child says hi")
+            s.sendall(s.recv(100).upper())
+            code = 0
+        finally:
+            os._exit(code)
+    try:
+        s.close()  # the parent's copy; the child's keeps the connection open
+        rec.call("child's greeting", lambda: recv_exactly(c, 13))
+        c.sendall(b"ping")
+        rec.call("child's answer", lambda: recv_exactly(c, 4))
+        rec.call("eof once the child exited", c.recv, 10)
+    finally:
+        deadline = time.monotonic() + JOIN_TIMEOUT
+        status = None
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.01)
+        else:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+    rec.note("child exit status", None if status is None else os.waitstatus_to_exitcode(status))

@@ -24,39 +24,50 @@ from .scenarios import SCENARIOS, Recorder
 _BOTH_FAST_PATHS: dict[str, str] = {
     "linger_zero_close_resets_peer": (
         "docs/options.md: SO_LINGER is a no-op on the fast path, so linger (1, 0) does not "
-        "make close() abortive; the peer reads b'' where TCP gives ConnectionResetError"),
+        "make close() abortive; the peer reads b'' where TCP gives ConnectionResetError"
+    ),
     "tcp_introspection_options": (
         "docs/options.md: TCP_INFO, TCP_MAXSEG and TCP_CONGESTION are refused on the fast "
-        "path (ENOPROTOOPT): there is no TCP state machine, segment or congestion control"),
+        "path (ENOPROTOOPT): there is no TCP state machine, segment or congestion control"
+    ),
     "so_peercred": (
         "docs/options.md: SO_PEERCRED is honoured on the fast path and names the real peer "
-        "process; on TCP the kernel has no peer credentials to give"),
+        "process; on TCP the kernel has no peer credentials to give"
+    ),
     "so_rcvlowat": (
         "docs/options.md: SO_RCVLOWAT is honoured by recv, but poll()/select() report the "
-        "fast-path socket readable from the first byte"),
+        "fast-path socket readable from the first byte"
+    ),
     "so_rcvbuf_shrink_after_connect": (
         "SPEC C5: without compatibility mode, a loopfast socket refuses to shrink SO_RCVBUF "
-        "after connect (the Vista default, EINVAL); Linux TCP allows it"),
+        "after connect (the Vista default, EINVAL); Linux TCP allows it"
+    ),
     "fromfd_dup": (
         "README: code that takes the fd past the socket object sees the carrier: an AF_UNIX "
-        "stream (stream transport) or a wake-up socket that carries no data (ring)"),
+        "stream (stream transport) or a wake-up socket that carries no data (ring)"
+    ),
     "listener_fromfd_accepts": (
         "README: a fast-path listener's fd is an epoll instance bundling its TCP and AF_UNIX "
-        "listeners, so socket.fromfd on it fails with ENOTSOCK"),
+        "listeners, so socket.fromfd on it fails with ENOTSOCK"
+    ),
     "tls_over_connection": (
         "README: blocking ssl.wrap_socket takes the fd; over the stream transport TLS works "
-        "but getpeername() names the AF_UNIX peer, over the ring detach() refuses"),
+        "but getpeername() names the AF_UNIX peer, over the ring detach() refuses"
+    ),
 }
 _STREAM_ONLY: dict[str, str] = {
     "detach_rewrap_with_stdlib": (
         "FastPathSocket.detach: the fd is the AF_UNIX stream carrying the connection, so a "
-        "stdlib socket built on it reports AF_UNIX, proto 0 and an AF_UNIX peer name"),
+        "stdlib socket built on it reports AF_UNIX, proto 0 and an AF_UNIX peer name"
+    ),
     "shut_rd_then_peer_sends": (
         "FastPathSocket docstring: shutdown(SHUT_RD) is the kernel's AF_UNIX one, so the "
-        "peer's later sends fail with EPIPE where Linux TCP accepts and queues them"),
+        "peer's later sends fail with EPIPE where Linux TCP accepts and queues them"
+    ),
     "poll_flags_through_close": (
         "README: an AF_UNIX stream reports POLLHUP as soon as the peer closed; TCP waits "
-        "for both halves"),
+        "for both halves"
+    ),
 }
 # Scenarios the ring cannot run: code that reads, writes or takes the fd itself.
 RING_REFUSES: dict[str, str] = {
@@ -69,14 +80,17 @@ _RING_ONLY: dict[str, str] = {
     "msg_oob": "_ring.c: urgent data (MSG_OOB) is not carried by the rings (EOPNOTSUPP)",
     "oob_inline": "_ring.c: urgent data (MSG_OOB) is not carried by the rings (EOPNOTSUPP)",
     "os_level_read_write_on_fileno": (
-        "_ring_socket: os.read/os.write on the fd bypass the rings; the fd carries wake-ups"),
+        "_ring_socket: os.read/os.write on the fd bypass the rings; the fd carries wake-ups"
+    ),
 }
 KNOWN_DIFFERENCES: dict[tuple[str, str], str] = {
     **{(name, "fastpath"): why for name, why in {**_BOTH_FAST_PATHS, **_RING_ONLY}.items()},
-    **{(name, "fastpath-stream"): why
-       for name, why in {**_BOTH_FAST_PATHS, **_STREAM_ONLY}.items()},
+    **{
+        (name, "fastpath-stream"): why for name, why in {**_BOTH_FAST_PATHS, **_STREAM_ONLY}.items()
+    },
     ("so_rcvbuf_shrink_after_connect", "loopfast-off"): _BOTH_FAST_PATHS[
-        "so_rcvbuf_shrink_after_connect"],
+        "so_rcvbuf_shrink_after_connect"
+    ],
 }
 RunOver = Callable[[str, str], Recorder]
 OTHERS = ("fastpath", "fastpath-stream", "loopfast-off")
