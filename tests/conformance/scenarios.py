@@ -1779,7 +1779,7 @@ def scenario_repr_shows_tcp_addresses(t: Transport, rec: Recorder) -> None:
 
 
 @scenario
-def scenario_sendmsg_scm_rights_refused(t: Transport, rec: Recorder) -> None:
+def scenario_sendmsg_scm_rights_ignored_as_tcp_does(t: Transport, rec: Recorder) -> None:
     c, s = t.pair()
     r, w = os.pipe()
     t.track_fd(r)
