@@ -443,6 +443,10 @@ static Py_ssize_t do_recv(Channel *ch, char *dst, Py_ssize_t n, int flags) {
         return raise_errno(EDEADLK, NULL), -1;
     Py_ssize_t result = -1;
     for (;;) {
+        if (ch->closed) { /* another thread closed the socket while we waited */
+            raise_errno(EBADF, NULL);
+            break;
+        }
         int64_t avail = rx_avail(ch);
         if (avail > 0) {
             size_t take_n = (size_t)(n - done) < (uint64_t)avail ? (size_t)(n - done) : (size_t)avail;
@@ -543,6 +547,10 @@ static Py_ssize_t do_send(Channel *ch, const char *src, Py_ssize_t n, int flags,
         return raise_errno(EDEADLK, NULL), -1;
     for (;;) {
         uint32_t tflags = atomic_load_explicit(&ch->tx->flags, memory_order_acquire);
+        if (ch->closed) { /* another thread closed the socket while we waited */
+            raise_errno(EBADF, NULL);
+            break;
+        }
         if (ch->fault) {
             raise_errno(ch->fault, ch->fault_why);
             break;
