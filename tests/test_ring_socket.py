@@ -218,3 +218,28 @@ def _rss_kib() -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise AssertionError("no VmRSS")
+
+
+@pytest.mark.parametrize("blocked", ["recv", "send"])
+def test_close_from_another_thread_wakes_a_blocked_call(closing: Callable[..., socket.socket],
+                                                       blocked: str) -> None:
+    srv = closing(loopfast.create_server(("127.0.0.1", 0), fast_path=True))
+    cli = loopfast.create_connection(srv.getsockname(), timeout=5, fast_path=True)
+    srv.settimeout(5)
+    closing(srv.accept()[0])
+    cli.settimeout(None)
+    outcome: list[BaseException | bytes | None] = []
+
+    def call() -> None:
+        try:
+            outcome.append(cli.recv(10) if blocked == "recv" else cli.sendall(b"x" * (8 << 20)))
+        except OSError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    time.sleep(0.1)  # the call is parked by now
+    cli.close()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], OSError) and outcome[0].errno == 9
