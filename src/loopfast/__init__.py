@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from . import filters, policy
 from ._helpers import create_connection, create_server
+from ._patch import patch, patched, unpatch
 from ._poll import PollFD, poll, poll_objects
 from ._socket import socket
 from ._socket_poll import SELECT_ERROR, SELECT_READ, SELECT_WRITE, SelectMode
@@ -31,9 +32,12 @@ __all__ = [
     "create_connection",
     "create_server",
     "filters",
+    "patch",
+    "patched",
     "policy",
     "poll",
     "poll_objects",
     "socket",
+    "unpatch",
     *_constants_all,
 ]

@@ -179,7 +179,52 @@ def _run_echo_server(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS: list[Callable[[_Subparsers], None]] = [_add_bench, _add_echo_server, _add_info]
+def _add_run(subparsers: _Subparsers) -> None:
+    p = subparsers.add_parser(
+        "run", help="run a Python program whose TCP sockets opt in to the fast path",
+        description="Run an unchanged Python program with loopfast.patch() in effect: the TCP "
+        "sockets it creates opt in to the loopback fast path, so two programs both run this "
+        "way talk over it (each connection falls back to TCP otherwise). Usage: loopfast run "
+        "[options] [--] script.py args... or loopfast run [options] -m module args...")
+    p.add_argument("--transport", choices=("stream", "ring"), default="stream",
+                   help="stream: AF_UNIX, every socket surface works, blocking ssl included "
+                   "(default); ring: shared memory, faster, for programs that never hand the "
+                   "fd away (a blocking SSLContext.wrap_socket then fails with EOPNOTSUPP)")
+    p.add_argument("--report", action="store_true",
+                   help="at exit, print to stderr how many connections the program made over "
+                   "the fast path and over TCP")
+    p.add_argument("-m", dest="module", nargs=argparse.REMAINDER, metavar="MODULE ...",
+                   help="run a library module as a script, as python -m does")
+    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="script.py args",
+                   help="the script and its arguments")
+    p.set_defaults(handler=_run_run)
+
+
+def _run_run(args: argparse.Namespace) -> int:
+    from ._patch import run_program
+
+    return run_program(args.argv, args.module, args.transport, args.report)
+
+
+def _add_stat(subparsers: _Subparsers) -> None:
+    p = subparsers.add_parser(
+        "stat", help="fast-path listeners and connections, as ss shows TCP",
+        description="List the fast-path listeners in this network namespace and, for the "
+        "processes you may inspect, their fast-path connections: addresses, pids, bytes each "
+        "way and ring fill.")
+    p.add_argument("-l", "--listening", action="store_true", help="listeners only")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(handler=_run_stat)
+
+
+def _run_stat(args: argparse.Namespace) -> int:
+    from ._stat import main as stat_main
+
+    return stat_main(listening_only=args.listening, as_json=args.json)
+
+
+_COMMANDS: list[Callable[[_Subparsers], None]] = [_add_bench, _add_echo_server, _add_info,
+                                                  _add_run, _add_stat]
 
 
 def _version() -> str:

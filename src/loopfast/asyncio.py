@@ -33,7 +33,7 @@ from asyncio import base_events, selector_events
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from . import _aio_transport
+from . import _aio_transport, _stat
 from ._socket import socket
 
 __all__ = ["fast_path_active", "open_connection", "start_server"]
@@ -127,6 +127,8 @@ async def open_connection(host: str | None = None, port: int | None = None, *,
     if sock is None:
         sock = await _connected_socket(loop, host, port, fast_path, family, proto, flags,
                                        local_addr)
+    if isinstance(sock, socket) and sock.fast_path_active:
+        _stat.register(sock)
     context = _ssl_context(ssl, server_side=False)
     if context is not None and server_hostname is None:
         server_hostname = host

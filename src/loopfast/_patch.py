@@ -1,0 +1,180 @@
+"""loopfast.patch(): the program's own stdlib TCP sockets opt in to the fast path (SPEC A2).
+
+``patch()`` replaces ``socket.socket`` in the ``socket`` module by a
+``loopfast.socket`` subclass that opts in when it is made as an
+AF_INET/AF_INET6 stream socket (not when built around an existing fd). Code
+that looks the class up when it makes a socket (``socket.create_connection``
+and so ``http.client``/``urllib``, ``socketserver`` and so ``http.server``,
+asyncio's selector loop, ``socket.create_server``) then makes fast-path
+sockets; nothing else changes. A connection takes the fast path only when
+the peer process opted in too (``python -m loopfast run`` on both sides).
+
+The transport is the AF_UNIX stream by default: every surface of a socket
+works on it, including the ones that take the fd away (blocking
+``SSLContext.wrap_socket``, which calls ``detach()``; ``os.sendfile``;
+uvloop). ``transport="ring"`` is faster and suits programs that only call
+the socket object (http.server, urllib without TLS, asyncio's default loop);
+there a blocking ``wrap_socket`` of a fast-path connection fails with
+EOPNOTSUPP.
+
+Invariants: ``isinstance(x, socket.socket)`` answers as it would without the
+patch (a metaclass checks against the original class); the original class is
+put back by ``unpatch()``; the per-process counters are three integers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import socket as _stdsocket
+import threading
+from typing import Any
+
+from . import _stat
+from ._socket import TRANSPORTS, socket
+from .constants import SIO_LOOPBACK_FAST_PATH
+
+__all__ = ["connection_counts", "patch", "patched", "run_program", "unpatch"]
+
+_ORIGINAL: type[_stdsocket.socket] = _stdsocket.socket
+_INET = (_stdsocket.AF_INET, _stdsocket.AF_INET6)
+_lock = threading.Lock()
+_counts = {"ring": 0, "stream": 0, "tcp": 0}
+_transport = "stream"
+
+
+class _SocketClass(type):
+    """isinstance/issubclass against the patched class answer as for the original one."""
+
+    def __instancecheck__(cls, obj: Any) -> bool:
+        if cls is PatchedSocket:
+            return isinstance(obj, _ORIGINAL)
+        return type.__instancecheck__(cls, obj)
+
+    def __subclasscheck__(cls, sub: type) -> bool:
+        if cls is PatchedSocket:
+            return issubclass(sub, _ORIGINAL)
+        return type.__subclasscheck__(cls, sub)
+
+
+class PatchedSocket(socket, metaclass=_SocketClass):
+    """What ``socket.socket`` makes while patched: a loopfast.socket that opted in if TCP."""
+
+    __slots__ = ()
+
+    def __init__(self, family: int = -1, type: int = -1, proto: int = -1,
+                 fileno: int | None = None, **kw: Any) -> None:
+        if PatchedSocket not in self.__class__.__mro__:
+            # An unbound call through the module name (socket.socket.__init__(obj, ...))
+            # on some other socket object: what the original class does.
+            _ORIGINAL.__init__(self, family, type, proto, fileno)
+            return
+        super().__init__(family, type, proto, fileno, **kw)
+        if (fileno is None and not kw and self.family in _INET
+                and self.type == _stdsocket.SOCK_STREAM):
+            self._transport = _transport
+            with contextlib.suppress(OSError):  # e.g. MPTCP: it stays as the program made it
+                self.ioctl(SIO_LOOPBACK_FAST_PATH, True)
+
+    def connect(self, address: Any) -> None:
+        """``loopfast.socket.connect``, counted for ``connection_counts()``."""
+        try:
+            super().connect(address)
+        except BlockingIOError:
+            _count(self)
+            raise
+        _count(self)
+
+
+def _count(sock: socket) -> None:
+    if sock.family not in _INET:
+        return  # loopfast's own AF_UNIX rendezvous, made through the patched name too
+    kind = sock.fast_path_transport or "tcp"
+    if kind != "tcp":
+        _stat.register(sock)
+    with _lock:
+        _counts[kind] = _counts.get(kind, 0) + 1
+
+
+def patch(transport: str | bool = "stream") -> None:
+    """Make the TCP sockets this process creates through ``socket.socket`` opt in.
+
+    Args:
+        transport: "stream" (AF_UNIX, every socket surface works; the default),
+            "ring" or True (shared memory, fastest; a blocking ``wrap_socket`` of a
+            fast-path connection fails with EOPNOTSUPP).
+
+    Raises:
+        OSError: EINVAL for another transport word.
+    """
+    global _transport
+    word = "ring" if transport is True else transport
+    if not isinstance(word, str) or word not in TRANSPORTS:
+        raise OSError(errno.EINVAL, f"patch(transport={transport!r}): use 'stream' or 'ring'")
+    _transport = word
+    # ssl binds the class at import ("from socket import socket") and subclasses it:
+    # it must see the stdlib's, whoever imports it later.
+    import ssl  # noqa: F401
+    _stdsocket.socket = PatchedSocket  # type: ignore[misc]
+
+
+def unpatch() -> None:
+    """Put the stdlib's ``socket.socket`` back; sockets made meanwhile keep their setting."""
+    _stdsocket.socket = _ORIGINAL  # type: ignore[misc]
+
+
+def patched() -> bool:
+    """True while ``patch()`` is in effect."""
+    return _stdsocket.socket is PatchedSocket
+
+
+def connection_counts() -> dict[str, int]:
+    """Connections patched sockets made so far: ``{"ring": n, "stream": n, "tcp": n}``."""
+    with _lock:
+        return dict(_counts)
+
+
+def run_program(argv: list[str], module: list[str] | None, transport: str,
+                report: bool) -> int:
+    """Run a Python program (``script args`` or ``-m module args``) under ``patch()``.
+
+    Returns 0 when the program returns; its ``SystemExit`` passes through
+    unchanged, so the exit status is the program's.
+
+    Raises:
+        SystemExit: the program's own, or 2 when no program is named.
+    """
+    import atexit
+    import os
+    import runpy
+    import sys
+
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    if module is None and argv[:1] == ["-m"]:
+        module = argv[1:]
+    if not (module or argv):
+        print("loopfast run: name a script (loopfast run [--] script.py args...) or a module "
+              "(loopfast run -m module args...)", file=sys.stderr)
+        raise SystemExit(2)
+    if report:
+        atexit.register(_report)
+    patch(transport)
+    if module:
+        sys.argv = list(module)
+        sys.path.insert(0, os.getcwd())
+        runpy.run_module(module[0], run_name="__main__", alter_sys=True)
+    else:
+        sys.argv = list(argv)
+        sys.path.insert(0, os.path.dirname(os.path.abspath(argv[0])))
+        runpy.run_path(argv[0], run_name="__main__")
+    return 0
+
+
+def _report() -> None:
+    import sys
+
+    counts = connection_counts()
+    fast = counts["ring"] + counts["stream"]
+    print(f"loopfast run: {fast} connection(s) made over the fast path (ring {counts['ring']}, "
+          f"stream {counts['stream']}), {counts['tcp']} over TCP", file=sys.stderr)
