@@ -8,20 +8,33 @@ import os
 import socket
 import statistics
 import threading
+import types
 from array import array
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from loopfast.bench import ROWS, BenchConfig, run_bench
+from loopfast.bench import ROWS, BenchConfig, BenchResult, run_bench
+from loopfast.bench.channels import AdaptiveChannel, SpinChannel
+from loopfast.bench.conn import Conn
+from loopfast.bench.idle import memory_kib, open_fds
 from loopfast.bench.machine import cpu_model, describe_machine
+from loopfast.bench.peers import ZmqRow
 from loopfast.bench.pinning import PinPlan, plan_pinning
+from loopfast.bench.plot import write_plot
 from loopfast.bench.process import Child, ChildError
 from loopfast.bench.report import to_json
 from loopfast.bench.rows import FastPathMismatchError
 from loopfast.bench.stats import Summary, compare, percentile, summarize
-from loopfast.bench.workload import MESSAGE_SIZE, EchoMismatchError, echo, measure
+from loopfast.bench.workload import (
+    MESSAGE_SIZE,
+    EchoMismatchError,
+    drain,
+    echo,
+    measure,
+    pour,
+)
 
 # --- statistics, against values computed by hand --------------------------------------
 
@@ -162,58 +175,171 @@ def test_child_silence_is_a_timeout_not_a_hang() -> None:
             child.expect("accepted", 0.3)
 
 
-class _Conn:
-    def __init__(self, active: bool | None) -> None:
-        if active is not None:
-            self.fast_path_active = active
+def _conn(active: bool | None, transport: str | None = None) -> Conn:
+    handle = types.SimpleNamespace()
+    if active is not None:
+        handle.fast_path_active = active
+        handle.fast_path_transport = transport
+    return Conn(handle, handle, lambda: None, lambda: None)
 
 
 def test_fast_path_rows_refuse_the_wrong_fast_path_state() -> None:
-    fast, off, tcp = ROWS["fastpath"], ROWS["fastpath-off"], ROWS["tcp"]
-    assert fast.check(_Conn(True), "sender") is True  # type: ignore[arg-type]
-    assert off.check(_Conn(False), "echoer") is False  # type: ignore[arg-type]
-    assert tcp.check(_Conn(None), "sender") is None  # type: ignore[arg-type]
-    with pytest.raises(FastPathMismatchError, match="is False on the sender"):
-        fast.check(_Conn(False), "sender")  # type: ignore[arg-type]
-    with pytest.raises(FastPathMismatchError, match="is True on the echoer"):
-        off.check(_Conn(True), "echoer")  # type: ignore[arg-type]
+    ring, off, tcp, stream = (ROWS[k] for k in ("ring-poll", "off-wait", "tcp", "stream"))
+    assert ring.check(_conn(True, "ring"), "client") is True
+    assert stream.check(_conn(True, "stream"), "client") is True
+    assert off.check(_conn(False), "server") is False
+    assert tcp.check(_conn(None), "client") is None
+    with pytest.raises(FastPathMismatchError, match="is False on the client"):
+        ring.check(_conn(False), "client")
+    with pytest.raises(FastPathMismatchError, match="is True on the server"):
+        off.check(_conn(True), "server")
     with pytest.raises(FastPathMismatchError, match="no fast_path_active"):
-        fast.check(_Conn(None), "echoer")  # type: ignore[arg-type]
+        ring.check(_conn(None), "server")
+    with pytest.raises(FastPathMismatchError, match="transport is 'stream'"):
+        ring.check(_conn(True, "stream"), "server")
 
 
 def test_config_validation_and_baseline_first() -> None:
     assert BenchConfig(rows=("unix", "tcp", "unix")).row_keys() == ["tcp", "unix"]
     assert BenchConfig(rows=("unix",)).row_keys() == ["tcp", "unix"]
+    assert BenchConfig(rows=("ring-poll", "mp-pipe")).row_keys("setup") == ["tcp"]
+    assert BenchConfig(modes=("idle", "echo")).mode_names() == ["echo", "idle"]
     for bad in ({"rows": ("nope",)}, {"count": 0}, {"warmup": -1}, {"pin": "x"},
-                {"timeout": 0.0}):
+                {"timeout": 0.0}, {"modes": ("fast",)}, {"modes": ()}, {"size": 0},
+                {"duration": 0.0}, {"idle": 0}):
         with pytest.raises(ValueError):
             BenchConfig(**bad)
+
+
+def test_row_kinds_and_styles() -> None:
+    kinds = {key: (getattr(row, "style", None), getattr(row, "transport", None))
+             for key, row in ROWS.items()}
+    assert [k for k in kinds if k.startswith("ring-")] == ["ring-wait", "ring-adaptive",
+                                                            "ring-poll"]
+    assert [k for k in kinds if k.startswith("off-")] == ["off-wait", "off-adaptive",
+                                                           "off-poll"]
+    assert kinds["tcp-busy"] == ("poll", None) and kinds["ring-poll"] == ("poll", "ring")
+    assert {"mp-pipe", "zmq-ipc"} <= set(ROWS) and next(iter(ROWS)) == "tcp"
+
+
+def _connect_into(out: list[Conn], row: Any, address: Any) -> None:
+    out.append(row.connect(address, 10))
+
+
+def test_ring_styles_are_set_on_both_connected_ends() -> None:
+    for key, expected in (("ring-wait", 0), ("ring-poll", 1_000_000), ("ring-adaptive", -1)):
+        row = ROWS[key]
+        listener, address = row.listen()
+        with listener:
+            client: list[Conn] = []
+            t = threading.Thread(target=_connect_into, args=(client, row, address))
+            t.start()
+            server = row.accept(listener, 10)
+            t.join(10)
+        with server, client[0]:
+            for end in (server, client[0]):
+                assert end.handle.fast_path_transport == "ring"
+                assert end.handle._state.link.channel.busy_poll_us == expected, key
+
+
+def test_kernel_completion_styles_over_a_socketpair() -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        for channel in (SpinChannel(a), AdaptiveChannel(a, budget_ns=1000)):
+            buf = bytearray(8)
+            threading.Timer(0.05, b.sendall, (b"12345678",)).start()
+            assert channel.recv_into(buf, 8) == 8 and buf == b"12345678"
+        b.shutdown(socket.SHUT_WR)
+        assert SpinChannel(a).recv_into(bytearray(8), 8) == 0
+
+
+def test_pour_and_drain_count_every_byte() -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        got: list[tuple[int, int, int, int]] = []
+        reader = threading.Thread(target=lambda: got.append(drain(b, 4096)))
+        reader.start()
+        sent = pour(a, 4096, 20_000_000)
+        a.shutdown(socket.SHUT_WR)
+        reader.join(10)
+    total, first_bytes, first, last = got[0]
+    assert sent > 0 and sent % 4096 == 0 and total == sent
+    assert 0 < first_bytes <= 4096 and last >= first > 0
+
+
+def test_idle_readings_of_this_process() -> None:
+    reading = memory_kib()
+    assert reading["rss_kib"] > 1000 and reading["ring_rss_kib"] == 0
+    assert open_fds() >= 3
+
+
+def test_plot_unavailable_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import loopfast.bench.plot as plot
+
+    monkeypatch.setattr(plot, "plot_available", lambda: "--plot needs matplotlib")
+    with pytest.raises(plot.PlotUnavailableError, match="matplotlib"):
+        plot.write_plot(None, "x.png")  # type: ignore[arg-type]
+
+
+def test_an_absent_peer_is_skipped_with_its_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(ROWS, "zmq-ipc", ZmqRow(module="loopfast_no_such_module"))
+    result = run_bench(BenchConfig(rows=("zmq-ipc",), modes=("echo", "throughput"), count=50,
+                                   warmup=5, duration=0.05, timeout=15))
+    assert result.ok
+    skipped = [row for row in result.rows if row.key == "zmq-ipc"]
+    assert [row.mode for row in skipped] == ["echo", "throughput"]
+    assert all(row.skipped and "pyzmq is not installed" in row.skipped for row in skipped)
+    document = to_json(result)
+    zmq = document["rows"][1]
+    assert (zmq["status"], zmq["ok"], zmq["mean_us"]) == ("skipped", False, None)
+    assert "pyzmq is not installed" in zmq["skipped"]
+    assert document["modes"]["throughput"]["rows"][1]["status"] == "skipped"
 
 
 # --- a short real run of every row --------------------------------------------------------
 
 COUNT = 300
+SMALL = BenchConfig(count=COUNT, warmup=30, timeout=15, duration=0.1, setup_count=30,
+                    connections=4, rounds=10, idle=40)
 
 
 @pytest.fixture(scope="module")
-def document() -> dict[str, Any]:
-    result = run_bench(BenchConfig(count=COUNT, warmup=30, timeout=15))
+def run() -> tuple[BenchResult, dict[str, Any]]:
+    result = run_bench(SMALL)
     loaded: dict[str, Any] = json.loads(json.dumps(to_json(result)))  # well-formed JSON
-    return loaded
+    return result, loaded
+
+
+@pytest.fixture(scope="module")
+def document(run: tuple[BenchResult, dict[str, Any]]) -> dict[str, Any]:
+    return run[1]
+
+
+def _ran(row: dict[str, Any]) -> bool:
+    if row["status"] == "skipped":
+        assert ROWS[row["key"]].optional and row["skipped"]
+        return False
+    assert row["ok"], f"row {row['key']} failed: {row['error']}"
+    return True
 
 
 def test_document_describes_the_run(document: dict[str, Any]) -> None:
     assert document["config"]["rows"] == list(ROWS)
+    assert document["config"]["modes"] == ["echo", "throughput", "setup", "many", "idle"]
     assert document["baseline"] == "tcp"
-    assert document["machine"]["cpu_model"] and document["machine"]["python"]
+    machine = document["machine"]
+    assert machine["cpu_model"] and machine["python"] and machine["kernel"]
+    assert machine["cpu_count"] >= 1
     assert document["pinning"]["mode"] in ("split", "same")
     assert set(document["ratio_to_baseline"]) == set(ROWS)
+    assert document["ok"] is True
 
 
 @pytest.mark.parametrize("key", list(ROWS))
 def test_row_is_measured(document: dict[str, Any], key: str) -> None:
     row = next(r for r in document["rows"] if r["key"] == key)
-    assert row["ok"], f"row {key} failed: {row['error']}"
+    if not _ran(row):
+        return
     assert row["count"] == COUNT
     for name in ("mean_us", "stdev_us", "min_us", "max_us", "p50_us", "p99_us", "p999_us",
                  "round_trips_per_s", "measured_round_trips_per_s", "ratio_to_baseline",
@@ -223,6 +349,60 @@ def test_row_is_measured(document: dict[str, Any], key: str) -> None:
     assert isinstance(row["latency_reduction"], float)
     assert row["ratio_to_baseline"] == pytest.approx(1 - row["latency_reduction"])
     assert document["ratio_to_baseline"][key] == row["ratio_to_baseline"]
-    expected = ROWS[key].fast_path
-    assert row["fast_path_active"] == {"sender": expected, "echoer": expected}
-    assert set(row["cpus"]) == {"sender", "echoer"}
+    expected = getattr(ROWS[key], "fast_path", None)
+    assert row["fast_path_active"] == {"client": expected, "server": expected}
+    assert set(row["cpus"]) == {"client", "server"}
+
+
+@pytest.mark.parametrize("mode,figure", [("throughput", "mb_per_s"),
+                                         ("setup", "connections_per_s"),
+                                         ("many", "round_trips_per_s")])
+def test_mode_rows_are_measured(document: dict[str, Any], mode: str, figure: str) -> None:
+    section = document["modes"][mode]
+    assert section["rate"] == figure
+    keys = [row["key"] for row in section["rows"]]
+    assert keys == [k for k in ROWS if mode in ROWS[k].modes] and keys[0] == "tcp"
+    for row in section["rows"]:
+        if _ran(row):
+            assert isinstance(row[figure], float) and row[figure] > 0, row["key"]
+            assert row["ratio_to_baseline"] == pytest.approx(
+                row[figure] / section["rows"][0][figure])
+            expected = getattr(ROWS[row["key"]], "fast_path", None)
+            assert row["fast_path_active"] == {"client": expected, "server": expected}
+
+
+def test_idle_connections_are_counted(document: dict[str, Any]) -> None:
+    rows = {row["key"]: row for row in document["modes"]["idle"]["rows"]}
+    assert set(rows) == {"tcp", "ring-adaptive"}
+    for row in rows.values():
+        assert row["ok"] and row["reached"] == 40 and row["stopped"] is None
+        assert row["peer"]["held"] == 40
+        assert row["after"]["fds"] - row["before"]["fds"] == round(40 * row["fds_per_connection"])
+    assert rows["tcp"]["fds_per_connection"] == 1.0
+    assert rows["ring-adaptive"]["fds_per_connection"] >= 2
+    assert rows["ring-adaptive"]["ring_rss_kib_per_connection"] > 0
+    assert rows["ring-adaptive"]["nofile"]["after"][0] >= rows["ring-adaptive"]["nofile"][
+        "before"][0]
+
+
+def test_named_ratios(document: dict[str, Any]) -> None:
+    ratios = document["ratios"]
+    for key in ("ring_poll_vs_tcp_blocking", "ring_poll_vs_tcp_busy",
+                "ring_adaptive_vs_tcp_blocking", "ring_wait_vs_unix_blocking",
+                "throughput_ring_vs_tcp", "setup_ring_vs_tcp", "many_ring_vs_tcp"):
+        assert isinstance(ratios[key], float) and ratios[key] > 0, key
+        assert key in document["definitions"]["ratios"]
+    rows = {row["key"]: row for row in document["rows"]}
+    assert ratios["ring_poll_vs_tcp_busy"] == pytest.approx(
+        rows["ring-poll"]["mean_us"] / rows["tcp-busy"]["mean_us"])
+
+
+def test_plot_is_a_png_that_opens(run: tuple[BenchResult, dict[str, Any]],
+                                  tmp_path: Path) -> None:
+    from matplotlib import image
+
+    target = tmp_path / "latency.png"
+    write_plot(run[0], str(target))
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pixels = image.imread(str(target))
+    assert pixels.shape[0] > 300 and pixels.shape[1] > 600

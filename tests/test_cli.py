@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from loopfast._cli import main
-from loopfast.bench.rows import SocketRow
+from loopfast.bench.peers import ZmqRow
+from loopfast.bench.rows import ROWS, SocketRow
 
-QUICK = ["--rows", "tcp,unix", "--count", "200", "--warmup", "20", "--timeout", "15"]
+QUICK = ["--mode", "echo", "--rows", "tcp,unix", "--count", "200", "--warmup", "20",
+         "--timeout", "15"]
 
 
 def test_bench_writes_table_and_json_file(tmp_path: Path,
@@ -20,7 +22,7 @@ def test_bench_writes_table_and_json_file(tmp_path: Path,
     target = tmp_path / "bench.json"
     assert main(["bench", *QUICK, "--pin", "same", "--json", str(target)]) == 0
     out = capsys.readouterr().out
-    assert "stdlib TCP" in out and "stdlib AF_UNIX" in out and "p99.9" in out
+    assert "stdlib TCP blocking" in out and "stdlib AF_UNIX" in out and "p99.9" in out
     document = json.loads(target.read_text())
     assert [row["key"] for row in document["rows"]] == ["tcp", "unix"]
     assert document["config"]["pin"] == "same"
@@ -67,6 +69,11 @@ def test_a_failed_row_is_loud_and_exits_1(tmp_path: Path, monkeypatch: pytest.Mo
     ["bench", "--pin", "diagonal"],
     ["bench", "--timeout", "0"],
     ["bench", "--json", "/no/such/directory/out.json"],
+    ["bench", "--plot", "/no/such/directory/out.png"],
+    ["bench", "--mode", "echo,warp"],
+    ["bench", "--size", "0"],
+    ["bench", "--duration", "-1"],
+    ["bench", "--idle", "0"],
 ])
 def test_bad_arguments_exit_2_with_a_message(argv: list[str],
                                              capsys: pytest.CaptureFixture[str]) -> None:
@@ -74,6 +81,43 @@ def test_bad_arguments_exit_2_with_a_message(argv: list[str],
         main(argv)
     assert exit_.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_bench_modes_plot_and_json(tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    target, picture = tmp_path / "bench.json", tmp_path / "bench.png"
+    assert main(["bench", "--mode", "echo,throughput,setup", "--rows", "ring-poll,unix",
+                 "--count", "100", "--warmup", "10", "--duration", "0.05", "--size", "4096",
+                 "--setup-count", "10", "--timeout", "15", "--json", str(target),
+                 "--plot", str(picture)]) == 0
+    out = capsys.readouterr().out
+    assert "throughput, one way: 4,096-byte" in out and "connection setup" in out
+    assert "loopfast ring, poll" in out and "vs TCP" in out
+    document = json.loads(target.read_text())
+    assert [row["key"] for row in document["rows"]] == ["tcp", "ring-poll", "unix"]
+    assert [row["key"] for row in document["modes"]["setup"]["rows"]] == ["tcp", "unix"]
+    assert document["modes"]["throughput"]["rows"][1]["message_size"] == 4096
+    assert document["ratios"]["ring_poll_vs_tcp_blocking"] > 0
+    assert picture.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_an_absent_peer_is_skipped_and_exit_0(monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(ROWS, "zmq-ipc", ZmqRow(module="loopfast_no_such_module"))
+    assert main(["bench", *QUICK, "--rows", "zmq-ipc", "--json", "-"]) == 0
+    captured = capsys.readouterr()
+    document = json.loads(captured.out)
+    assert document["rows"][1]["status"] == "skipped"
+    assert "skipped: pyzmq is not installed" in captured.err
+
+
+def test_plot_without_matplotlib_says_so(monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import loopfast.bench.plot as plot
+
+    monkeypatch.setattr(plot, "plot_available", lambda: "--plot needs matplotlib (test)")
+    assert main(["bench", *QUICK, "--plot", "x.png"]) == 1
+    assert "--plot needs matplotlib (test)" in capsys.readouterr().err
 
 
 def test_help_lists_bench(capsys: pytest.CaptureFixture[str]) -> None:

@@ -54,6 +54,18 @@ def _rows(text: str) -> tuple[str, ...]:
     return keys
 
 
+def _modes(text: str) -> tuple[str, ...]:
+    from .bench.results import MODE_NAMES
+
+    names = MODE_NAMES if text == "all" else tuple(m.strip() for m in text.split(",") if m)
+    unknown = [name for name in names if name not in MODE_NAMES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown mode(s) {', '.join(unknown) or '(none given)'}; "
+            f"choose from {', '.join(MODE_NAMES)} or 'all'")
+    return names
+
+
 def _json_target(text: str) -> str:
     if text != "-" and not Path(text).resolve().parent.is_dir():
         raise argparse.ArgumentTypeError(f"directory of {text!r} does not exist")
@@ -62,13 +74,16 @@ def _json_target(text: str) -> str:
 
 def _add_bench(subparsers: _Subparsers) -> None:
     p = subparsers.add_parser(
-        "bench", help="64-byte echo round-trip latency, row by row",
+        "bench", help="64-byte echo round-trip latency, row by row, and more modes",
         description="Repeat the Windows team's loopback latency experiment: two single-threaded "
         "processes, 64-byte messages carrying their send timestamp, each echoed back, Nagle "
-        "off. Exit status 1 if any row failed.")
+        "off. Beside it: throughput, connection setup, many connections and idle connections. "
+        "Exit status 1 if any row failed (an absent peer such as pyzmq is skipped, not failed).")
+    p.add_argument("--mode", type=_modes, default=None, metavar="MODE[,MODE...]",
+                   help="echo, throughput, setup, many, idle, or all (default: all)")
     p.add_argument("--rows", type=_rows, default=tuple(ROWS), metavar="ROW[,ROW...]",
                    help=f"rows to run, from {', '.join(ROWS)} (default: all); the baseline "
-                   "(tcp) is always run first")
+                   "(tcp) is always run first; each mode runs the chosen rows it has")
     p.add_argument("--count", type=_positive_int, default=50_000, metavar="N",
                    help="measured round trips per row (default: %(default)s)")
     p.add_argument("--warmup", type=_non_negative_int, default=5_000, metavar="N",
@@ -78,6 +93,22 @@ def _add_bench(subparsers: _Subparsers) -> None:
                    "both on the first; none: no pinning (default: %(default)s)")
     p.add_argument("--timeout", type=_positive_float, default=30.0, metavar="SECONDS",
                    help="longest wait for any word from a child process (default: %(default)s)")
+    p.add_argument("--size", type=_positive_int, default=65_536, metavar="BYTES",
+                   help="throughput mode: message size (default: %(default)s)")
+    p.add_argument("--duration", type=_positive_float, default=1.0, metavar="SECONDS",
+                   help="throughput mode: how long each row sends (default: %(default)s)")
+    p.add_argument("--setup-count", type=_positive_int, default=2_000, metavar="N",
+                   help="setup mode: connections per row (default: %(default)s)")
+    p.add_argument("--connections", type=_positive_int, default=100, metavar="N",
+                   help="many mode: connections (default: %(default)s)")
+    p.add_argument("--rounds", type=_positive_int, default=200, metavar="N",
+                   help="many mode: measured rounds, one round trip per connection each "
+                   "(default: %(default)s)")
+    p.add_argument("--idle", type=_positive_int, default=10_000, metavar="N",
+                   help="idle mode: connections one process holds (default: %(default)s)")
+    p.add_argument("--plot", type=_json_target, metavar="FILE.png",
+                   help="draw the echo rows' RTT distribution (CDF, log axis) into FILE.png "
+                   "(needs matplotlib)")
     p.add_argument("--json", type=_json_target, metavar="FILE",
                    help="also write every figure as JSON to FILE ('-' for stdout; the table "
                    "then goes to stderr)")
@@ -94,22 +125,33 @@ def _console(stderr: bool) -> Any:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
+    from .bench.plot import plot_available, write_plot
     from .bench.progress import ProgressBar
     from .bench.report import render_table, to_json, write_json
-    from .bench.runner import BenchConfig, run_bench
+    from .bench.results import MODE_NAMES, BenchConfig
+    from .bench.runner import run_bench
 
+    if args.plot and (reason := plot_available()):
+        print(f"loopfast bench: {reason}", file=sys.stderr)
+        return 1
     config = BenchConfig(rows=args.rows, count=args.count, warmup=args.warmup, pin=args.pin,
-                         timeout=args.timeout)
+                         timeout=args.timeout, modes=args.mode or MODE_NAMES, size=args.size,
+                         duration=args.duration, setup_count=args.setup_count,
+                         connections=args.connections, rounds=args.rounds, idle=args.idle)
     with ProgressBar(_console(stderr=True), enabled=False if args.no_progress else None) as bar:
         result = run_bench(config, bar)
     render_table(result, _console(stderr=args.json == "-"))
-    if args.json:
-        try:
+    status = 0 if result.ok else 1
+    try:
+        if args.json:
             write_json(to_json(result), args.json)
-        except OSError as exc:
-            print(f"loopfast bench: cannot write {args.json}: {exc}", file=sys.stderr)
-            return 1
-    return 0 if result.ok else 1
+        if args.plot:
+            write_plot(result, args.plot)
+    except OSError as exc:
+        print(f"loopfast bench: cannot write {exc.filename or 'the output'}: {exc}",
+              file=sys.stderr)
+        status = 1
+    return status
 
 
 def _add_info(subparsers: _Subparsers) -> None:

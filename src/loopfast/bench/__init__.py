@@ -18,8 +18,9 @@ for rich.
 from __future__ import annotations
 
 from .errors import BenchError
+from .results import BenchConfig, BenchResult, RowResult
 from .rows import BASELINE, ROWS
-from .runner import BenchConfig, BenchResult, RowResult, run_bench
+from .runner import run_bench
 from .stats import Summary, summarize
 
 __all__ = [

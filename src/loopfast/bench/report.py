@@ -1,5 +1,7 @@
-"""What a run reports: the JSON document (every figure) and the rich table (the seed's).
+"""What a run reports: the JSON document (every figure) and the rich tables.
 
+The echo rows are the top-level ``rows`` (the seed's table); the other modes are
+under ``modes``, each with its rows; ``ratios`` holds the named comparisons.
 Times in the JSON document are microseconds (``*_us``), reductions and ratios are
 fractions (0.25 is 25 %). A failed row keeps its key, label and ``error``; its figures
 are ``null``. ``ratio_to_baseline`` appears in every row and, as a map from row key to
@@ -15,18 +17,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from rich import box
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-
-from .runner import BenchResult, RowResult
+from .drive import MODES
+from .ratios import RATE_FIGURE, RATIO_DEFINITIONS, key_ratios
+from .results import BenchResult, RowResult
 from .stats import PERCENTILE_METHOD
+from .tables import render_table
 from .workload import MESSAGE_SIZE
 
 __all__ = ["DEFINITIONS", "SCHEMA", "render_table", "to_json", "write_json"]
 
-SCHEMA = "loopfast-bench/1"
+SCHEMA = "loopfast-bench/2"
 DEFINITIONS = {
     "rtt": "perf_counter_ns at echo arrival minus the timestamp carried in the message",
     "jitter": "population standard deviation of the RTT",
@@ -35,7 +35,12 @@ DEFINITIONS = {
     "measured_round_trips_per_s": "measured round trips / wall time of the measured phase",
     "latency_reduction": "(baseline mean - row mean) / baseline mean",
     "jitter_reduction": "(baseline stdev - row stdev) / baseline stdev",
-    "ratio_to_baseline": "row mean / baseline mean",
+    "ratio_to_baseline": "echo: row mean / baseline mean (lower is faster); throughput, "
+    "setup, many: row rate / baseline rate (higher is faster); idle: none",
+    "status": "ok, failed (error says why) or skipped (an absent peer; skipped says why)",
+    "mb_per_s": "throughput: bytes after the first read / time from first to last read, "
+    "at the receiver, in 10^6 bytes per second",
+    "ratios": RATIO_DEFINITIONS,
 }
 
 
@@ -44,6 +49,10 @@ def _version() -> str:
         return metadata.version("loopfast")
     except metadata.PackageNotFoundError:
         return "unknown"
+
+
+def _status(row: RowResult) -> str:
+    return "ok" if row.ok else ("skipped" if row.skipped is not None else "failed")
 
 
 def _row_json(result: BenchResult, row: RowResult) -> dict[str, Any]:
@@ -62,29 +71,53 @@ def _row_json(result: BenchResult, row: RowResult) -> dict[str, Any]:
         figures.update(latency_reduction=cmp.latency_reduction,
                        jitter_reduction=cmp.jitter_reduction,
                        ratio_to_baseline=cmp.ratio_to_baseline)
-    return {"key": row.key, "label": row.label, "ok": row.ok, "error": row.error, **figures,
-            "elapsed_s": row.elapsed_s, "fast_path_active": row.fast_path_active,
-            "cpus": row.cpus}
+    return {"key": row.key, "label": row.label, "status": _status(row), "ok": row.ok,
+            "error": row.error, "skipped": row.skipped, **figures, "elapsed_s": row.elapsed_s,
+            "fast_path_active": row.fast_path_active, "cpus": row.cpus}
+
+
+def _mode_json(result: BenchResult, mode: str) -> dict[str, Any]:
+    rate = RATE_FIGURE.get(mode)
+    base = result.find(mode, result.config.baseline)
+    base_rate = base.figures.get(rate) if base is not None and rate else None
+    rows = []
+    for row in result.mode_rows(mode):
+        ratio = None
+        if rate and base_rate and row.figures.get(rate) is not None:
+            ratio = row.figures[rate] / base_rate
+        rows.append({"key": row.key, "label": row.label, "status": _status(row),
+                     "ok": row.ok, "error": row.error, "skipped": row.skipped,
+                     **row.figures, "ratio_to_baseline": ratio, "elapsed_s": row.elapsed_s,
+                     "fast_path_active": row.fast_path_active, "cpus": row.cpus})
+    return {"title": MODES[mode].title, "rate": rate, "rows": rows}
 
 
 def to_json(result: BenchResult) -> dict[str, Any]:
     """Return the whole run as a JSON-ready dict (see the module docstring for units)."""
-    cfg, rows = result.config, [_row_json(result, row) for row in result.rows]
+    cfg = result.config
+    rows = [_row_json(result, row) for row in result.mode_rows("echo")]
+    modes = {mode: _mode_json(result, mode) for mode in cfg.mode_names() if mode != "echo"}
     return {
         "schema": SCHEMA,
-        "benchmark": f"{MESSAGE_SIZE}-byte echo round trip",
+        "benchmark": f"{MESSAGE_SIZE}-byte echo round trip, and the modes beside it",
         "loopfast_version": _version(),
         "started": result.started,
         "duration_s": result.duration_s,
         "ok": result.ok,
         "config": {"message_size": MESSAGE_SIZE, "count": cfg.count, "warmup": cfg.warmup,
-                   "pin": cfg.pin, "rows": cfg.row_keys(), "timeout_s": cfg.timeout},
+                   "pin": cfg.pin, "rows": cfg.row_keys("echo"), "timeout_s": cfg.timeout,
+                   "modes": cfg.mode_names(), "throughput_size": cfg.size,
+                   "throughput_duration_s": cfg.duration, "setup_count": cfg.setup_count,
+                   "many_connections": cfg.connections, "many_rounds": cfg.rounds,
+                   "idle_connections": cfg.idle},
         "pinning": asdict(result.pinning),
         "machine": asdict(result.machine),
         "definitions": DEFINITIONS,
         "baseline": cfg.baseline,
         "rows": rows,
         "ratio_to_baseline": {row["key"]: row["ratio_to_baseline"] for row in rows},
+        "modes": modes,
+        "ratios": key_ratios(result),
     }
 
 
@@ -100,38 +133,3 @@ def write_json(document: dict[str, Any], target: str) -> None:
         sys.stdout.flush()
     else:
         Path(target).write_text(text, encoding="utf-8")
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1%}"
-
-
-def render_table(result: BenchResult, console: Console) -> None:
-    """Print the table of the run to ``console``, then its notes and any row's error."""
-    m, plan = result.machine, result.pinning
-    table = Table(title=f"{MESSAGE_SIZE}-byte echo round trip, {result.config.count:,} "
-                  f"round trips per row (pin: {plan.mode})", box=box.SIMPLE_HEAD,
-                  caption=f"{m.cpu_model}, {m.cpu_count} CPUs, Linux {m.kernel}, "
-                  f"{m.python_implementation} {m.python}")
-    table.add_column("row", min_width=10)  # the only column that may wrap (fits 80 columns)
-    for name in ("mean\nµs", "round\ntrips/s", "latency\nreduction", "jitter\nreduction",
-                 "p50\nµs", "p99\nµs", "p99.9\nµs"):
-        table.add_column(name, justify="right", no_wrap=True)
-    for row in result.rows:
-        s, cmp = row.summary, result.comparison(row)
-        if s is None:
-            table.add_row(f"[red]{escape(row.label)}", "[red]FAILED", *[""] * 6)
-            continue
-        table.add_row(escape(row.label), f"{s.mean_ns / 1e3:.1f}",
-                      f"{s.round_trips_per_s:,.0f}",
-                      _pct(cmp.latency_reduction if cmp else None),
-                      _pct(cmp.jitter_reduction if cmp else None),
-                      f"{s.p50_ns / 1e3:.1f}", f"{s.p99_ns / 1e3:.1f}",
-                      f"{s.p999_ns / 1e3:.1f}")
-    console.print(table)
-    if plan.note:
-        console.print(f"note: {plan.note}")
-    for row in result.rows:
-        if row.error:
-            console.print(f"[red]{escape(row.label)} failed:[/red] {escape(row.error)}",
-                          highlight=False)

@@ -1,11 +1,19 @@
-"""The rows of the table: which sockets each side of the echo uses.
+"""The rows of the table: which sockets each side uses, and how it waits.
 
-A row says how to make the listening, accepted and connecting sockets for one line of
-the table, and what ``fast_path_active`` must read on both ends. The echoer and the
-sender each build their own side from the row's key (they are separate processes).
+A row says how to make the listening, accepted and connecting ends for one line of
+the table, how each end waits for data (its completion style), and what
+``fast_path_active`` must read on both ends. The two sides each build their own end
+from the row's key (they are separate processes).
 
-To add a row, add a :class:`SocketRow` (or another object with the same methods) to
-``ROWS``; order there is order in the table. The first row is the baseline.
+Completion styles: "wait" parks in the blocking call; "poll" spins; "adaptive"
+spins a little, then parks. Ring sockets get theirs from ``SO_BUSY_POLL`` (0: park
+at once; 1,000,000 µs: spin up to a second; unset: the ring's adaptive default),
+set on both connected ends after connect/accept (a listener's value is not what an
+accepted ring socket reads, and 0 set before connect is not carried over). Kernel
+sockets get theirs from :mod:`.channels`.
+
+To add a row, add a :class:`SocketRow` (or a :mod:`.peers` row) to ``ROWS``; order
+there is order in the table. ``modes`` says which modes run the row by default.
 """
 
 from __future__ import annotations
@@ -14,32 +22,32 @@ import os
 import secrets
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import cast
+from dataclasses import dataclass, field
+from typing import Any, cast
 
-from .errors import BenchError
+from .channels import AdaptiveChannel, SpinChannel
+from .conn import Address, Conn, FastPathMismatchError, Row, RowUnavailableError
 
 __all__ = [
+    "ALL_MODES",
     "BASELINE",
     "ROWS",
+    "SO_BUSY_POLL",
+    "STYLES",
     "Address",
+    "Conn",
     "FastPathMismatchError",
+    "Row",
     "RowUnavailableError",
     "SocketRow",
 ]
 
-Address = str | tuple[str, int]
-"""A listener's address as the sender needs it: ``(host, port)`` or an AF_UNIX name."""
+SO_BUSY_POLL = 46
+STYLES = ("wait", "adaptive", "poll")
+ALL_MODES = frozenset({"echo", "throughput", "setup", "many", "idle"})
+_RING_BUSY_POLL = {"wait": 0, "poll": 1_000_000}  # adaptive: leave the ring's default
 
 SocketFactory = Callable[[socket.AddressFamily], socket.socket]
-
-
-class RowUnavailableError(BenchError):
-    """Raised when a row cannot run here (say, ``loopfast.socket`` is not built yet)."""
-
-
-class FastPathMismatchError(BenchError):
-    """Raised when ``fast_path_active`` on one end is not what the row requires."""
 
 
 def _stdlib(family: socket.AddressFamily) -> socket.socket:
@@ -51,11 +59,11 @@ def _loopfast_class() -> Callable[..., socket.socket]:
 
     cls = getattr(loopfast, "socket", None)
     if cls is None:
-        raise RowUnavailableError("loopfast.socket does not exist yet (the fast path is not built)")
+        raise RowUnavailableError("loopfast.socket does not exist (the fast path is not built)")
     return cast("Callable[..., socket.socket]", cls)
 
 
-def _loopfast(fast_path: bool) -> SocketFactory:
+def _loopfast(fast_path: bool | str) -> SocketFactory:
     def make(family: socket.AddressFamily) -> socket.socket:
         return _loopfast_class()(family, socket.SOCK_STREAM, fast_path=fast_path)
 
@@ -71,15 +79,23 @@ class SocketRow:
         label: the name shown in the table.
         family: AF_INET (loopback TCP, Nagle off) or AF_UNIX (an abstract name).
         factory: makes an unconnected stream socket of ``family``.
+        style: the completion style, one of :data:`STYLES`.
         fast_path: what ``fast_path_active`` must be on both ends; ``None`` for
             sockets that have no such attribute (the stdlib's).
+        transport: the ``fast_path_transport`` both ends must report ("ring",
+            "stream"), or ``None``.
+        modes: the modes that run this row unless ``--rows`` says otherwise.
     """
 
     key: str
     label: str
     family: socket.AddressFamily
     factory: SocketFactory
+    style: str = "wait"
     fast_path: bool | None = None
+    transport: str | None = None
+    modes: frozenset[str] = field(default=frozenset({"echo"}))
+    optional = False
 
     def unavailable(self) -> str | None:
         """Return why this row cannot run here, or ``None`` when it can."""
@@ -91,8 +107,8 @@ class SocketRow:
             return str(exc)
         return None
 
-    def listen(self) -> tuple[socket.socket, Address]:
-        """Make the echoer's listening socket on loopback and return it with its address.
+    def listen(self, backlog: int = 1) -> tuple[socket.socket, Address]:
+        """Make the server's listening socket on loopback; return it with its address.
 
         Raises:
             RowUnavailableError: if the row's socket class does not exist.
@@ -107,25 +123,25 @@ class SocketRow:
                 sock.bind(("127.0.0.1", 0))
                 host, port = sock.getsockname()[:2]
                 address = (host, port)
-            sock.listen(1)
+            sock.listen(backlog)
         except BaseException:
             sock.close()
             raise
         return sock, address
 
-    def accept(self, listener: socket.socket, timeout: float) -> socket.socket:
-        """Accept the sender's connection within ``timeout`` seconds; return it blocking.
+    def accept(self, listener: Any, timeout: float) -> Conn:
+        """Accept a connection within ``timeout`` seconds; return it blocking, styled.
 
         Raises:
             TimeoutError: if nobody connects in time.
             OSError: whatever accept or setsockopt raises.
         """
         listener.settimeout(timeout)
-        conn, _ = listener.accept()
-        return self._prepare(conn)
+        sock, _ = listener.accept()
+        return self._prepare(sock)
 
-    def connect(self, address: Address, timeout: float) -> socket.socket:
-        """Connect to the echoer within ``timeout`` seconds; return the socket blocking.
+    def connect(self, address: Address, timeout: float) -> Conn:
+        """Connect to the server within ``timeout`` seconds; return the end blocking, styled.
 
         Raises:
             TimeoutError: if the connection is not made in time.
@@ -135,47 +151,86 @@ class SocketRow:
         try:
             sock.settimeout(timeout)
             sock.connect(address)
-            return self._prepare(sock)
         except BaseException:
             sock.close()
             raise
+        return self._prepare(sock)
 
-    def check(self, conn: socket.socket, side: str) -> bool | None:
-        """Return ``conn.fast_path_active`` (``None`` for stdlib sockets), as the row requires.
+    def check(self, conn: Conn, side: str) -> bool | None:
+        """Return ``fast_path_active`` of the end (``None`` for stdlib sockets), as required.
 
         Raises:
-            FastPathMismatchError: if the value is not the row's ``fast_path``.
+            FastPathMismatchError: if it (or the transport) is not the row's.
         """
         if self.fast_path is None:
             return None
-        active = getattr(conn, "fast_path_active", None)
+        active = getattr(conn.handle, "fast_path_active", None)
         if active is None:
             raise FastPathMismatchError(f"row {self.key!r}: the {side}'s socket has no "
                                         "fast_path_active attribute")
-        active = bool(active)
-        if active != self.fast_path:
+        if bool(active) != self.fast_path:
             raise FastPathMismatchError(
-                f"row {self.key!r}: fast_path_active is {active} on the {side}, "
-                f"the row requires {self.fast_path}"
-            )
-        return active
+                f"row {self.key!r}: fast_path_active is {bool(active)} on the {side}, "
+                f"the row requires {self.fast_path}")
+        transport = getattr(conn.handle, "fast_path_transport", None)
+        if self.transport is not None and transport != self.transport:
+            raise FastPathMismatchError(
+                f"row {self.key!r}: fast_path_transport is {transport!r} on the {side}, "
+                f"the row requires {self.transport!r}")
+        return bool(active)
 
-    def _prepare(self, conn: socket.socket) -> socket.socket:
-        conn.settimeout(None)
-        if self.family != socket.AF_UNIX:
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return conn
+    def _prepare(self, sock: socket.socket) -> Conn:
+        try:
+            sock.settimeout(None)
+            if self.family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            channel: Any = sock
+            if self.transport == "ring":
+                if self.style in _RING_BUSY_POLL:
+                    sock.setsockopt(socket.SOL_SOCKET, SO_BUSY_POLL, _RING_BUSY_POLL[self.style])
+            elif self.style == "poll":
+                channel = SpinChannel(sock)
+            elif self.style == "adaptive":
+                channel = AdaptiveChannel(sock)
+        except BaseException:
+            sock.close()
+            raise
+        return Conn(channel, sock, lambda: sock.shutdown(socket.SHUT_WR), sock.close)
 
 
-ROWS: dict[str, SocketRow] = {
-    row.key: row
-    for row in (
-        SocketRow("tcp", "stdlib TCP", socket.AF_INET, _stdlib),
-        SocketRow("fastpath-off", "loopfast fast path off", socket.AF_INET, _loopfast(False),
-                  fast_path=False),
-        SocketRow("fastpath", "loopfast fast path", socket.AF_INET, _loopfast(True),
-                  fast_path=True),
-        SocketRow("unix", "stdlib AF_UNIX", socket.AF_UNIX, _stdlib),
-    )
-}
+_TCP, _UNIX = socket.AF_INET, socket.AF_UNIX
+_EVERY = ALL_MODES - {"idle"}
+_SOME = frozenset({"echo", "throughput", "setup"})
+
+
+def _socket_rows() -> list[SocketRow]:
+    rows = [
+        SocketRow("tcp", "stdlib TCP blocking", _TCP, _stdlib, modes=ALL_MODES),
+        SocketRow("tcp-busy", "stdlib TCP busy-poll", _TCP, _stdlib, "poll",
+                  modes=frozenset({"echo", "throughput"})),
+        SocketRow("unix", "stdlib AF_UNIX blocking", _UNIX, _stdlib, modes=_EVERY),
+    ]
+    for style in STYLES:
+        rows.append(SocketRow(f"off-{style}", f"loopfast off, {style}", _TCP, _loopfast(False),
+                              style, fast_path=False,
+                              modes=_SOME if style == "wait" else frozenset({"echo"})))
+    for style in STYLES:
+        modes = {"wait": frozenset({"echo", "many"}), "adaptive": ALL_MODES,
+                 "poll": frozenset({"echo", "throughput"})}[style]
+        rows.append(SocketRow(f"ring-{style}", f"loopfast ring, {style}", _TCP,
+                              _loopfast("ring"), style, fast_path=True, transport="ring",
+                              modes=modes))
+    rows.append(SocketRow("stream", "loopfast stream, wait", _TCP, _loopfast("stream"),
+                          fast_path=True, transport="stream", modes=_EVERY))
+    return rows
+
+
+def _all_rows() -> dict[str, Row]:
+    from .peers import PEER_ROWS
+
+    rows: list[Row] = [*_socket_rows(), *PEER_ROWS]
+    return {row.key: row for row in rows}
+
+
+ROWS: dict[str, Row] = _all_rows()
 BASELINE = "tcp"

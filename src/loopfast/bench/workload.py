@@ -13,6 +13,9 @@ Message layout (little-endian):
 
 Only the interval between the timestamp and the second clock read is measured; the
 integrity check (the echo must equal what was sent) and the bookkeeping run outside it.
+
+The throughput mode's loops are here too: :func:`pour` sends messages of a chosen
+size for a while, :func:`drain` reads them and times the arrival of the bytes.
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ __all__ = [
     "MESSAGE_SIZE",
     "Channel",
     "EchoMismatchError",
+    "drain",
     "echo",
     "measure",
+    "pour",
 ]
 
 MESSAGE_SIZE = 64
@@ -119,3 +124,45 @@ def measure(conn: Channel, first_seq: int, rounds: int, out: array[int] | None) 
             raise EchoMismatchError(f"echo of message {seq} differs from what was sent")
         if keep is not None:
             keep(now - unpack(back)[0])
+
+
+def pour(conn: Channel, size: int, duration_ns: int) -> int:
+    """Send ``size``-byte messages for ``duration_ns``; return the bytes sent.
+
+    The clock is read once per message; the caller ends the data afterwards (``finish``).
+
+    Raises:
+        OSError: whatever the socket raises.
+    """
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    sendall, clock = conn.sendall, time.perf_counter_ns
+    deadline = clock() + duration_ns
+    sent = 0
+    while clock() < deadline:
+        sendall(data)
+        sent += size
+    return sent
+
+
+def drain(conn: Channel, size: int) -> tuple[int, int, int, int]:
+    """Read until the end of the data, ``size`` bytes at a time at most.
+
+    Returns:
+        ``(bytes, first_bytes, first_ns, last_ns)``: all bytes read, the bytes of the
+        first read, the clock (``perf_counter_ns``) after the first read and after the
+        last one; zeros if nothing came. The rate is
+        ``(bytes - first_bytes) / (last_ns - first_ns)``.
+
+    Raises:
+        OSError: whatever the socket raises.
+    """
+    buf = bytearray(size)
+    view = memoryview(buf)
+    recv_into, clock = conn.recv_into, time.perf_counter_ns
+    total = first_bytes = first = last = 0
+    while got := recv_into(view, size):
+        last = clock()
+        if not total:
+            first_bytes, first = got, last
+        total += got
+    return total, first_bytes, first, last
