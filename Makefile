@@ -35,3 +35,23 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
+
+# ASan/UBSan build of the C core in its own venv (not part of `make test`): the
+# rings' model and hostile-peer tests under the sanitizers. The tree is copied
+# to build/asan-src so neither the in-place .so of .venv nor build/ is reused.
+ASAN_VENV := .venv-asan
+ASAN_SRC := build/asan-src
+
+.PHONY: sanitize
+sanitize:
+	test -x $(ASAN_VENV)/bin/python || $(PYTHON) -m venv $(ASAN_VENV)
+	$(ASAN_VENV)/bin/python -m pip install --quiet --upgrade pip
+	rm -rf $(ASAN_SRC) && mkdir -p $(ASAN_SRC)
+	cp -r pyproject.toml setup.py README.md src $(ASAN_SRC)/
+	rm -f $(ASAN_SRC)/src/loopfast/*.so
+	LOOPFAST_SANITIZE=1 $(ASAN_VENV)/bin/python -m pip install --quiet './$(ASAN_SRC)[test]'
+	nm -D $(ASAN_VENV)/lib/python*/site-packages/loopfast/_ring*.so | grep -q __asan_init
+	LD_PRELOAD=$$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \
+		UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		$(ASAN_VENV)/bin/python -m pytest -q -p no:cacheprovider \
+		tests/test_ring_model.py tests/test_ring_hostile.py
