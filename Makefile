@@ -26,8 +26,11 @@ test: $(STAMP)
 stress: $(STAMP)
 	$(PY) -m pytest -m stress -q
 
+# make bench BENCH_ARGS="--json docs/bench/bench.json --plot docs/bench/latency.png"
+BENCH_ARGS ?=
+
 bench: $(STAMP)
-	$(VENV)/bin/loopfast bench
+	$(VENV)/bin/loopfast bench $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests

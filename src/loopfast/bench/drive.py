@@ -141,6 +141,6 @@ MODES: dict[str, Mode] = {mode.name: mode for mode in (
     Mode("many", "many connections", lambda c: {"connections": c.connections},
          lambda c: {"connections": c.connections, "rounds": c.rounds,
                     "warmup": _many_warmup(c)}, lambda c: 1, _many),
-    Mode("idle", "idle connections", lambda c: {"n": c.idle, "quiet_s": 0.5},
+    Mode("idle", "idle connections", lambda c: {"n": c.idle, "poll_s": 0.2},
          lambda c: {"n": c.idle, "connect_timeout": 15.0}, lambda c: c.idle, _idle),
 )}

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import resource
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,7 @@ def hold(row: Row, spec: dict[str, Any], emit: Emit) -> None:
         except OSError as exc:
             stopped = f"{type(exc).__name__}: {exc}"
         elapsed = time.perf_counter_ns() - start
+        control.channel.sendall(b"!")  # no more connections: the peer stops accepting
         after = _reading()
         for conn in conns:
             conn.close()
@@ -118,9 +120,38 @@ def hold(row: Row, spec: dict[str, Any], emit: Emit) -> None:
          **per, connect_elapsed_ns=elapsed, nofile=limits, fast_path_active=active)
 
 
+def _accept_until_told(row: Row, listener: Any, conns: list[Conn],
+                       spec: dict[str, Any]) -> str | None:
+    """Accept until the holder's byte arrives on the control connection (``conns[0]``).
+
+    Returns why accepting stopped early (an error), or ``None``.
+
+    Raises:
+        TimeoutError: if the holder says nothing for ``spec["timeout"]`` seconds.
+    """
+    control, poll = conns[0].handle, float(spec["poll_s"])
+    deadline = time.monotonic() + float(spec["timeout"])
+    while True:
+        try:
+            conns.append(row.accept(listener, poll))
+            deadline = time.monotonic() + float(spec["timeout"])
+            continue
+        except TimeoutError:
+            pass
+        except OSError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        try:
+            if control.recv(1, socket.MSG_DONTWAIT):
+                return None
+        except BlockingIOError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError("the holder neither connected nor said it was done")
+
+
 def peer(row: Row, spec: dict[str, Any], emit: Emit) -> None:
-    """The peer: accept connections until none comes for a while, hold them, then wait
-    for the control connection (the first) to close."""
+    """The peer: accept connections until the holder says it is done (a byte on the
+    control connection, the first), hold them, then wait for the control to close."""
     limits = raise_nofile(int(spec["n"]) * _FDS_PER_CONNECTION_GUESS + 256)
     listener, address = row.listen(1024)
     conns: list[Conn] = []
@@ -130,13 +161,7 @@ def peer(row: Row, spec: dict[str, Any], emit: Emit) -> None:
         conns.append(row.accept(listener, spec["timeout"]))
         active = row.check(conns[0], "server")
         emit("accepted", fast_path_active=active)
-        try:
-            while True:
-                conns.append(row.accept(listener, float(spec["quiet_s"])))
-        except TimeoutError:
-            pass
-        except OSError as exc:
-            stopped = f"{type(exc).__name__}: {exc}"
+        stopped = _accept_until_told(row, listener, conns, spec)
         held = len(conns) - 1
         reading = _reading()
         handle = conns[0].handle
