@@ -1,18 +1,20 @@
 """``loopfast bench``: the Windows team's 64-byte echo latency experiment, on this machine.
 
-The package is split the way the benchmark will grow:
+The package is split the way the benchmark grew:
 
-- :mod:`.workload`: the message and the two loops (echo, timed send);
-- :mod:`.rows`: which sockets each row of the table uses;
+- :mod:`.workload`: the message and the loops (echo, timed send, pour, drain);
+- :mod:`.conn`, :mod:`.rows`, :mod:`.channels`, :mod:`.peers`: which ends each row of
+  the table uses and how each end waits (completion styles);
 - :mod:`.pinning`, :mod:`.machine`: where the processes run, what the machine is;
-- :mod:`.child`, :mod:`.process`: one side of the echo as a process, and the parent's
-  handle on it;
-- :mod:`.runner`: a whole run, row after row;
-- :mod:`.stats`: mean, jitter, percentiles, comparison with the baseline;
-- :mod:`.report`, :mod:`.progress`: the JSON document, the table and the progress bar.
+- :mod:`.child`, :mod:`.sides`, :mod:`.idle`: one side of a mode as a process;
+  :mod:`.process`: the parent's handle on it;
+- :mod:`.results`, :mod:`.drive`, :mod:`.runner`: a whole run, mode by mode, row by row;
+- :mod:`.stats`, :mod:`.ratios`: mean, jitter, percentiles, comparisons;
+- :mod:`.report`, :mod:`.tables`, :mod:`.plot`, :mod:`.progress`: the JSON document,
+  the tables, the latency picture and the progress bar.
 
 Only the runner, rows and statistics are imported here, so a child process does not pay
-for rich.
+for rich or matplotlib.
 """
 
 from __future__ import annotations
