@@ -16,11 +16,14 @@ Pair = tuple[loopfast.socket, loopfast.socket]
 
 @pytest.fixture(scope="session", autouse=True)
 def _peer_watcher() -> None:
-    """The process-wide peer watcher (one thread, one epoll fd) exists before any test
-    counts fds: it is made once, at the first ring connection, and lives on."""
+    """The process-wide peer watcher (one thread, one epoll fd) and the stat endpoint
+    (one thread, one listening socket) exist before any test counts fds: each is made
+    once, at the first fast-path connection, and lives on."""
+    from loopfast import _stat
     from loopfast.fastpath._ring_link import _watcher
 
     _watcher.start()
+    _stat._registry.start()
 
 
 @pytest.fixture(autouse=True)

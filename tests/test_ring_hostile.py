@@ -403,9 +403,6 @@ def test_channel_refuses_a_ring_that_is_not_fresh() -> None:
         os.close(memfd)
 
 
-@pytest.mark.xfail(strict=True, reason="_ring.c bug: after a corrupted head resets the "
-                   "connection, recv() returns data again once the peer writes a valid head "
-                   "back (do_recv copies when rx_avail() > 0 before it checks ch->fault)")
 def test_reset_is_sticky_for_recv(pair: RingPair) -> None:
     header, client = pair.header(), pair.client.channel
     pair.server.channel.sendall(b"x" * 10)

@@ -43,8 +43,8 @@ S2C_SIZE = 8192  # different sizes: ring 1 starts where ring 0 ends, offsets mus
 
 # Known bugs in _ring.c that the machine steps around so it can check the rest;
 # each has a strict xfail test below that fails the day the bug is fixed.
-AVOID_WAITALL_LOSS = True  # test_waitall_keeps_bytes_before_reset
-AVOID_DEAD_PEER_UNWRITABLE = True  # test_dead_peer_makes_filled_writer_writable
+AVOID_WAITALL_LOSS = False  # test_waitall_keeps_bytes_before_reset (fixed)
+AVOID_DEAD_PEER_UNWRITABLE = False  # test_dead_peer_makes_filled_writer_writable (fixed)
 
 @pytest.fixture(autouse=True)
 def _closes_every_fd() -> Iterator[None]:
@@ -95,7 +95,8 @@ class Model:
 
     def writable(self, server: bool) -> bool:
         me, peer = self.sides[server], self.sides[not server]
-        return self.room(server) > 0 or (peer.closed and not peer.vanished) or me.peer_dead
+        return (self.room(server) > 0 or (peer.closed and not peer.vanished) or me.peer_dead
+                or me.wr_shut)
 
     def peer_closed(self, server: bool) -> bool:
         me, peer = self.sides[server], self.sides[not server]
@@ -292,6 +293,7 @@ class RingMachine(RuleBasedStateMachine):
         me = self.model.sides[server]
         if how != socket.SHUT_RD:
             me.wr_shut = True
+            me.filled = False  # our filler is drained: writable, as TCP after SHUT_WR
         if how != socket.SHUT_WR:
             me.rd_shut = True
 
@@ -301,13 +303,13 @@ class RingMachine(RuleBasedStateMachine):
             server = not server
         if chance or not self.is_open(server):
             return
-        model = self.model
-        me, peer = model.sides[server], model.sides[not server]
+        me = self.model.sides[server]
         self.side(server).close()
-        if model.rxq(server):
-            peer.reset_pending = True  # we leave data unread: the peer gets ECONNRESET
-        me.closed = me.wr_shut = True
-        peer.filled = False
+        # The last close of our r is what the peer sees (as TCP's last close sends the
+        # FIN): the same hang-up as a death, which the peer watcher reports.
+        me.closed = True
+        if self.is_open(not server):
+            self._peer_learns(server)
 
     @rule(server=SIDES, chance=CHANCE)
     def vanish(self, server: bool, chance: int) -> None:
@@ -318,12 +320,18 @@ class RingMachine(RuleBasedStateMachine):
         self.side(server).vanish()
         event("vanish, survivor filled" if peer.filled else "vanish")
         me.closed = me.vanished = True
+        self._peer_learns(server)
+
+    def _peer_learns(self, server: bool) -> None:
+        """The survivor's copy of our w hangs up; the watcher marks the peer dead."""
+        peer = self.model.sides[not server]
         survivor = self.side(not server)
         poller = select.poll()
         poller.register(survivor.peer_w, 0)
         assert poller.poll(0) and poller.poll(0)[0][1] & select.POLLHUP
         survivor.channel.peer_dead = True
         peer.peer_dead = True
+        peer.filled = False  # mark_dead drains the filler: writable, sends fail at once
 
     @rule(server=SIDES, recv=st.booleans())
     def use_closed(self, server: bool, recv: bool) -> None:
@@ -382,8 +390,6 @@ test_ring_model = RingMachine.TestCase
 # -- the bugs the machine steps around --------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="_ring.c bug: recv(MSG_WAITALL) drops the bytes it "
-                   "copied when it then meets the peer's reset (RESET)")
 def test_waitall_keeps_bytes_before_reset() -> None:
     """TCP returns the bytes it copied and reports the reset on the next call; the ring
     copies them, advances the tail, then raises ECONNRESET and the bytes are gone."""
@@ -401,9 +407,6 @@ def test_waitall_keeps_bytes_before_reset() -> None:
         assert got == b"a" * 100
 
 
-@pytest.mark.xfail(strict=True, reason="_ring.c bug: mark_dead() does not drain the filler, "
-                   "so a writer whose ring was full never sees its fileno writable after "
-                   "the peer died (select/asyncio writers wait forever; send would fail)")
 def test_dead_peer_makes_filled_writer_writable() -> None:
     with RingPair.open(timeout=0.0) as pair:
         client = pair.client.channel
@@ -418,9 +421,6 @@ def test_dead_peer_makes_filled_writer_writable() -> None:
         assert kernel_events(pair.client.r) & select.POLLOUT
 
 
-@pytest.mark.xfail(strict=True, reason="_ring.c differs from TCP: after our own "
-                   "shutdown(SHUT_WR) a full ring keeps the socket unwritable (TCP reports "
-                   "POLLOUT so the send fails with EPIPE at once)")
 def test_own_shut_wr_is_writable_like_tcp() -> None:
     with RingPair.open(timeout=0.0) as pair:
         client = pair.client.channel

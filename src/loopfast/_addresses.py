@@ -12,6 +12,7 @@ future wire format can sit beside this one.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket as _stdsocket
 from typing import Any
@@ -19,6 +20,16 @@ from typing import Any
 NAME_PREFIX = b"\0loopfast/1/"
 
 _V4_LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+_V6_LOOPBACK = ipaddress.IPv6Address("::1")
+
+
+@functools.lru_cache(maxsize=512)
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """*host* (scope id dropped) as an address object, or None; cached: connect() asks often."""
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
 
 
 def loopback_ipv4(family: int, host: str) -> str | None:
@@ -27,9 +38,8 @@ def loopback_ipv4(family: int, host: str) -> str | None:
     For AF_INET6 an IPv4-mapped address (::ffff:127.x.y.z) reaches IPv4
     loopback listeners, as it does over TCP.
     """
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
+    ip = _ip(host)
+    if ip is None:
         return None
     if isinstance(ip, ipaddress.IPv6Address):
         if family != _stdsocket.AF_INET6 or ip.ipv4_mapped is None:
@@ -42,11 +52,8 @@ def is_loopback(family: int, host: str) -> bool:
     """True when *host* is 127.0.0.0/8, ::1 or ::ffff:127.0.0.0/104 (SPEC F4)."""
     if loopback_ipv4(family, host) is not None:
         return True
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    return family == _stdsocket.AF_INET6 and ip == ipaddress.IPv6Address("::1")
+    ip = _ip(host)
+    return family == _stdsocket.AF_INET6 and ip is not None and ip == _V6_LOOPBACK
 
 
 def wildcard(family: int) -> str:
@@ -95,12 +102,10 @@ def numeric_host(family: int, host: str, port: int) -> str:
     Raises:
         socket.gaierror: the name does not resolve.
     """
-    try:
-        ipaddress.ip_address(host.split("%", 1)[0])
+    if _ip(host) is not None:
         return host
-    except ValueError:
-        infos = _stdsocket.getaddrinfo(host, port, family, _stdsocket.SOCK_STREAM)
-        return str(infos[0][4][0])
+    infos = _stdsocket.getaddrinfo(host, port, family, _stdsocket.SOCK_STREAM)
+    return str(infos[0][4][0])
 
 
 def tcp_style(family: int, ipv4_or_6: str, port: int) -> tuple[Any, ...]:
@@ -114,9 +119,8 @@ def tcp_style(family: int, ipv4_or_6: str, port: int) -> tuple[Any, ...]:
 
 def ipv4_of(family: int, host: str) -> str | None:
     """*host* as plain IPv4 when it is IPv4 or IPv4-mapped, else None."""
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
+    ip = _ip(host)
+    if ip is None:
         return None
     if isinstance(ip, ipaddress.IPv4Address):
         return str(ip)

@@ -18,8 +18,9 @@ import socket as _stdsocket
 import time
 from typing import Any, Self, cast
 
-from . import _addresses, _busy_poll, _options, compat
+from . import _addresses, _busy_poll, _options, _stat, compat
 from ._socket import socket
+from ._std import StdSocket
 from .fastpath import _connector, _ring_link
 from .fastpath._connection import Connection, PeerCredentials
 from .fastpath._listener import Listener
@@ -56,7 +57,7 @@ def connect_fast(sock: socket, host: str, port: int) -> bool:
                 offer.client_w.close()
                 offer.server_w.close()
             return False
-        reservation = _stdsocket.socket(sock.family, _stdsocket.SOCK_STREAM, sock.proto,
+        reservation = StdSocket(sock.family, _stdsocket.SOCK_STREAM, sock.proto,
                                         fileno=os.dup(sock.fileno()))
         carrier = offer.client_r if offer is not None else found.stream
         os.dup2(carrier.fileno(), sock.fileno(), inheritable=False)
@@ -65,6 +66,7 @@ def connect_fast(sock: socket, host: str, port: int) -> bool:
     if offer is None:
         sock._state = Connection(sock.family, local, target, found.credentials, reservation)
         sock.__class__ = FastPathSocket
+        _stat.register(sock)
         return True
     from ._ring_socket import RingSocket
 
@@ -77,19 +79,20 @@ def connect_fast(sock: socket, host: str, port: int) -> bool:
     sock.__class__ = RingSocket
     link.channel.timeout = timeout
     cast(RingSocket, sock)._apply_busy_poll()
+    _stat.register(sock)
     return True
 
 
 def _reserve_local(sock: socket, host: str) -> tuple[Any, ...]:
     """Bind *sock* (still TCP) to a loopback port unless bound; its TCP-style address."""
-    bound = _stdsocket.socket.getsockname(sock)
+    bound = StdSocket.getsockname(sock)
     if bound[1] == 0:
         if sock.family == _stdsocket.AF_INET:
             loop = "127.0.0.1"
         else:
             loop = "::ffff:127.0.0.1" if _addresses.ipv4_of(sock.family, host) else "::1"
-        _stdsocket.socket.bind(sock, (loop, 0))
-        bound = _stdsocket.socket.getsockname(sock)
+        StdSocket.bind(sock, (loop, 0))
+        bound = StdSocket.getsockname(sock)
     if bound[0] in ("0.0.0.0", "::"):
         v4 = _addresses.ipv4_of(sock.family, host)
         return _addresses.tcp_style(sock.family, v4 or "::1", bound[1])
@@ -303,11 +306,12 @@ class FastPathListener(socket):
             sock._compat = settings
             sock._state = Connection(self.family, local, peer, creds, None, inherit)
             sock.__class__ = FastPathSocket
+            _stat.register(sock)
             return sock
         from ._ring_socket import RingSocket
 
         stream.close()  # the rings carry the data; the client has closed its end already
-        sock = socket(self.family, _stdsocket.SOCK_STREAM, self.proto, fileno=os.dup(fds[1]))
+        sock = socket(self.family, _stdsocket.SOCK_STREAM, self.proto, fileno=fds[1])
         try:
             link = _ring_link.server_link(fds, hello.ring, sock.fileno())
         except OSError:
@@ -321,6 +325,7 @@ class FastPathListener(socket):
         sock.__class__ = RingSocket
         link.channel.timeout = sock.gettimeout()
         cast(RingSocket, sock)._apply_busy_poll()
+        _stat.register(sock)
         return sock
 
     def getsockname(self) -> Any:
@@ -400,7 +405,7 @@ class FastPathListener(socket):
         demoted: socket = self
         demoted._state = None
         demoted.__class__ = socket
-        return _stdsocket.socket.detach(self)
+        return StdSocket.detach(self)
 
     def _real_close(self, _ss: Any = _csocket.socket) -> None:
         self._state.release()

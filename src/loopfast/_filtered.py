@@ -26,6 +26,7 @@ from typing import Any
 
 from . import filters
 from ._socket import socket
+from ._std import StdSocket
 
 _log = logging.getLogger("loopfast")
 
@@ -99,11 +100,11 @@ class FilteredSocket(socket):
     def _flush(self, flags: int) -> None:
         state = self._state
         while state.unsent:
-            sent = _stdsocket.socket.send(self, state.unsent, flags)
+            sent = StdSocket.send(self, state.unsent, flags)
             state.unsent = state.unsent[sent:]
 
     def _flush_all(self, flags: int) -> None:
-        _stdsocket.socket.sendall(self, self._state.unsent, flags)
+        StdSocket.sendall(self, self._state.unsent, flags)
         self._state.unsent = b""
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:

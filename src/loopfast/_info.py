@@ -16,6 +16,7 @@ import socket as _stdsocket
 from typing import Any
 
 from . import _tcpinfo, policy
+from ._std import StdSocket
 from .compat import WSACompatibilityMode
 from .constants import NTDDI_VISTA, NTDDI_WINXP, WsaBehaviorAutoTuning
 
@@ -160,7 +161,7 @@ def _probe(check: Any) -> str:
 
 
 def _abstract_unix() -> None:
-    with _stdsocket.socket(_stdsocket.AF_UNIX, _stdsocket.SOCK_STREAM) as s:
+    with StdSocket(_stdsocket.AF_UNIX, _stdsocket.SOCK_STREAM) as s:
         s.bind(f"\0loopfast/info/{os.getpid()}")
 
 

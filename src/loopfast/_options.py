@@ -22,6 +22,8 @@ import errno
 import socket as _stdsocket
 from typing import TYPE_CHECKING, Any
 
+from ._std import StdSocket
+
 if TYPE_CHECKING:
     from .fastpath._connection import Connection
 
@@ -165,7 +167,7 @@ def setsockopt(conn: Connection, stream: _stdsocket.socket, level: int, optname:
     if how is not Treatment.KERNEL:
         conn.shadow().setsockopt(level, optname, *args)
     if how is not Treatment.NOOP:
-        _stdsocket.socket.setsockopt(stream, level, optname, *args)
+        StdSocket.setsockopt(stream, level, optname, *args)
 
 
 def getsockopt(conn: Connection, stream: _stdsocket.socket, level: int, optname: int,
@@ -179,7 +181,7 @@ def getsockopt(conn: Connection, stream: _stdsocket.socket, level: int, optname:
     if how is Treatment.REFUSED:
         raise _refusal(level, optname)
     if how is Treatment.KERNEL:
-        return _stdsocket.socket.getsockopt(stream, level, optname, *args)
+        return StdSocket.getsockopt(stream, level, optname, *args)
     return conn.shadow().getsockopt(level, optname, *args)
 
 
@@ -196,7 +198,7 @@ def inheritable(listener: _stdsocket.socket) -> tuple[tuple[int, int, Any], ...]
     takes these to answer the same.
     """
     changed = []
-    with _stdsocket.socket(listener.family, _stdsocket.SOCK_STREAM) as fresh:
+    with StdSocket(listener.family, _stdsocket.SOCK_STREAM) as fresh:
         for key, (_lvl, _name, how, _why) in OPTIONS.items():
             if how not in (Treatment.NOOP, Treatment.BOTH) or key in _READ_ONLY:
                 continue

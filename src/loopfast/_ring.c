@@ -22,10 +22,10 @@
  *   * Each side X has a socketpair (r, w); r is X's fileno(). X keeps w, and
  *     the peer holds a copy of w. A byte in r's queue ("bell") makes X
  *     readable; a full send buffer on r ("filler", r -> w) makes X
- *     unwritable. Only X holds r, so the peer's copy of X's w reports
- *     POLLHUP when X's process dies (r closed: both halves shut; a mere
- *     shutdown of r's sending half gives only POLLRDHUP): that is how a side
- *     learns its peer died (SPEC F11).
+ *     unwritable. Only X holds r, and nothing ever shuts an r down, so the
+ *     peer's copy of X's w reports POLLHUP exactly when X's r is closed for
+ *     the last time (X's last close, or its death): that is how a side learns
+ *     its peer is gone (SPEC F11), and what close() relies on.
  *   * bells counts bell bytes in the consumer's r queue. A ringer sends the
  *     byte first and increments after, so every counted byte is queued; the
  *     consumer drains exactly the counted bytes and subtracts them.
@@ -236,16 +236,6 @@ static void ring_bell(int w, _Atomic uint32_t *bells) {
         atomic_fetch_add_explicit(bells, 1, memory_order_acq_rel);
 }
 
-/* The peer's process is gone: our fileno turns readable for good (end of
- * stream, POLLRDHUP), as a TCP socket does when the kernel closes its peer. */
-static void mark_dead(Channel *ch) {
-    if (ch->peer_dead)
-        return;
-    ch->peer_dead = 1;
-    if (ch->own_w >= 0)
-        shutdown(ch->own_w, SHUT_WR);
-}
-
 /* Take exactly the counted bells out of our r queue. */
 static void drain_bells(Channel *ch) {
     uint32_t n = atomic_load_explicit(&ch->rx->bells, memory_order_acquire);
@@ -269,6 +259,27 @@ static void drain_filler(int w) {
         if (recv(w, scratch, sizeof scratch, MSG_DONTWAIT) <= 0)
             return;
     }
+}
+
+/* The peer's process is gone: our fileno turns readable for good (end of
+ * stream, POLLRDHUP), as a TCP socket does when the kernel closes its peer. */
+static void mark_dead(Channel *ch) {
+    if (ch->peer_dead)
+        return;
+    ch->peer_dead = 1;
+    if (ch->own_w >= 0) {
+        shutdown(ch->own_w, SHUT_WR);
+        drain_filler(ch->own_w); /* writable again: a send now fails at once, as on TCP */
+    }
+}
+
+/* Without waiting: has the peer's r been closed (its last close, or its death)? */
+static void check_peer(Channel *ch) {
+    if (ch->peer_dead || ch->peer_w < 0)
+        return;
+    struct pollfd probe = {ch->peer_w, 0, 0};
+    if (poll(&probe, 1, 0) == 1 && (probe.revents & (POLLHUP | POLLERR)))
+        mark_dead(ch);
 }
 
 /* Make our fileno unwritable: fill r's send buffer (r -> w). */
@@ -329,14 +340,18 @@ static int rx_ready(Channel *ch) {
 static int tx_ready(Channel *ch) {
     int64_t free = tx_free(ch);
     uint32_t flags = atomic_load_explicit(&ch->tx->flags, memory_order_acquire);
-    return ch->closed || free != 0 || (flags & RD_SHUT) || ch->peer_dead || ch->fault;
+    return ch->closed || free != 0 || (flags & (RD_SHUT | WR_SHUT)) || ch->peer_dead ||
+           ch->fault;
 }
 
 /* Wait until ready(ch) or the deadline (ns, -1 = none). Called with the GIL
  * held and the direction lock taken; returns 0 when ready, 1 on timeout, -1
- * with an exception set (a signal handler raised). */
-static int wait_for(Channel *ch, ready_fn ready, int for_space, int64_t deadline) {
-    int64_t spin_until = now_ns() + ch->spin_ns;
+ * with an exception set (a signal handler raised), 2 when a signal came while
+ * the caller is *holding* bytes it must not lose (the handler runs later). */
+static int wait_for(Channel *ch, ready_fn ready, int for_space, int64_t deadline,
+                    int holding) {
+    int64_t start = now_ns();
+    int64_t spin_until = start + ch->spin_ns;
     if (deadline >= 0 && spin_until > deadline)
         spin_until = deadline;
     int got = 0;
@@ -351,13 +366,6 @@ static int wait_for(Channel *ch, ready_fn ready, int for_space, int64_t deadline
         cpu_relax();
         if ((i & 63) == 0 && now_ns() >= spin_until)
             break;
-    }
-    if (ch->adaptive) { /* spins that pay grow the budget; parks shrink it */
-        if (got && ch->spin_ns < ch->spin_max_ns)
-            ch->spin_ns = ch->spin_ns * 2 + 1000 < ch->spin_max_ns ? ch->spin_ns * 2 + 1000
-                                                                  : ch->spin_max_ns;
-        else if (!got)
-            ch->spin_ns /= 2;
     }
     while (!got) {
         if (for_space) {
@@ -387,6 +395,12 @@ static int wait_for(Channel *ch, ready_fn ready, int for_space, int64_t deadline
         };
         int n = poll(fds, ch->peer_w >= 0 ? 2 : 1, timeout_ms);
         if (n < 0 && errno == EINTR) {
+            if (holding) {
+                /* The caller holds bytes it already took from the ring: it returns
+                 * them, and the signal's handler runs right after (still pending). */
+                PyEval_RestoreThread(save);
+                return 2;
+            }
             PyEval_RestoreThread(save);
             if (PyErr_CheckSignals() < 0)
                 return -1;
@@ -399,6 +413,18 @@ static int wait_for(Channel *ch, ready_fn ready, int for_space, int64_t deadline
             drain_bells(ch);
     }
     PyEval_RestoreThread(save);
+    if (ch->adaptive) {
+        /* Adaptive spinning: a wait that ended within the ceiling would have
+         * paid to spin through, so the budget grows; a longer one (or a
+         * timeout) would have burned the CPU for nothing, so it shrinks. */
+        int64_t waited = now_ns() - start;
+        if (got && waited <= ch->spin_max_ns) {
+            int64_t grown = ch->spin_ns * 2 + 1000;
+            ch->spin_ns = grown < ch->spin_max_ns ? grown : ch->spin_max_ns;
+        } else {
+            ch->spin_ns /= 2;
+        }
+    }
     return got ? 0 : 1;
 }
 
@@ -424,6 +450,12 @@ static int take(PyThread_type_lock lock) {
 
 /* ---- receiving ---------------------------------------------------------- */
 
+/* MSG_WAITALL with bytes in hand may wait for more only while more can come. */
+static int may_wait_more(Channel *ch) {
+    uint32_t flags = atomic_load_explicit(&ch->rx->flags, memory_order_acquire);
+    return !(flags & (WR_SHUT | RESET)) && !ch->peer_dead && !ch->rd_shut && !ch->closed;
+}
+
 /* Receive into dst (up to n bytes). Returns bytes copied, 0 for end of
  * stream, -1 with an exception set. */
 #define RECV_FLAGS (MSG_PEEK | MSG_WAITALL | MSG_DONTWAIT | MSG_NOSIGNAL | MSG_CMSG_CLOEXEC)
@@ -447,6 +479,14 @@ static Py_ssize_t do_recv(Channel *ch, char *dst, Py_ssize_t n, int flags) {
             raise_errno(EBADF, NULL);
             break;
         }
+        if (ch->fault) { /* a reset for corruption sticks, whatever the peer writes next */
+            if (done > 0) {
+                result = done;
+                break;
+            }
+            raise_errno(ch->fault, ch->fault_why);
+            break;
+        }
         int64_t avail = rx_avail(ch);
         if (avail > 0) {
             size_t take_n = (size_t)(n - done) < (uint64_t)avail ? (size_t)(n - done) : (size_t)avail;
@@ -464,13 +504,16 @@ static Py_ssize_t do_recv(Channel *ch, char *dst, Py_ssize_t n, int flags) {
             }
             continue;
         }
-        if (avail < 0 || ch->fault) {
-            raise_errno(ch->fault, ch->fault_why);
-            break;
-        }
-        if (done > 0 && (waitall == 0)) {
-            result = done;
-            break;
+        if (avail < 0 || ch->fault || done > 0) {
+            /* Bytes already taken are returned; an error waits for the next call. */
+            if (done > 0 && (!waitall || avail < 0 || ch->fault || !may_wait_more(ch))) {
+                result = done;
+                break;
+            }
+            if (avail < 0 || ch->fault) {
+                raise_errno(ch->fault, ch->fault_why);
+                break;
+            }
         }
         uint32_t rflags = atomic_load_explicit(&ch->rx->flags, memory_order_acquire);
         if (rflags & RESET) {
@@ -507,10 +550,15 @@ static Py_ssize_t do_recv(Channel *ch, char *dst, Py_ssize_t n, int flags) {
                 result = done;
                 break;
             }
+            if (!ch->peer_dead) {
+                check_peer(ch); /* the peer's last close may be news: end of stream, not EAGAIN */
+                if (ch->peer_dead)
+                    continue;
+            }
             raise_errno(EAGAIN, NULL);
             break;
         }
-        int w = wait_for(ch, rx_ready, 0, deadline);
+        int w = wait_for(ch, rx_ready, 0, deadline, done > 0);
         if (w < 0)
             break;
         if (w > 0) {
@@ -555,16 +603,16 @@ static Py_ssize_t do_send(Channel *ch, const char *src, Py_ssize_t n, int flags,
             raise_errno(ch->fault, ch->fault_why);
             break;
         }
+        if (done == n && (done > 0 || !(tflags & WR_SHUT))) {
+            result = done; /* all of it is in the ring: whatever the peer does next */
+            break;
+        }
         if (tflags & WR_SHUT) {
             raise_errno(EPIPE, NULL);
             break;
         }
         if ((tflags & RD_SHUT) || ch->peer_dead) {
             raise_errno(done ? ECONNRESET : EPIPE, NULL);
-            break;
-        }
-        if (done == n) {
-            result = done;
             break;
         }
         int64_t free = tx_free(ch);
@@ -600,10 +648,13 @@ static Py_ssize_t do_send(Channel *ch, const char *src, Py_ssize_t n, int flags,
                     drain_filler(ch->own_w);
                 continue;
             }
+            check_peer(ch); /* a peer that is gone gets EPIPE, not EAGAIN */
+            if (ch->peer_dead)
+                continue;
             raise_errno(EAGAIN, NULL);
             break;
         }
-        int w = wait_for(ch, tx_ready, 1, deadline);
+        int w = wait_for(ch, tx_ready, 1, deadline, 0);
         if (w < 0)
             break;
         if (w > 0) {
@@ -837,25 +888,27 @@ static PyObject *Channel_shutdown(Channel *self, PyObject *arg) {
         atomic_fetch_or_explicit(&self->tx->flags, WR_SHUT, memory_order_acq_rel);
         atomic_thread_fence(memory_order_seq_cst);
         /* The peer's fileno reads end of stream for good (POLLIN|POLLRDHUP, as
-         * TCP after a FIN); it needs no bell any more. Our own r stops sending
-         * (no more filler needed): once the peer has shut too, both halves of
-         * r are shut and it reports POLLHUP, as TCP does when both FINs met. */
+         * TCP after a FIN); it needs no bell any more. Nothing shuts an r: a
+         * hang-up of the peer's copy of our w must mean our r is closed. */
         shutdown(self->peer_w, SHUT_WR);
-        shutdown(self->own_r, SHUT_WR);
+        drain_filler(self->own_w); /* writable, as TCP after SHUT_WR: a send fails at once */
     }
     if (how != SHUT_WR) {
         /* Readable for good, as TCP after SHUT_RD; the peer may go on sending. */
         self->rd_shut = 1;
-        shutdown(self->own_r, SHUT_RD);
+        ring_bell(self->own_w, &self->rx->bells);
     }
     Py_RETURN_NONE;
 }
 
 PyDoc_STRVAR(close_doc,
 "close($self, /)\n--\n\n"
-"End this side: the peer reads end of stream (ECONNRESET if we leave data\n"
-"unread), its sends fail with EPIPE. Wakes our own threads that wait, then\n"
-"unmaps. Idempotent.");
+"Let go of the rings: wakes our own threads that wait, then unmaps.\n"
+"Idempotent. The connection ends when the last copy of our r (the\n"
+"application's fd; dup() and fork() make copies) is closed: the kernel then\n"
+"hangs up the peer's copy of our w, and the peer reads end of stream\n"
+"(ECONNRESET if we left its data unread), as TCP's last close sends a FIN\n"
+"(or a reset).");
 
 static PyObject *Channel_close(Channel *self, PyObject *Py_UNUSED(ignored)) {
     if (self->base == NULL || self->closed)
@@ -866,16 +919,6 @@ static PyObject *Channel_close(Channel *self, PyObject *Py_UNUSED(ignored)) {
     drain_filler(self->own_w);
     if (take(self->rx_lock) < 0 || take(self->tx_lock) < 0)
         return raise_errno(EDEADLK, NULL);
-    uint32_t out = WR_SHUT;
-    int64_t unread = rx_avail(self);
-    if (unread > 0)
-        out |= RESET;
-    atomic_fetch_or_explicit(&self->tx->flags, out, memory_order_acq_rel);
-    atomic_fetch_or_explicit(&self->rx->flags, RD_SHUT, memory_order_acq_rel);
-    atomic_thread_fence(memory_order_seq_cst);
-    shutdown(self->peer_w, SHUT_WR); /* the peer reads end of stream (or the reset) */
-    if (atomic_exchange_explicit(&self->rx->producer_waiting, 0, memory_order_acq_rel))
-        drain_filler(self->peer_w);
     unmap(self);
     PyThread_release_lock(self->tx_lock);
     PyThread_release_lock(self->rx_lock);

@@ -25,6 +25,7 @@ import struct
 from typing import Any
 
 from ._fastpath_socket import FastPathSocket
+from ._std import StdSocket
 from .fastpath._ring_link import RingConnection
 
 
@@ -159,7 +160,7 @@ class RingSocket(FastPathSocket):
         old = self.fileno()
         new = os.dup(old)
         timeout = self.gettimeout()
-        _stdsocket.socket.__init__(self, self.family, self.type, self.proto, new)
+        StdSocket.__init__(self, self.family, self.type, self.proto, new)
         self.settimeout(timeout)
         self._state.link.channel.rehome(new)
 

@@ -27,6 +27,7 @@ import socket as _stdsocket
 from typing import Any, Self
 
 from . import _addresses, _busy_poll, compat, filters, policy
+from ._std import StdSocket
 from .constants import SIO_LOOPBACK_FAST_PATH, SIO_SET_COMPATIBILITY_MODE
 
 _BOOL_SIZE = 4  # Winsock's BOOL
@@ -182,14 +183,14 @@ class socket(_stdsocket.socket):
 
     def _connected(self) -> bool:
         try:
-            _stdsocket.socket.getpeername(self)
+            StdSocket.getpeername(self)
         except OSError:
             return False
         return True
 
     def _listening(self) -> bool:
         try:
-            return bool(_stdsocket.socket.getsockopt(
+            return bool(StdSocket.getsockopt(
                 self, _stdsocket.SOL_SOCKET, _stdsocket.SO_ACCEPTCONN))
         except OSError:
             return False

@@ -53,10 +53,18 @@ class _Registry:
     def add(self, sock: Any) -> None:
         with self.lock:
             self.live.add(sock)
-            if self.endpoint is None:
-                self.endpoint = _listen(os.getpid())
-                threading.Thread(target=_serve, args=(self.endpoint,), daemon=True,
-                                 name="loopfast-stat").start()
+            self._start_locked()
+
+    def start(self) -> None:
+        """Open the query endpoint and its thread (once per process)."""
+        with self.lock:
+            self._start_locked()
+
+    def _start_locked(self) -> None:
+        if self.endpoint is None:
+            self.endpoint = _listen(os.getpid())
+            threading.Thread(target=_serve, args=(self.endpoint,), daemon=True,
+                             name="loopfast-stat").start()
 
     def snapshot(self) -> list[dict[str, Any]]:
         with self.lock:

@@ -17,6 +17,8 @@ import errno
 import socket as _stdsocket
 import struct
 
+from ._std import StdSocket
+
 __all__ = ["TcpInfo", "read"]
 
 _ASK = 512  # more than any kernel returns today; the kernel answers with its own size
@@ -88,5 +90,5 @@ def read(sock: _stdsocket.socket) -> TcpInfo:
     Raises:
         OSError: as ``getsockopt`` (EOPNOTSUPP/ENOPROTOOPT on a socket that is not TCP).
     """
-    return TcpInfo.from_bytes(_stdsocket.socket.getsockopt(
+    return TcpInfo.from_bytes(StdSocket.getsockopt(
         sock, _stdsocket.IPPROTO_TCP, _stdsocket.TCP_INFO, _ASK))

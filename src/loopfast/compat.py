@@ -27,6 +27,7 @@ import socket as _stdsocket
 import struct
 from typing import TYPE_CHECKING, ClassVar
 
+from ._std import StdSocket
 from .constants import NTDDI_VISTA, WSA_COMPATIBILITY_BEHAVIOR_ID
 
 if TYPE_CHECKING:
@@ -248,7 +249,7 @@ def _read_int(path: str, default: int) -> int:
 @functools.cache
 def _min_rcvbuf() -> int:
     """SOCK_MIN_RCVBUF, as this kernel reports it for the smallest SO_RCVBUF."""
-    with _stdsocket.socket(_stdsocket.AF_INET, _stdsocket.SOCK_STREAM) as probe:
+    with StdSocket(_stdsocket.AF_INET, _stdsocket.SOCK_STREAM) as probe:
         probe.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_RCVBUF, 1)
         return int(probe.getsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_RCVBUF))
 

@@ -82,6 +82,17 @@ _RING_ONLY: dict[str, str] = {
     "os_level_read_write_on_fileno": (
         "_ring_socket: os.read/os.write on the fd bypass the rings; the fd carries wake-ups"
     ),
+    "shut_rd_readiness": (
+        "_ring.c: after our own SHUT_RD the fd is readable (a wake-up byte, which os.read "
+        "consumes) but shows no POLLRDHUP: nothing ever shuts an r down"
+    ),
+    "poll_flags_through_close": (
+        "_ring.c: POLLHUP is not reported when both halves are shut; the fd's hang-up is kept "
+        "for the peer's last close, which it must mean alone"
+    ),
+    "shut_wr_poll_flags_on_both_ends": (
+        "_ring.c: POLLHUP is not reported when both halves are shut (see poll_flags_through_close)"
+    ),
 }
 KNOWN_DIFFERENCES: dict[tuple[str, str], str] = {
     **{(name, "fastpath"): why for name, why in {**_BOTH_FAST_PATHS, **_RING_ONLY}.items()},

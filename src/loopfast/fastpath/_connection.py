@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import _socket as _csocket
 import socket as _stdsocket
 import struct
 from typing import Any, NamedTuple
+
+from .._std import StdSocket
 
 Inherited = tuple[tuple[int, int, Any], ...]  # (level, optname, value) to set
 
@@ -51,7 +54,7 @@ class Connection:
             OSError: the socket could not be created (e.g. EMFILE).
         """
         if self._shadow is None:
-            shadow = _stdsocket.socket(self.family, _stdsocket.SOCK_STREAM)
+            shadow = StdSocket(self.family, _stdsocket.SOCK_STREAM)
             for level, optname, value in self._inherit:
                 shadow.setsockopt(level, optname, value)
             self._shadow = shadow
@@ -70,7 +73,7 @@ class Connection:
             self._shadow = None
 
 
-def peer_credentials(sock: _stdsocket.socket) -> PeerCredentials:
+def peer_credentials(sock: _csocket.socket) -> PeerCredentials:
     """SO_PEERCRED of a connected AF_UNIX socket."""
     raw = sock.getsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_PEERCRED, 12)
     return PeerCredentials(*struct.unpack("=iII", raw))

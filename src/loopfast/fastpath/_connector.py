@@ -17,13 +17,22 @@ import array
 import logging
 import socket as _stdsocket
 import struct
+import time
 from typing import Any
 
 from .. import _addresses
+from .._std import StdSocket
 from . import _handshake, _owner
 from ._connection import PeerCredentials, peer_credentials
 
 _log = logging.getLogger("loopfast")
+
+# A listener's owner, once checked, is trusted for OWNER_TTL seconds for the
+# same peer uid: a connection burst asks the kernel once. A squatter of another
+# uid misses the cache (the uid is in the key); one of the same uid could pass
+# the check anyway (F10 is a uid check).
+OWNER_TTL = 1.0
+_recent_owners: dict[tuple[int, str, int, int], tuple[float, _owner.Owner]] = {}
 _SNDTIMEO = (_stdsocket.SOL_SOCKET, _stdsocket.SO_SNDTIMEO)
 
 
@@ -77,7 +86,7 @@ def find(family: int, host: str, port: int, timeout: float | None) -> Rendezvous
         TimeoutError: the rendezvous did not answer within *timeout*.
     """
     for name in _addresses.client_names(family, host, port):
-        stream = _stdsocket.socket(_stdsocket.AF_UNIX, _stdsocket.SOCK_STREAM)
+        stream = StdSocket(_stdsocket.AF_UNIX, _stdsocket.SOCK_STREAM)
         try:
             _connect(stream, name, timeout)
         except (ConnectionRefusedError, FileNotFoundError):
@@ -129,6 +138,10 @@ def _owner_matching(family: int, host: str, port: int,
     """The TCP listener's owner when it is the peer's uid; None (and a warning) otherwise."""
     v4 = _addresses.ipv4_of(family, host)
     lookup_family, lookup_host = (_stdsocket.AF_INET, v4) if v4 else (_stdsocket.AF_INET6, host)
+    key = (lookup_family, lookup_host, port, creds.uid)
+    known = _recent_owners.get(key)
+    if known is not None and known[0] > time.monotonic():
+        return known[1]
     try:
         owner = _owner.listener_owner(lookup_family, lookup_host, port)
     except OSError as exc:
@@ -144,4 +157,7 @@ def _owner_matching(family: int, host: str, port: int,
             "loopfast: the fast-path peer of %s:%s (pid %d, uid %d) does not own its TCP "
             "listener (uid %d); using TCP", host, port, creds.pid, creds.uid, owner.uid)
         return None
+    if len(_recent_owners) > 1024:
+        _recent_owners.clear()
+    _recent_owners[key] = (time.monotonic() + OWNER_TTL, owner)
     return owner

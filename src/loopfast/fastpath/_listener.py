@@ -19,6 +19,7 @@ Invariants:
 
 from __future__ import annotations
 
+import _socket as _csocket
 import array
 import errno
 import logging
@@ -30,6 +31,7 @@ import weakref
 from typing import Any
 
 from .. import _addresses, _options, filters, policy
+from .._std import StdSocket
 from . import _handshake
 from ._connection import Inherited, PeerCredentials, peer_credentials
 
@@ -39,7 +41,7 @@ MAX_PENDING = 1024
 _log = logging.getLogger("loopfast")
 
 # The stream, its hello, the client process, and the fds the hello carried.
-Arrival = tuple[_stdsocket.socket, _handshake.Hello, PeerCredentials, list[int]]
+Arrival = tuple[_csocket.socket, _handshake.Hello, PeerCredentials, list[int]]
 
 
 class Listener:
@@ -50,7 +52,7 @@ class Listener:
         self.family = tcp.family
         self.host, self.port, self.dual_stack = host, port, dual_stack
         self.rendezvous: list[_stdsocket.socket] = []
-        self.pending: dict[int, tuple[_stdsocket.socket, float]] = {}
+        self.pending: dict[int, tuple[_csocket.socket, float]] = {}
         self.epoll = select.epoll()
         self.epoll.register(tcp.fileno(), select.EPOLLIN)
         self._tcp_turn = False
@@ -74,7 +76,7 @@ class Listener:
             _stdsocket.IPPROTO_IPV6, _stdsocket.IPV6_V6ONLY)
         if not _addresses.listener_names(sock.family, host, port, dual):
             return None
-        tcp = _stdsocket.socket(sock.family, _stdsocket.SOCK_STREAM, sock.proto,
+        tcp = StdSocket(sock.family, _stdsocket.SOCK_STREAM, sock.proto,
                                 fileno=os.dup(sock.fileno()))
         tcp.setblocking(False)
         self = cls(tcp, host, port, dual)
@@ -94,7 +96,7 @@ class Listener:
 
     def _publish(self, name: bytes, backlog: int) -> None:
         kind = _stdsocket.SOCK_STREAM | _stdsocket.SOCK_NONBLOCK
-        unix = _stdsocket.socket(_stdsocket.AF_UNIX, kind)
+        unix = StdSocket(_stdsocket.AF_UNIX, kind)
         try:
             unix.bind(name)
         except OSError as exc:
@@ -152,46 +154,39 @@ class Listener:
                 except OSError as exc:  # EMFILE and friends: leave it queued, say so
                     _log.warning("loopfast: accepting a fast-path arrival failed: %s", exc)
                     break
-                conn = _stdsocket.socket(_stdsocket.AF_UNIX, _stdsocket.SOCK_STREAM, 0, fileno=fd)
+                conn = _csocket.socket(_csocket.AF_UNIX, _csocket.SOCK_STREAM, 0, fd)
                 conn.setblocking(False)
-                self.pending[fd] = (conn, time.monotonic() + HELLO_DEADLINE)
-                # Edge-triggered: a client that sent half a hello must not keep accept() spinning.
-                self.epoll.register(fd, select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET)
+                size = _hello_size(conn)
+                if size > 0:  # the usual case: the hello came with the connection
+                    arrival = self._validate(conn, size)
+                    if arrival is not None:
+                        return arrival
+                elif size < 0:
+                    conn.close()
+                else:
+                    self.pending[fd] = (conn, time.monotonic() + HELLO_DEADLINE)
+                    # Edge-triggered: half a hello must not keep accept() spinning.
+                    self.epoll.register(fd, select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET)
         return self._take_hello()
 
     def _take_hello(self) -> Arrival | None:
         now = time.monotonic()
         for fd, (conn, deadline) in list(self.pending.items()):
-            try:
-                head = conn.recv(_handshake.HELLO_SIZE, _stdsocket.MSG_PEEK)
-            except BlockingIOError:
-                head = None
-            except OSError:
-                head = b""
-            if head is not None and len(head) == _handshake.HELLO_SIZE and self._complete(conn):
+            size = _hello_size(conn)
+            if size > 0:
                 self._forget(fd)
-                arrival = self._validate(conn)
+                arrival = self._validate(conn, size)
                 if arrival is not None:
                     return arrival
-            elif head == b"" or now > deadline:
+            elif size < 0 or now > deadline:
                 self._forget(fd)
                 conn.close()
         return None
 
-    @staticmethod
-    def _complete(conn: _stdsocket.socket) -> bool:
-        """True when the whole hello is queued (or the head is not a hello at all)."""
-        try:
-            want = _handshake.wire_size(conn.recv(_handshake.HELLO_SIZE, _stdsocket.MSG_PEEK))
-            return len(conn.recv(want, _stdsocket.MSG_PEEK)) == want
-        except OSError:
-            return True  # _validate says why
-
-    def _validate(self, conn: _stdsocket.socket) -> Arrival | None:
+    def _validate(self, conn: _csocket.socket, size: int) -> Arrival | None:
         fds: list[int] = []
         try:
-            want = _handshake.wire_size(conn.recv(_handshake.HELLO_SIZE, _stdsocket.MSG_PEEK))
-            data, fds = _recv_with_fds(conn, want)
+            data, fds = _recv_with_fds(conn, size)
             hello = _handshake.decode(data)
             self._check(hello)
             if len(fds) != (_handshake.RING_FDS if hello.ring else 0):
@@ -225,14 +220,21 @@ class Listener:
         del self.pending[fd]
         self.epoll.unregister(fd)
 
-    def withdraw(self) -> None:
-        """Stop offering the fast path: close the rendezvous names and pending arrivals."""
+    def withdraw(self, unregister: bool = True) -> None:
+        """Stop offering the fast path: close the rendezvous names and pending arrivals.
+
+        *unregister* False leaves the epoll instance alone: after fork() it is
+        shared with the other process, whose listener must keep working.
+        """
         for unix in self.rendezvous:
-            self.epoll.unregister(unix.fileno())
+            if unregister:
+                self.epoll.unregister(unix.fileno())
             unix.close()
         self.rendezvous.clear()
         for fd, (conn, _) in list(self.pending.items()):
-            self._forget(fd)
+            del self.pending[fd]
+            if unregister:
+                self.epoll.unregister(fd)
             conn.close()
 
     def shutdown(self, how: int) -> None:
@@ -255,12 +257,34 @@ class Listener:
     def close(self) -> None:
         """Release every fd of the bundle except the application's own fd numbers."""
         filters.unwatch(self._watch)
-        self.withdraw()
+        # Closing an fd drops its epoll registration once no process holds it;
+        # unregistering here would also take it from a forked twin's listener.
+        self.withdraw(unregister=False)
         self.epoll.close()
         self.tcp.close()
 
 
-def _recv_with_fds(conn: _stdsocket.socket, size: int) -> tuple[bytes, list[int]]:
+def _hello_size(conn: _csocket.socket) -> int:
+    """The whole hello's size once it is all queued; 0 until then; -1 when the stream
+    ended. A head that is no hello reports its own size, so _validate refuses it."""
+    try:
+        head = conn.recv(_handshake.HELLO_SIZE + _handshake.RING_EXT.size, _stdsocket.MSG_PEEK)
+    except BlockingIOError:
+        return 0
+    except OSError:
+        return -1
+    if not head:
+        return -1
+    if len(head) < _handshake.HELLO_SIZE:
+        return 0
+    try:
+        want = _handshake.wire_size(head[:_handshake.HELLO_SIZE])
+    except _handshake.HandshakeError:
+        return _handshake.HELLO_SIZE
+    return want if len(head) >= want else 0
+
+
+def _recv_with_fds(conn: _csocket.socket, size: int) -> tuple[bytes, list[int]]:
     """Receive *size* bytes and the fds that travel with them (closing any beyond the limit)."""
     space = _stdsocket.CMSG_SPACE(_handshake.RING_FDS * 4)
     data, ancdata, msg_flags, _ = conn.recvmsg(size, space, _stdsocket.MSG_CMSG_CLOEXEC)

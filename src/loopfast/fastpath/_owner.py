@@ -15,6 +15,7 @@ the fall-back when netlink is not available.
 
 from __future__ import annotations
 
+import _socket as _csocket
 import socket as _stdsocket
 import struct
 from typing import NamedTuple
@@ -91,10 +92,13 @@ def _diag_lookup(family: int, host: str, port: int) -> int | None:
 def _diag_query(family: int, host: str, port: int) -> Owner | None:
     # A socket per question: a cached one would be shared with forked
     # children, and replies could reach the wrong process.
-    with _stdsocket.socket(_stdsocket.AF_NETLINK, _stdsocket.SOCK_RAW,
-                           _NETLINK_SOCK_DIAG) as netlink:
+    netlink = _csocket.socket(_csocket.AF_NETLINK, _csocket.SOCK_RAW | _csocket.SOCK_CLOEXEC,
+                              _NETLINK_SOCK_DIAG)
+    try:
         netlink.sendto(_request(family, host, port), (0, 0))
         reply = netlink.recv(8192)
+    finally:
+        netlink.close()
     _length, kind, _flags, _seq, _pid = _NLMSGHDR.unpack_from(reply)
     if kind == _NLMSG_ERROR:
         (err,) = struct.unpack_from("=i", reply, _NLMSGHDR.size)

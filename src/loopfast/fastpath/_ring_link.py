@@ -8,6 +8,7 @@ share with the hello.
 
 from __future__ import annotations
 
+import _socket as _csocket
 import os
 import select
 import socket as _stdsocket
@@ -29,8 +30,10 @@ def ring_size(rcvbuf: int | None) -> int:
     return min(max(size, _ring.MIN_RING), _ring.MAX_RING)
 
 
-def _pair() -> tuple[_stdsocket.socket, _stdsocket.socket]:
-    r, w = _stdsocket.socketpair(_stdsocket.AF_UNIX, _stdsocket.SOCK_STREAM)
+def _pair() -> tuple[_csocket.socket, _csocket.socket]:
+    # The C socket type: a connection makes several of these, and the Python
+    # wrapper's enum conversions showed in the connection-setup profile.
+    r, w = _csocket.socketpair(_csocket.AF_UNIX, _csocket.SOCK_STREAM | _csocket.SOCK_CLOEXEC)
     # r's send buffer only ever holds filler that makes r unwritable: the
     # smaller, the fewer bytes that takes.
     r.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_SNDBUF, 1)
@@ -61,8 +64,8 @@ class RingOffer:
 class RingLink:
     """The channel and the two w sockets, shared by dup()'d socket objects."""
 
-    def __init__(self, channel: _ring.Channel, own_w: _stdsocket.socket,
-                 peer_w: _stdsocket.socket) -> None:
+    def __init__(self, channel: _ring.Channel, own_w: _csocket.socket,
+                 peer_w: _csocket.socket) -> None:
         self.channel = channel
         self.own_w = own_w
         self.peer_w = peer_w
@@ -129,8 +132,8 @@ def server_link(fds: list[int], sizes: tuple[int, int], own_r: int) -> RingLink:
         OSError: EINVAL when the fds are not what the handshake promises.
     """
     memfd, r, w, peer_w = fds
-    own_w = _stdsocket.socket(fileno=w)
-    peer = _stdsocket.socket(fileno=peer_w)
+    own_w = _csocket.socket(fileno=w)
+    peer = _csocket.socket(fileno=peer_w)
     try:
         channel = _ring.Channel(memfd, *sizes, True, own_r, w, peer_w)
     except BaseException:
