@@ -29,13 +29,17 @@
  *   * bells counts bell bytes in the consumer's r queue. A ringer sends the
  *     byte first and increments after, so every counted byte is queued; the
  *     consumer drains exactly the counted bytes and subtracts them.
- *   * consumer_waiting is 0 only while the consumer spins inside recv; a
- *     producer rings after publishing (full fence between its head store and
- *     the load of consumer_waiting: the Dekker pairing with the consumer's
- *     store of consumer_waiting = 1, fence, load of head) when it is 1 and no
- *     bell is counted. On leaving recv the consumer makes readiness true
- *     (ring a bell at itself) when it leaves data, EOF or an error behind,
- *     and false (drain counted bells, then re-check) when the ring is empty.
+ *   * consumer_waiting says what a producer must do after it publishes
+ *     (full fence between its head store and this load: the Dekker pairing
+ *     with the consumer's store, fence, load of head): CW_SPINNING (inside
+ *     recv, spinning) nothing; CW_PARKED (asleep in recv on this very word,
+ *     a shared futex) FUTEX_WAKE; CW_OUTSIDE (not in recv, perhaps in
+ *     select) ring a bell unless one is counted. On leaving recv the
+ *     consumer makes readiness true (ring a bell at itself) when it leaves
+ *     data, EOF or an error behind, and false (drain counted bells, then
+ *     re-check) when the ring is empty. A parked recv also wakes for close()
+ *     and SHUT_RD from another thread, the peer's SHUT_WR, and a dead peer
+ *     (the watcher's mark_dead, or its own check every LIVENESS_NS).
  *   * producer_waiting: a producer that finds the ring full fills its r
  *     until EAGAIN (unwritable), then sets producer_waiting, fences, and
  *     re-checks free space. A consumer that frees space fences and, when it
@@ -64,6 +68,8 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
 
 #ifndef MFD_CLOEXEC
 #define MFD_CLOEXEC 0x0001U
@@ -86,6 +92,13 @@
 #define MIN_RING 4096ULL
 #define MAX_RING (64ULL << 20)
 #define REQUIRED_SEALS (F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW)
+#define LIVENESS_NS 50000000LL /* a parked recv looks at its peer at least this often */
+
+/* consumer_waiting, per ring (written by the consumer, read by the producer):
+ * what a producer must do after it publishes so the consumer learns of it. */
+#define CW_SPINNING 0u /* inside recv, spinning: nothing */
+#define CW_OUTSIDE 1u  /* not in recv (maybe in select): ring a bell */
+#define CW_PARKED 2u   /* parked on the futex word itself: FUTEX_WAKE */
 
 /* flags, per ring */
 #define WR_SHUT 0x1u  /* producer: no more data (shutdown SHUT_WR or close) */
@@ -130,6 +143,7 @@ typedef struct {
     int64_t timeout_ns;  /* -1 blocks, 0 never waits */
     int64_t spin_ns;     /* current spin budget */
     int64_t spin_max_ns; /* adaptive ceiling; busy-poll sets it */
+    unsigned probes;     /* waits since the budget shrank to nothing */
     int adaptive;
     int closed;     /* close() called: calls fail with EBADF */
     int rd_shut;    /* our own shutdown(SHUT_RD) */
@@ -158,6 +172,21 @@ static inline void cpu_relax(void) {
 #elif defined(__aarch64__)
     __asm__ __volatile__("yield");
 #endif
+}
+
+/* Shared (not private) futexes: the word lives in memory both processes map. */
+static int futex_wait(_Atomic uint32_t *word, uint32_t expect, int64_t timeout_ns) {
+    struct timespec ts, *tp = NULL;
+    if (timeout_ns >= 0) {
+        ts.tv_sec = (time_t)(timeout_ns / 1000000000LL);
+        ts.tv_nsec = (long)(timeout_ns % 1000000000LL);
+        tp = &ts;
+    }
+    return (int)syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT, expect, tp, NULL, 0);
+}
+
+static void futex_wake(_Atomic uint32_t *word) {
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 }
 
 static PyObject *raise_errno(int err, const char *why) {
@@ -267,6 +296,8 @@ static void mark_dead(Channel *ch) {
     if (ch->peer_dead)
         return;
     ch->peer_dead = 1;
+    if (ch->base != NULL && !ch->closed)
+        futex_wake(&ch->rx->consumer_waiting); /* a thread parked in recv */
     if (ch->own_w >= 0) {
         shutdown(ch->own_w, SHUT_WR);
         drain_filler(ch->own_w); /* writable again: a send now fails at once, as on TCP */
@@ -298,7 +329,7 @@ static int rx_has_news(Channel *ch, int64_t avail) {
 
 /* Leaving recv: make our readiness say what the ring holds (level-true). */
 static void settle_readable(Channel *ch) {
-    atomic_store_explicit(&ch->rx->consumer_waiting, 1, memory_order_seq_cst);
+    atomic_store_explicit(&ch->rx->consumer_waiting, CW_OUTSIDE, memory_order_seq_cst);
     atomic_thread_fence(memory_order_seq_cst);
     int64_t avail = rx_avail(ch);
     if (rx_has_news(ch, avail)) {
@@ -324,7 +355,10 @@ static void release_space(Channel *ch) {
 /* After publishing: wake a consumer that may be parked or selecting. */
 static void announce(Channel *ch) {
     atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(&ch->tx->consumer_waiting, memory_order_acquire))
+    uint32_t waiting = atomic_load_explicit(&ch->tx->consumer_waiting, memory_order_acquire);
+    if (waiting == CW_PARKED)
+        futex_wake(&ch->tx->consumer_waiting);
+    else if (waiting != CW_SPINNING)
         ring_bell(ch->peer_w, &ch->tx->bells);
 }
 
@@ -351,33 +385,65 @@ static int tx_ready(Channel *ch) {
 static int wait_for(Channel *ch, ready_fn ready, int for_space, int64_t deadline,
                     int holding) {
     int64_t start = now_ns();
-    int64_t spin_until = start + ch->spin_ns;
+    int64_t budget = ch->spin_ns;
+    /* A budget that shrank to nothing is probed now and then: the peer may be
+     * answering fast again, and a parked wait alone cannot tell. */
+    if (ch->adaptive && budget < 1000 && (++ch->probes & 15) == 0)
+        budget = ch->spin_max_ns;
+    int64_t spin_until = start + budget;
     if (deadline >= 0 && spin_until > deadline)
         spin_until = deadline;
-    int got = 0;
+    int got = 0, spun = 0;
     PyThreadState *save = PyEval_SaveThread();
     if (!for_space)
-        atomic_store_explicit(&ch->rx->consumer_waiting, 0, memory_order_relaxed);
-    for (unsigned i = 1; ch->spin_ns > 0; i++) {
+        atomic_store_explicit(&ch->rx->consumer_waiting, CW_SPINNING, memory_order_relaxed);
+    for (unsigned i = 1; budget > 0; i++) {
         if (ready(ch)) {
-            got = 1;
+            got = spun = 1;
             break;
         }
         cpu_relax();
         if ((i & 63) == 0 && now_ns() >= spin_until)
             break;
     }
-    while (!got) {
-        if (for_space) {
-            fill(ch);
-            atomic_store_explicit(&ch->tx->producer_waiting, 1, memory_order_seq_cst);
-        } else {
-            atomic_store_explicit(&ch->rx->consumer_waiting, 1, memory_order_seq_cst);
-        }
+    while (!got && !for_space) {
+        /* Park on the futex word itself: one syscall to sleep, one for the
+         * producer to wake us, and no bell to drain. The watcher (or close())
+         * wakes us for a dead peer; the periodic check covers a process that
+         * has no watcher (a forked child). */
+        atomic_store_explicit(&ch->rx->consumer_waiting, CW_PARKED, memory_order_seq_cst);
         atomic_thread_fence(memory_order_seq_cst);
         if (ready(ch)) {
-            if (for_space &&
-                atomic_exchange_explicit(&ch->tx->producer_waiting, 0, memory_order_acq_rel))
+            got = 1;
+            break;
+        }
+        int64_t nap = LIVENESS_NS;
+        if (deadline >= 0) {
+            int64_t left = deadline - now_ns();
+            if (left <= 0)
+                break;
+            if (left < nap)
+                nap = left;
+        }
+        if (futex_wait(&ch->rx->consumer_waiting, CW_PARKED, nap) < 0) {
+            if (errno == EINTR) {
+                PyEval_RestoreThread(save);
+                if (holding)
+                    return 2; /* the caller returns its bytes; the handler runs next */
+                if (PyErr_CheckSignals() < 0)
+                    return -1;
+                save = PyEval_SaveThread();
+            } else if (errno == ETIMEDOUT) {
+                check_peer(ch);
+            }
+        }
+    }
+    while (!got) { /* waiting for space: filler makes our fd unwritable, poll for POLLOUT */
+        fill(ch);
+        atomic_store_explicit(&ch->tx->producer_waiting, 1, memory_order_seq_cst);
+        atomic_thread_fence(memory_order_seq_cst);
+        if (ready(ch)) {
+            if (atomic_exchange_explicit(&ch->tx->producer_waiting, 0, memory_order_acq_rel))
                 drain_filler(ch->own_w);
             got = 1;
             break;
@@ -390,7 +456,7 @@ static int wait_for(Channel *ch, ready_fn ready, int for_space, int64_t deadline
             timeout_ms = (int)((left + 999999) / 1000000);
         }
         struct pollfd fds[2] = {
-            {ch->own_r, for_space ? POLLOUT : POLLIN, 0},
+            {ch->own_r, POLLOUT, 0},
             {ch->peer_w, 0, 0}, /* POLLHUP: the peer's r is closed, its process gone */
         };
         int n = poll(fds, ch->peer_w >= 0 ? 2 : 1, timeout_ms);
@@ -409,17 +475,14 @@ static int wait_for(Channel *ch, ready_fn ready, int for_space, int64_t deadline
         }
         if (n > 0 && (fds[1].revents & (POLLHUP | POLLERR)))
             mark_dead(ch);
-        if (!for_space && n > 0 && (fds[0].revents & POLLIN))
-            drain_bells(ch);
     }
     PyEval_RestoreThread(save);
     if (ch->adaptive) {
-        /* Adaptive spinning: a wait that ended within the ceiling would have
-         * paid to spin through, so the budget grows; a longer one (or a
-         * timeout) would have burned the CPU for nothing, so it shrinks. */
-        int64_t waited = now_ns() - start;
-        if (got && waited <= ch->spin_max_ns) {
-            int64_t grown = ch->spin_ns * 2 + 1000;
+        /* Adaptive spinning: a spin that paid grows the budget (up to the
+         * ceiling); a wait that had to park shrinks it, so an idle peer costs
+         * no CPU after a few waits. */
+        if (spun) {
+            int64_t grown = budget * 2 + 1000;
             ch->spin_ns = grown < ch->spin_max_ns ? grown : ch->spin_max_ns;
         } else {
             ch->spin_ns /= 2;
@@ -887,6 +950,7 @@ static PyObject *Channel_shutdown(Channel *self, PyObject *arg) {
     if (how != SHUT_RD) {
         atomic_fetch_or_explicit(&self->tx->flags, WR_SHUT, memory_order_acq_rel);
         atomic_thread_fence(memory_order_seq_cst);
+        announce(self); /* a peer parked in recv wakes to read the end */
         /* The peer's fileno reads end of stream for good (POLLIN|POLLRDHUP, as
          * TCP after a FIN); it needs no bell any more. Nothing shuts an r: a
          * hang-up of the peer's copy of our w must mean our r is closed. */
@@ -897,6 +961,7 @@ static PyObject *Channel_shutdown(Channel *self, PyObject *arg) {
         /* Readable for good, as TCP after SHUT_RD; the peer may go on sending. */
         self->rd_shut = 1;
         ring_bell(self->own_w, &self->rx->bells);
+        futex_wake(&self->rx->consumer_waiting); /* our own thread parked in recv */
     }
     Py_RETURN_NONE;
 }
@@ -914,7 +979,8 @@ static PyObject *Channel_close(Channel *self, PyObject *Py_UNUSED(ignored)) {
     if (self->base == NULL || self->closed)
         Py_RETURN_NONE;
     self->closed = 1;
-    /* Wake our own waiters: a bell at ourselves, and writable again. */
+    /* Wake our own waiters: parked in recv, selecting, or waiting for space. */
+    futex_wake(&self->rx->consumer_waiting);
     ring_bell(self->own_w, &self->rx->bells);
     drain_filler(self->own_w);
     if (take(self->rx_lock) < 0 || take(self->tx_lock) < 0)
