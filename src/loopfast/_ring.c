@@ -189,6 +189,19 @@ static void futex_wake(_Atomic uint32_t *word) {
     syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 }
 
+/* Wake a consumer parked on its word. The word changes first (PARKED ->
+ * SPINNING, by compare-exchange), so a consumer that stored PARKED but has not
+ * reached futex_wait yet finds the value changed there and does not sleep:
+ * a wake-up without the change could be lost. Returns the value seen. */
+static uint32_t wake_parked(_Atomic uint32_t *word) {
+    uint32_t seen = CW_PARKED;
+    if (atomic_compare_exchange_strong(word, &seen, CW_SPINNING)) {
+        futex_wake(word);
+        return CW_PARKED;
+    }
+    return seen;
+}
+
 static PyObject *raise_errno(int err, const char *why) {
     if (why != NULL) {
         PyObject *args = Py_BuildValue("(is)", err, why);
@@ -297,7 +310,7 @@ static void mark_dead(Channel *ch) {
         return;
     ch->peer_dead = 1;
     if (ch->base != NULL && !ch->closed)
-        futex_wake(&ch->rx->consumer_waiting); /* a thread parked in recv */
+        wake_parked(&ch->rx->consumer_waiting); /* a thread parked in recv */
     if (ch->own_w >= 0) {
         shutdown(ch->own_w, SHUT_WR);
         drain_filler(ch->own_w); /* writable again: a send now fails at once, as on TCP */
@@ -357,8 +370,8 @@ static void announce(Channel *ch) {
     atomic_thread_fence(memory_order_seq_cst);
     uint32_t waiting = atomic_load_explicit(&ch->tx->consumer_waiting, memory_order_acquire);
     if (waiting == CW_PARKED)
-        futex_wake(&ch->tx->consumer_waiting);
-    else if (waiting != CW_SPINNING)
+        waiting = wake_parked(&ch->tx->consumer_waiting);
+    if (waiting == CW_OUTSIDE)
         ring_bell(ch->peer_w, &ch->tx->bells);
 }
 
@@ -961,7 +974,7 @@ static PyObject *Channel_shutdown(Channel *self, PyObject *arg) {
         /* Readable for good, as TCP after SHUT_RD; the peer may go on sending. */
         self->rd_shut = 1;
         ring_bell(self->own_w, &self->rx->bells);
-        futex_wake(&self->rx->consumer_waiting); /* our own thread parked in recv */
+        wake_parked(&self->rx->consumer_waiting); /* our own thread parked in recv */
     }
     Py_RETURN_NONE;
 }
@@ -980,7 +993,7 @@ static PyObject *Channel_close(Channel *self, PyObject *Py_UNUSED(ignored)) {
         Py_RETURN_NONE;
     self->closed = 1;
     /* Wake our own waiters: parked in recv, selecting, or waiting for space. */
-    futex_wake(&self->rx->consumer_waiting);
+    wake_parked(&self->rx->consumer_waiting);
     ring_bell(self->own_w, &self->rx->bells);
     drain_filler(self->own_w);
     if (take(self->rx_lock) < 0 || take(self->tx_lock) < 0)
