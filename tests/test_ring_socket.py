@@ -243,3 +243,59 @@ def test_close_from_another_thread_wakes_a_blocked_call(closing: Callable[..., s
     thread.join(5)
     assert not thread.is_alive()
     assert len(outcome) == 1 and isinstance(outcome[0], OSError) and outcome[0].errno == 9
+
+
+def _echo_many(pipe: Connection, n: int) -> None:
+    """Accept *n* ring connections and echo them from one selector loop (park style)."""
+    with loopfast.create_server(("127.0.0.1", 0), fast_path=True, backlog=256) as srv:
+        srv.settimeout(10)
+        pipe.send(srv.getsockname()[1])
+        conns = [srv.accept()[0] for _ in range(n)]
+        buf = bytearray(4096)
+        with selectors.DefaultSelector() as sel:
+            for conn in conns:
+                conn.setsockopt(socket.SOL_SOCKET, 46, 0)
+                conn.setblocking(False)
+                sel.register(conn, selectors.EVENT_READ)
+            deadline = time.monotonic() + 30
+            while sel.get_map() and time.monotonic() < deadline:
+                for key, _ in sel.select(timeout=1):
+                    conn = key.fileobj
+                    try:
+                        got = conn.recv_into(buf)
+                    except BlockingIOError:
+                        continue
+                    if got:
+                        conn.setblocking(True)
+                        conn.sendall(buf[:got])
+                        conn.setblocking(False)
+                    else:
+                        sel.unregister(conn)
+        for conn in conns:
+            conn.close()
+
+
+def test_parked_recv_never_misses_its_wake_up() -> None:
+    """Many parked receivers, each woken by the peer's send: a lost wake-up would leave
+    one asleep until its liveness period (raised to 5 s here) or its 2 s timeout."""
+    n, rounds = 40, 25
+    with child(_echo_many, n) as (_proc, pipe):
+        port = receive(pipe)
+        conns = [loopfast.create_connection(("127.0.0.1", port), timeout=2, fast_path=True)
+                 for _ in range(n)]
+        try:
+            for conn in conns:
+                conn.setsockopt(socket.SOL_SOCKET, 46, 0)  # park at once
+                conn._state.link.channel.liveness = 5.0
+            back, worst = bytearray(64), 0.0
+            for _ in range(rounds):
+                for conn in conns:
+                    conn.sendall(b"m" * 64)
+                for conn in conns:
+                    start = time.monotonic()
+                    assert conn.recv_into(back, 64, socket.MSG_WAITALL) == 64
+                    worst = max(worst, time.monotonic() - start)
+        finally:
+            for conn in conns:
+                conn.close()
+    assert worst < 1.0

@@ -144,6 +144,7 @@ typedef struct {
     int64_t spin_ns;     /* current spin budget */
     int64_t spin_max_ns; /* adaptive ceiling; busy-poll sets it */
     unsigned probes;     /* waits since the budget shrank to nothing */
+    int64_t liveness_ns; /* a parked recv looks at its peer at least this often */
     int adaptive;
     int closed;     /* close() called: calls fail with EBADF */
     int rd_shut;    /* our own shutdown(SHUT_RD) */
@@ -430,7 +431,7 @@ static int wait_for(Channel *ch, ready_fn ready, int for_space, int64_t deadline
             got = 1;
             break;
         }
-        int64_t nap = LIVENESS_NS;
+        int64_t nap = ch->liveness_ns;
         if (deadline >= 0) {
             int64_t left = deadline - now_ns();
             if (left <= 0)
@@ -863,6 +864,7 @@ static int Channel_init(Channel *self, PyObject *args, PyObject *kwds) {
     self->spin_max_ns = 50000;
     self->spin_ns = self->spin_max_ns;
     self->adaptive = 1;
+    self->liveness_ns = LIVENESS_NS;
     return 0;
 }
 
@@ -1117,6 +1119,21 @@ static int Channel_set_sndtimeo(Channel *self, PyObject *value, void *closure) {
     return set_kernel_timeout(&self->sndtimeo_ns, value);
 }
 
+static PyObject *Channel_get_liveness(Channel *self, void *closure) {
+    return PyFloat_FromDouble((double)self->liveness_ns / 1e9);
+}
+static int Channel_set_liveness(Channel *self, PyObject *value, void *closure) {
+    int64_t ns;
+    if (set_kernel_timeout(&ns, value) < 0)
+        return -1;
+    if (ns <= 0) {
+        raise_errno(EINVAL, "the liveness period must be positive");
+        return -1;
+    }
+    self->liveness_ns = ns;
+    return 0;
+}
+
 static PyObject *Channel_get_peer_dead(Channel *self, void *closure) {
     return PyBool_FromLong(self->peer_dead);
 }
@@ -1161,6 +1178,9 @@ static PyGetSetDef Channel_getset[] = {
      "SO_RCVTIMEO in seconds (0: none): a blocking recv gives EAGAIN after it.", NULL},
     {"sndtimeo", (getter)Channel_get_sndtimeo, (setter)Channel_set_sndtimeo,
      "SO_SNDTIMEO in seconds (0: none): a blocking send gives EAGAIN after it.", NULL},
+    {"liveness", (getter)Channel_get_liveness, (setter)Channel_set_liveness,
+     "Seconds between a parked recv's own looks at its peer (the watcher wakes it at "
+     "once; this covers a process without one).", NULL},
     {"peer_dead", (getter)Channel_get_peer_dead, (setter)Channel_set_peer_dead,
      "True once the peer's process is known to be gone.", NULL},
     {NULL, NULL, NULL, NULL, NULL},

@@ -15,6 +15,7 @@ class Channel:
     busy_poll_us: int
     peer_dead: bool
     rcvtimeo: float
+    liveness: float
     sndtimeo: float
     def __init__(self, memfd: int, c2s_size: int, s2c_size: int, server: bool, own_r: int,
                  own_w: int, peer_w: int, /) -> None: ...
