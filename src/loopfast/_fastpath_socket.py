@@ -1,11 +1,13 @@
-"""Fast-path sockets: a connection carried by an AF_UNIX stream, and a bundled listener.
+"""Fast-path sockets: making a connection, the stream transport, the bundled listener.
 
-A fast-path connection keeps the application's fd number: after the
-rendezvous, ``dup2`` puts the AF_UNIX stream at that number, so the stdlib's C
-methods (send, recv, recv_into, sendmsg, MSG_PEEK, MSG_WAITALL, timeouts,
-select) work on it unchanged and at kernel speed (SPEC F6). What differs from
-TCP is overridden here and nowhere else: addresses, options, SHUT_RD, and
-ancillary data. The connection stays on the fast path until closed (F5).
+``connect_fast`` turns a client socket into a fast-path connection: after the
+rendezvous, ``dup2`` puts the carrier at the application's own fd number,
+either the AF_UNIX stream itself (``fast_path="stream"``: the stdlib's C
+methods then work unchanged, at kernel speed) or the ring's wake-up socket
+(the default; ``_ring_socket.RingSocket`` carries the data). What the stream
+transport does differently from TCP is overridden in ``FastPathSocket`` and
+nowhere else: addresses, options and ancillary data. A connection stays on
+the fast path until closed (F5). ``FastPathListener`` accepts both kinds.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def connect_fast(sock: socket, host: str, port: int) -> bool:
                 offer.server_w.close()
             return False
         reservation = StdSocket(sock.family, _stdsocket.SOCK_STREAM, sock.proto,
-                                        fileno=os.dup(sock.fileno()))
+                                fileno=os.dup(sock.fileno()))
         carrier = offer.client_r if offer is not None else found.stream
         os.dup2(carrier.fileno(), sock.fileno(), inheritable=False)
     timeout = sock.gettimeout()

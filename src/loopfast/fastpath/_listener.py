@@ -77,7 +77,7 @@ class Listener:
         if not _addresses.listener_names(sock.family, host, port, dual):
             return None
         tcp = StdSocket(sock.family, _stdsocket.SOCK_STREAM, sock.proto,
-                                fileno=os.dup(sock.fileno()))
+                        fileno=os.dup(sock.fileno()))
         tcp.setblocking(False)
         self = cls(tcp, host, port, dual)
         if not self.offer(backlog):
