@@ -56,11 +56,6 @@ def is_loopback(family: int, host: str) -> bool:
     return family == _stdsocket.AF_INET6 and ip is not None and ip == _V6_LOOPBACK
 
 
-def wildcard(family: int) -> str:
-    """The wildcard address of *family*."""
-    return "0.0.0.0" if family == _stdsocket.AF_INET else "::"
-
-
 def name_for(host: str, port: int) -> bytes:
     """The abstract AF_UNIX name of a listener bound to *host*:*port*."""
     return NAME_PREFIX + f"{host}/{port}".encode("ascii")
