@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket as _stdsocket
 import struct
@@ -32,7 +33,8 @@ _LISTENER_PREFIX = "@loopfast/1/"
 _QUERY_PREFIX = "@loopfast-stat/"
 _ACCEPTCON = 0x10000
 _TIMEOUT = 2.0
-_ORIGINAL_SOCKET = _stdsocket.socket  # loopfast.patch() may rebind the module's name
+_ORIGINAL_SOCKET = _stdsocket.socket
+_log = logging.getLogger("loopfast")  # loopfast.patch() may rebind the module's name
 
 
 class _Registry:
@@ -40,12 +42,14 @@ class _Registry:
         self.lock = threading.Lock()
         self.live: weakref.WeakSet[Any] = weakref.WeakSet()
         self.endpoint: _stdsocket.socket | None = None
+        self.failed = False
         os.register_at_fork(after_in_child=self._after_fork)
 
     def _after_fork(self) -> None:
         # The thread stays behind; the child answers under its own pid once it registers.
         self.lock = threading.Lock()
         self.live = weakref.WeakSet()
+        self.failed = False
         if self.endpoint is not None:
             self.endpoint.close()
             self.endpoint = None
@@ -61,8 +65,16 @@ class _Registry:
             self._start_locked()
 
     def _start_locked(self) -> None:
-        if self.endpoint is None:
-            self.endpoint = _listen(os.getpid())
+        if self.endpoint is None and not self.failed:
+            try:
+                self.endpoint = _listen(os.getpid())
+            except OSError as exc:
+                # Seeing connections is a bonus: it must never cost one. (Another
+                # pid namespace on this network namespace may hold the name.)
+                self.failed = True
+                _log.warning("loopfast: stat endpoint unavailable, connections of pid %d "
+                             "will not show in 'loopfast stat': %s", os.getpid(), exc)
+                return
             threading.Thread(target=_serve, args=(self.endpoint,), daemon=True,
                              name="loopfast-stat").start()
 
