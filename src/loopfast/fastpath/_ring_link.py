@@ -9,6 +9,7 @@ share with the hello.
 from __future__ import annotations
 
 import _socket as _csocket
+import logging
 import os
 import select
 import socket as _stdsocket
@@ -20,6 +21,7 @@ from .. import _ring
 from ._connection import Connection, Inherited, PeerCredentials
 
 DEFAULT_RING = 128 * 1024
+_log = logging.getLogger("loopfast")
 
 
 def ring_size(rcvbuf: int | None) -> int:
@@ -70,7 +72,11 @@ class RingLink:
         self.own_w = own_w
         self.peer_w = peer_w
         self.users = 1
-        _watcher.watch(peer_w.fileno(), channel)
+        try:
+            _watcher.watch(peer_w.fileno(), channel)
+        except OSError as exc:  # e.g. EMFILE: blocked calls still see the peer's death
+            _log.warning("loopfast: cannot watch a ring connection's peer (%s); select() "
+                         "will learn of its death only at the next call", exc)
 
     def release(self) -> None:
         """One socket object less; the last one closes the rings and the fds."""
