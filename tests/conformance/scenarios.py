@@ -1655,8 +1655,7 @@ def scenario_ipv4_client_to_ipv6_listener_fails(t: Transport, rec: Recorder) -> 
 # ---------------------------------------------------------------- more shutdown
 
 
-@scenario
-def scenario_shutdown_rdwr_wakes_blocked_reader(t: Transport, rec: Recorder) -> None:
+def _shutdown_wakes_blocked_reader(t: Transport, rec: Recorder, how: int, name: str) -> None:
     c, _s = t.pair()
     c.settimeout(1.5)
 
@@ -1667,24 +1666,18 @@ def scenario_shutdown_rdwr_wakes_blocked_reader(t: Transport, rec: Recorder) -> 
 
     task = t.task(reader)
     time.sleep(0.05)
-    rec.call("shutdown SHUT_RDWR from another thread", c.shutdown, socket.SHUT_RDWR)
+    rec.call(f"shutdown {name} from another thread", c.shutdown, how)
     rec.call("blocked recv returns at once", task.join)
+
+
+@scenario
+def scenario_shutdown_rdwr_wakes_blocked_reader(t: Transport, rec: Recorder) -> None:
+    _shutdown_wakes_blocked_reader(t, rec, socket.SHUT_RDWR, "SHUT_RDWR")
 
 
 @scenario
 def scenario_shut_rd_wakes_blocked_reader(t: Transport, rec: Recorder) -> None:
-    c, _s = t.pair()
-    c.settimeout(1.5)
-
-    def reader() -> Any:
-        start = time.monotonic()
-        data = c.recv(10)
-        return data, time.monotonic() - start < 1.0
-
-    task = t.task(reader)
-    time.sleep(0.05)
-    rec.call("shutdown SHUT_RD from another thread", c.shutdown, socket.SHUT_RD)
-    rec.call("blocked recv returns at once", task.join)
+    _shutdown_wakes_blocked_reader(t, rec, socket.SHUT_RD, "SHUT_RD")
 
 
 @scenario
