@@ -19,8 +19,8 @@ def _peer_watcher() -> None:
     """The process-wide peer watcher (one thread, one epoll fd) and the stat endpoint
     (one thread, one listening socket) exist before any test counts fds: each is made
     once, at the first fast-path connection, and lives on."""
-    from loopfast import _stat
-    from loopfast.fastpath._ring_link import _watcher
+    from loopfast._fastpath import registry as _stat
+    from loopfast._fastpath.ring_link import _watcher
 
     _watcher.start()
     _stat._registry.start()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from loopfast._cli import main
+from loopfast._tools.cli import main
 from loopfast.bench.peers import ZmqRow
 from loopfast.bench.rows import ROWS, SocketRow
 

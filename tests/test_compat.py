@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 import loopfast
-from loopfast import _tcpinfo, compat
+from loopfast import compat
+from loopfast._winsock import tcpinfo as _tcpinfo
 from loopfast.constants import (
     NTDDI_LONGHORN,
     NTDDI_VISTA,
@@ -67,7 +68,7 @@ def _pair(closing: Closing, host: str = "127.0.0.1", client: Mode | None = None,
 
 
 def _default_wscale() -> int:
-    from loopfast._info import default_wscale
+    from loopfast._tools.info import default_wscale
 
     return default_wscale()
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import loopfast
-from loopfast._echo_server import EchoServer
+from loopfast._tools.echo_server import EchoServer
 
 from ._procs import child
 
@@ -163,7 +163,7 @@ def test_the_example_script_echoes() -> None:
 
 
 def test_cli_refuses_a_bad_port(capsys: pytest.CaptureFixture[str]) -> None:
-    from loopfast._cli import main
+    from loopfast._tools.cli import main
 
     with loopfast.create_server(("127.0.0.1", 0)) as taken:
         assert main(["echo-server", "--port", str(taken.getsockname()[1])]) == 1

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from loopfast.fastpath._handshake import (
+from loopfast._fastpath.handshake import (
     HELLO_SIZE,
     MAGIC,
     HandshakeError,

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from loopfast import _info
-from loopfast._cli import main
+from loopfast._tools import info as _info
+from loopfast._tools.cli import main
 
 
 def _sysctl(path: str) -> str:

@@ -16,8 +16,8 @@ from collections.abc import Callable
 import pytest
 
 import loopfast
-from loopfast._addresses import name_for
-from loopfast.fastpath import _handshake
+from loopfast._core.addresses import name_for
+from loopfast._fastpath import handshake as _handshake
 
 Closing = Callable[..., socket.socket]
 

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 import loopfast
-from loopfast._addresses import name_for
+from loopfast._core.addresses import name_for
 
 from .netns import Child, ChildUnavailable, ip, wait_lower_up
 

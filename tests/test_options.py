@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from loopfast._options import OPTIONS, Treatment
+from loopfast._core.options import OPTIONS, Treatment
 
 from .conftest import Pair
 

@@ -27,9 +27,9 @@ from typing import Any
 import pytest
 
 import loopfast
-import loopfast._fastpath_socket  # the children (nobody) cannot import the stdlib lazily
-from loopfast._addresses import name_for
-from loopfast.fastpath import _owner
+import loopfast._core.sockets  # the children (nobody) cannot import the stdlib lazily
+from loopfast._core.addresses import name_for
+from loopfast._fastpath import owner as _owner
 
 from .netns import NOBODY, Child, ChildUnavailable
 

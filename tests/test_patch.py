@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import loopfast
-from loopfast import _patch
+from loopfast._core import patch as _patch
 
 RUN = [sys.executable, "-m", "loopfast", "run"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}

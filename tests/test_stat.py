@@ -9,8 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from loopfast import _stat
-from loopfast._cli import main
+from loopfast._tools.cli import main
 
 STAT = [sys.executable, "-m", "loopfast", "stat"]
 Pair = tuple[Any, Any]
@@ -26,8 +25,6 @@ def _stat_json() -> dict[str, Any]:
 def test_stat_lists_a_live_connection_and_not_after_close(
         make_pair: Callable[..., Pair]) -> None:
     cli, acc = make_pair()
-    _stat.register(cli)  # the core registers every fast-path connection; here by hand
-    _stat.register(acc)
     cli.sendall(b"x" * 1000)
     assert acc.recv(10) == b"x" * 10
     port = acc.getsockname()[1]

@@ -11,15 +11,15 @@ fall-back to TCP when the peer does not take part::
 from __future__ import annotations
 
 from . import filters, policy
-from ._helpers import create_connection, create_server
-from ._patch import patch, patched, unpatch
-from ._poll import PollFD, poll, poll_objects
-from ._socket import socket
-from ._socket_poll import SELECT_ERROR, SELECT_READ, SELECT_WRITE, SelectMode
+from ._core.helpers import create_connection, create_server
+from ._core.patch import patch, patched, unpatch
+from ._core.sockets import socket
+from ._core.stdlib import PeerCredentials
+from ._winsock.poll import PollFD, poll, poll_objects
+from ._winsock.socket_poll import SELECT_ERROR, SELECT_READ, SELECT_WRITE, SelectMode
 from .compat import WSACompatibilityMode
 from .constants import *  # noqa: F403
 from .constants import __all__ as _constants_all
-from .fastpath._connection import PeerCredentials
 
 __all__ = [
     "SELECT_ERROR",

@@ -15,7 +15,7 @@ How the connection is carried depends on the loop (docs/asyncio.md):
   asyncio's memory-BIO TLS, as always; ``drain()`` waits while the ring is full.
 - Other loops (uvloop) read and write the fd themselves, which the fast path's
   fd does not carry, so fast-path connections there go through
-  ``loopfast._aio_transport``, driven by the loop's ``add_reader``/``add_writer``;
+  ``loopfast._core.aio_transport``, driven by the loop's ``add_reader``/``add_writer``;
   TCP connections keep the loop's native transport. The listener is served by
   an ``add_reader`` on its fd (an epoll fd, which libuv cannot ``accept()`` on).
 
@@ -33,8 +33,8 @@ from asyncio import base_events, selector_events
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from . import _aio_transport, _stat
-from ._socket import socket
+from ._core import aio_transport
+from ._core.sockets import socket
 
 __all__ = ["fast_path_active", "open_connection", "start_server"]
 
@@ -127,8 +127,6 @@ async def open_connection(host: str | None = None, port: int | None = None, *,
     if sock is None:
         sock = await _connected_socket(loop, host, port, fast_path, family, proto, flags,
                                        local_addr)
-    if isinstance(sock, socket) and sock.fast_path_active:
-        _stat.register(sock)
     context = _ssl_context(ssl, server_side=False)
     if context is not None and server_hostname is None:
         server_hostname = host
@@ -141,7 +139,7 @@ async def open_connection(host: str | None = None, port: int | None = None, *,
                 ssl_handshake_timeout=ssl_handshake_timeout,
                 ssl_shutdown_timeout=ssl_shutdown_timeout)
         else:
-            transport = await _aio_transport.connect(
+            transport = await aio_transport.connect(
                 loop, protocol, sock, ssl=context, server_hostname=server_hostname,
                 ssl_handshake_timeout=ssl_handshake_timeout,
                 ssl_shutdown_timeout=ssl_shutdown_timeout)
@@ -302,7 +300,7 @@ class _Server(base_events.Server):
         protocol = self._protocol_factory()
         try:
             if conn.fast_path_active:
-                await _aio_transport.connect(
+                await aio_transport.connect(
                     self._loop, protocol, conn, ssl=self._ssl_context, server_side=True,
                     ssl_handshake_timeout=self._ssl_handshake_timeout,
                     ssl_shutdown_timeout=self._ssl_shutdown_timeout, server=self)

@@ -15,7 +15,9 @@ The rules this module keeps (SPEC C1-C8, docs/compat.md):
   compatibility mode shrinking is refused (the Vista default the seed gives).
 - Only before the SYN: a connected or accepted socket answers EISCONN. A
   listener's mode reaches every connection it accepts (the kernel copies the
-  clamp and the lock into each child; ``socket.adopt_tcp`` copies the rest).
+  clamp and the lock into each child; the accepted socket takes the settings).
+
+This module takes and returns ``CompatibilitySettings``; the socket keeps them.
 """
 
 from __future__ import annotations
@@ -25,13 +27,10 @@ import errno
 import functools
 import socket as _stdsocket
 import struct
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
-from ._std import StdSocket
+from ._core.stdlib import StdSocket, is_tcp
 from .constants import NTDDI_VISTA, WSA_COMPATIBILITY_BEHAVIOR_ID
-
-if TYPE_CHECKING:
-    from ._socket import socket
 
 __all__ = [
     "AUTOTUNING_WINDOW_CAP",
@@ -159,7 +158,7 @@ def _settings(mode: Mode) -> CompatibilitySettings:
     return mode
 
 
-def settings_of(sock: socket) -> CompatibilitySettings:
+def settings_of(sock: _stdsocket.socket) -> CompatibilitySettings:
     """The compatibility settings of a loopfast socket (all None when never set)."""
     return getattr(sock, "_compat", None) or CompatibilitySettings()
 
@@ -193,8 +192,12 @@ def ring_capacity(rcvbuf: int, mode: Mode) -> int:
 # -- applying a mode to a kernel TCP socket ------------------------------------------------
 
 
-def apply(sock: socket, option: object) -> None:
-    """``ioctl(SIO_SET_COMPATIBILITY_MODE, option)`` on a loopfast socket.
+def apply(sock: _stdsocket.socket, settings: CompatibilitySettings | None, option: object,
+          connected: bool) -> CompatibilitySettings:
+    """``ioctl(SIO_SET_COMPATIBILITY_MODE, option)``: apply it to *sock*; the new settings.
+
+    *settings* are the socket's until now (None: never set); *connected* says
+    whether its connection is made (then it is too late, as on Windows).
 
     Raises:
         OSError: EINVAL for a bad input (or a Vista AutoTuning target after a pre-Vista
@@ -202,24 +205,22 @@ def apply(sock: socket, option: object) -> None:
             a connected or accepted socket.
     """
     mode = WSACompatibilityMode.parse(option)
-    if (sock.family not in (_stdsocket.AF_INET, _stdsocket.AF_INET6)
-            or sock.type != _stdsocket.SOCK_STREAM
-            or sock.proto not in (0, _stdsocket.IPPROTO_TCP)):
+    if not is_tcp(sock):
         raise OSError(errno.EOPNOTSUPP, f"{_NAME} applies only to TCP sockets (AF_INET/"
                       "AF_INET6, SOCK_STREAM), as on Windows; a datagram socket has no "
                       "receive window")
-    if sock._connected():
+    if connected:
         raise OSError(errno.EISCONN, f"{_NAME} must be set before the SYN: right after "
                       "creating the socket, before connect() on a client or on the listening "
                       "socket before clients connect; this socket is already connected")
-    old = settings_of(sock)
+    old = _settings(settings)
     new = old.with_mode(mode)
     if new.autotuning != old.autotuning and new.autotuning is not None:
         _apply_autotuning(sock, old.autotuning, new.autotuning)
-    sock._compat = new
+    return new
 
 
-def _apply_autotuning(sock: socket, old: int | None, target: int) -> None:
+def _apply_autotuning(sock: _stdsocket.socket, old: int | None, target: int) -> None:
     tcp = _stdsocket.IPPROTO_TCP
     if target >= NTDDI_VISTA:
         if old is not None and old < NTDDI_VISTA:
@@ -261,7 +262,8 @@ def kernel_rcvbuf(value: int) -> int:
     return max(min(asked, rmem_max) * 2, _min_rcvbuf())
 
 
-def check_rcvbuf(sock: socket, value: object) -> None:
+def check_rcvbuf(sock: _stdsocket.socket, settings: CompatibilitySettings | None,
+                 value: object, connected: bool) -> None:
     """Refuse an ``SO_RCVBUF`` that would shrink a connected socket's buffer (SPEC C5).
 
     Growing is always allowed, and so is any size before the connection is made.
@@ -270,11 +272,11 @@ def check_rcvbuf(sock: socket, value: object) -> None:
         OSError: EINVAL when the buffer would shrink and the socket's ReceiveBuffering
             behaviour (or its absence: the Vista default) forbids it.
     """
-    if shrink_allowed(settings_of(sock)):
+    if shrink_allowed(settings):
         return
     if isinstance(value, (bytes, bytearray)) and len(value) == 4:
         value = int.from_bytes(value, "little", signed=True)
-    if type(value) is not int or not sock._connected():
+    if type(value) is not int or not connected:
         return  # the kernel judges other inputs; unconnected sockets may shrink
     current = int(sock.getsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_RCVBUF))
     wanted = kernel_rcvbuf(value)

@@ -24,9 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .. import _poll
-from .._helpers import create_server
-from .._socket import socket
+from .. import PollFD, create_server, poll, socket
 from ..constants import POLLRDNORM
 
 __all__ = ["latency", "overhead", "run"]
@@ -60,16 +58,16 @@ def overhead(n: int = 10_000, rounds: int = 40, ready: int = 0) -> dict[str, flo
                 register(sock, select.POLLIN)
             return fresh.poll(0)
 
-        array = [_poll.PollFD(sock, POLLRDNORM) for sock in socks]
+        array = [PollFD(sock, POLLRDNORM) for sock in socks]
 
         def changed() -> Any:
             array[0].events = POLLRDNORM
-            return _poll.poll(array, 0)
+            return poll(array, 0)
 
         ways: dict[str, Callable[[], Any]] = {
             "select.poll registered once": lambda: persistent.poll(0),
             "select.poll built per call": per_call,
-            "loopfast.poll, same array": lambda: _poll.poll(array, 0),
+            "loopfast.poll, same array": lambda: poll(array, 0),
             "loopfast.poll, array changed": changed,
         }
         times: dict[str, list[float]] = {name: [] for name in ways}
@@ -106,10 +104,10 @@ def _measure(mine: Any, theirs: _stdsocket.socket, count: int, gap: float) -> li
         os._exit(code)
     theirs.close()
     waits: list[float] = []
-    entry = [_poll.PollFD(mine, POLLRDNORM)]
+    entry = [PollFD(mine, POLLRDNORM)]
     try:
         for _ in range(count):
-            if _poll.poll(entry, 5_000) == 0:
+            if poll(entry, 5_000) == 0:
                 raise TimeoutError("the peer sent nothing for 5 s")
             woke = time.monotonic_ns()
             sent = struct.unpack("q", mine.recv(8, _stdsocket.MSG_WAITALL))[0]

@@ -4,7 +4,7 @@ Every loopfast socket's ``fileno()`` is a kernel fd with true readiness (a
 fast-path listener's is an epoll bundle, readable when a TCP or fast-path
 connection waits; a ring-carried connection's is an AF_UNIX socket the ring
 keeps level-true), so one ``select.poll`` over the fds answers for all of them.
-Flags are Winsock's outside and Linux's inside (``_poll_flags``).
+Flags are Winsock's outside and Linux's inside (``flags``).
 
 The ring-state protocol: an object in the array may define
 ``_loopfast_ready(events: int) -> int``, taking the *native* ``select.POLL*``
@@ -38,9 +38,9 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol, TypeAlias
 
-from ._poll_flags import _REVENTS as _REVENTS_MEMO
-from ._poll_flags import INPUT_FLAGS, NATIVE_EVENTS, winsock_revents
-from .constants import POLLNVAL
+from ..constants import POLLNVAL
+from .flags import _REVENTS as _REVENTS_MEMO
+from .flags import INPUT_FLAGS, NATIVE_EVENTS, winsock_revents
 
 __all__ = ["FileLike", "PollFD", "poll", "poll_objects"]
 

@@ -21,9 +21,9 @@ import threading
 from collections.abc import Callable
 from typing import cast
 
-from ._poll import PollFD, poll
-from ._socket import socket
-from .constants import POLLERR, POLLHUP, POLLNVAL, POLLRDNORM, POLLWRNORM
+from .._core.sockets import socket
+from .._winsock.poll import PollFD, poll
+from ..constants import POLLERR, POLLHUP, POLLNVAL, POLLRDNORM, POLLWRNORM
 
 __all__ = ["MAX_PENDING", "EchoServer"]
 

@@ -15,10 +15,12 @@ import os
 import socket as _stdsocket
 from typing import Any
 
-from . import _tcpinfo, policy
-from ._std import StdSocket
-from .compat import WSACompatibilityMode
-from .constants import NTDDI_VISTA, NTDDI_WINXP, WsaBehaviorAutoTuning
+from .. import policy
+from .._core.sockets import socket
+from .._core.stdlib import StdSocket
+from .._winsock import tcpinfo
+from ..compat import WSACompatibilityMode
+from ..constants import NTDDI_VISTA, NTDDI_WINXP, WsaBehaviorAutoTuning
 
 __all__ = ["Report", "Row", "default_wscale", "gather", "measured_wscale", "render"]
 
@@ -80,8 +82,6 @@ def measured_wscale(mode: WSACompatibilityMode | None = None, timeout: float = 2
     Raises:
         OSError: when no loopback connection can be made.
     """
-    from ._socket import socket
-
     with socket(_stdsocket.AF_INET, _stdsocket.SOCK_STREAM) as srv:
         srv.bind(("127.0.0.1", 0))
         srv.listen(1)
@@ -92,7 +92,7 @@ def measured_wscale(mode: WSACompatibilityMode | None = None, timeout: float = 2
             cli.connect(srv.getsockname())
             conn, _ = srv.accept()
             with conn:
-                return _tcpinfo.read(cli).rcv_wscale
+                return tcpinfo.read(cli).rcv_wscale
 
 
 def _flag(name: str, on: str = "enabled", off: str = "disabled") -> Row:

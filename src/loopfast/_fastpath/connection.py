@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import _socket as _csocket
 import socket as _stdsocket
-import struct
-from typing import Any, NamedTuple
+from typing import Any
 
-from .._std import StdSocket
+from .._core.stdlib import PeerCredentials, StdSocket
 
 Inherited = tuple[tuple[int, int, Any], ...]  # (level, optname, value) to set
-
-
-class PeerCredentials(NamedTuple):
-    """The peer process of a fast-path connection, as the kernel vouches for it (SO_PEERCRED)."""
-
-    pid: int
-    uid: int
-    gid: int
 
 
 class Connection:
@@ -72,8 +62,3 @@ class Connection:
             self._shadow.close()
             self._shadow = None
 
-
-def peer_credentials(sock: _csocket.socket) -> PeerCredentials:
-    """SO_PEERCRED of a connected AF_UNIX socket."""
-    raw = sock.getsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_PEERCRED, 12)
-    return PeerCredentials(*struct.unpack("=iII", raw))

@@ -17,7 +17,7 @@ import errno
 import socket as _stdsocket
 import struct
 
-from ._std import StdSocket
+from .._core.stdlib import StdSocket
 
 __all__ = ["TcpInfo", "read"]
 

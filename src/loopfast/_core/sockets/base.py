@@ -1,21 +1,24 @@
 """loopfast.socket: a stdlib TCP socket that can opt in to the loopback fast path.
 
-The class of a socket object says which transport carries it, and may change
-once, when the connection is made:
+The class of a socket object says which transport carries it, and changes at
+most when its connection is made (docs/architecture.md):
 
-- ``socket``: a kernel TCP socket, every method the stdlib's own (SPEC F1).
-- ``_fastpath_socket.FastPathSocket``: a connection on the fast path. Its fd
-  number is the application's original one, now referring to the AF_UNIX
-  stream that carries the data, so send/recv/select/makefile run in the
-  stdlib's C code with no Python frame on the way (SPEC F6).
-- ``_fastpath_socket.FastPathListener``: a listener that also accepts
-  fast-path clients; its fd refers to an epoll instance bundling both kinds
-  of arrival, so selectors see it readable for either.
-- ``_filtered.FilteredSocket``: a TCP connection that a connection filter
-  sees (SPEC F9).
+- ``socket``: a kernel TCP socket, every data method the stdlib's own (SPEC F1).
+- ``ring.RingSocket``: a fast-path connection carried by shared-memory rings
+  (the default transport); its fd is a wake-up socket that carries no data.
+- ``stream.FastPathSocket``: a fast-path connection carried by an AF_UNIX
+  stream at the application's own fd number, so the stdlib's C methods run
+  on it unchanged.
+- ``listener.FastPathListener``: a listener that also accepts fast-path
+  clients; its fd refers to an epoll instance bundling both kinds of arrival.
+- ``filtered.FilteredSocket``: a TCP connection that a connection filter sees.
 
-Swapping ``__class__`` (all share one layout) keeps the common path free of
-"which transport am I" checks.
+Rule: ``become()`` below is the only code that changes a socket's class. The
+class follows the type of the socket's state (``_state``), which the fast
+path and the filters build and return; each subclass names its state type
+when it is defined (``class RingSocket(FastPathSocket, state=RingConnection)``),
+so this module never imports its subclasses. Swapping ``__class__`` (all share
+one layout) keeps the common path free of "which transport am I" checks.
 """
 
 from __future__ import annotations
@@ -26,12 +29,20 @@ import os
 import socket as _stdsocket
 from typing import Any, Self
 
-from . import _addresses, _busy_poll, compat, filters, policy
-from ._std import StdSocket
-from .constants import SIO_LOOPBACK_FAST_PATH, SIO_SET_COMPATIBILITY_MODE
+from ... import compat, policy
+from ..._fastpath import connector, registry
+from ..._fastpath.connection import Connection
+from ..._fastpath.listener import Listener
+from ..._winsock.socket_poll import socket_poll
+from ...constants import SIO_LOOPBACK_FAST_PATH, SIO_SET_COMPATIBILITY_MODE
+from .. import addresses, filtering, options
+from ..stdlib import StdSocket, is_tcp
 
 _BOOL_SIZE = 4  # Winsock's BOOL
 TRANSPORTS = ("ring", "stream")
+
+# The class for each type of state: filled in by the subclasses' definitions.
+_KINDS: dict[type, type[socket]] = {}
 
 
 def parse_switch(option: object) -> bool:
@@ -52,6 +63,19 @@ def parse_switch(option: object) -> bool:
                   f"got {option!r}")
 
 
+def become(sock: socket, state: Any) -> None:
+    """Make *sock* the kind of socket *state* describes (None: a plain TCP socket).
+
+    The only place a socket changes class. A fast-path connection is
+    registered with ``loopfast stat`` here, once.
+    """
+    sock._state = state
+    sock.__class__ = _KINDS[type(state)]
+    sock._kind_changed()
+    if isinstance(state, Connection):
+        registry.register(sock)
+
+
 class socket(_stdsocket.socket):
     """A ``socket.socket`` that can carry loopback TCP over the fast path.
 
@@ -65,14 +89,20 @@ class socket(_stdsocket.socket):
     ``"ring"`` (shared-memory rings, the fastest), or ``"stream"`` (an AF_UNIX
     stream, for code that hands the fd to others: blocking ssl, os.sendfile).
     ``busy_poll_us`` (or ``setsockopt(SOL_SOCKET, SO_BUSY_POLL, µs)``) sets how
-    long a blocked ring call spins before it parks (SPEC F13; see _busy_poll).
+    long a blocked ring call spins before it parks (SPEC F13).
 
     Raises:
         OSError: EOPNOTSUPP when ``fast_path=True`` is asked of a non-TCP socket;
+            EINVAL for an unknown ``fast_path`` word or a bad ``busy_poll_us``;
             whatever ``socket.socket`` raises.
     """
 
-    __slots__ = ("_busy", "_compat", "_fast_path", "_state", "_transport")
+    __slots__ = ("_busy", "_channel", "_compat", "_fast_path", "_state", "_transport")
+
+    def __init_subclass__(cls, state: type | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if state is not None:
+            _KINDS[state] = cls
 
     def __init__(self, family: int = -1, type: int = -1, proto: int = -1,
                  fileno: int | None = None, *, fast_path: bool | str = False,
@@ -81,29 +111,33 @@ class socket(_stdsocket.socket):
         self._fast_path = False
         self._transport = "ring"
         self._busy: int | None = None
-        if busy_poll_us is not None:
-            try:
-                self._busy = _busy_poll.parse(busy_poll_us)
-            except OSError:
-                self.close()
-                raise
-        if isinstance(fast_path, str):
-            if fast_path not in TRANSPORTS:
-                self.close()
-                raise OSError(errno.EINVAL, f"fast_path={fast_path!r}: use True, False, "
-                              "'ring' (shared memory, the default) or 'stream' (AF_UNIX)")
-            self._transport = fast_path
         self._state: Any = None
         self._compat: compat.CompatibilitySettings | None = None
-        if fast_path or compatibility_mode is not None:
-            try:
-                if fast_path:
-                    self.ioctl(SIO_LOOPBACK_FAST_PATH, True)
-                if compatibility_mode is not None:
-                    self.ioctl(SIO_SET_COMPATIBILITY_MODE, compatibility_mode)
-            except BaseException:
-                self.close()
-                raise
+        try:
+            if busy_poll_us is not None:
+                self._busy = options.parse_busy_poll(busy_poll_us)
+            if isinstance(fast_path, str):
+                if fast_path not in TRANSPORTS:
+                    raise OSError(errno.EINVAL, f"fast_path={fast_path!r}: use True, False, "
+                                  "'ring' (shared memory, the default) or 'stream' (AF_UNIX)")
+                self._transport = fast_path
+            if fast_path:
+                self.ioctl(SIO_LOOPBACK_FAST_PATH, True)
+            if compatibility_mode is not None:
+                self.ioctl(SIO_SET_COMPATIBILITY_MODE, compatibility_mode)
+        except BaseException:
+            self.close()
+            raise
+
+    def _take_settings(self, other: socket) -> None:
+        """Take *other*'s loopfast settings (dup, accept): switch, transport, spin, mode."""
+        self._fast_path = other._fast_path
+        self._transport = other._transport
+        self._busy = other._busy
+        self._compat = other._compat
+
+    def _kind_changed(self) -> None:
+        """Called by become() after the class changed; a kind sets up what it needs."""
 
     # -- the fast-path switch --------------------------------------------------
 
@@ -139,15 +173,13 @@ class socket(_stdsocket.socket):
                 on a socket that is not TCP; EISCONN on a connected socket.
         """
         if control == SIO_SET_COMPATIBILITY_MODE:
-            compat.apply(self, option)
+            self._compat = compat.apply(self, self._compat, option, self._connected())
             return
         if control != SIO_LOOPBACK_FAST_PATH:
             raise OSError(errno.EINVAL, f"unknown control code {control:#x}; loopfast "
                           "implements SIO_LOOPBACK_FAST_PATH and SIO_SET_COMPATIBILITY_MODE")
         on = parse_switch(option)
-        if (self.family not in (_stdsocket.AF_INET, _stdsocket.AF_INET6)
-                or self.type != _stdsocket.SOCK_STREAM
-                or self.proto not in (0, _stdsocket.IPPROTO_TCP)):
+        if not is_tcp(self):
             raise OSError(errno.EOPNOTSUPP, "SIO_LOOPBACK_FAST_PATH applies only to TCP sockets "
                           "(AF_INET/AF_INET6, SOCK_STREAM)")
         if self._connected():
@@ -155,31 +187,56 @@ class socket(_stdsocket.socket):
                           "on a client, or on the listening socket before accept(); this socket "
                           "is already connected")
         self._fast_path = on
-        if on and self._listening():
+        self._switched()
+
+    def _switched(self) -> None:
+        """The fast-path switch changed: a listener starts (or stops) offering it."""
+        if self._fast_path and self._listening():
             self._start_listener(_stdsocket.SOMAXCONN)
+
+    # -- options ------------------------------------------------------------------
 
     def setsockopt(self, level: int, optname: int, *args: Any) -> None:
         """``socket.setsockopt``; SO_RCVBUF may not shrink after connect (SPEC C5).
 
+        SO_BUSY_POLL is kept by loopfast on every kind of socket (see _core.options).
+
         Raises:
             OSError: EINVAL for an SO_RCVBUF that would shrink a connected socket's
                 buffer unless WsaBehaviorReceiveBuffering targets Vista or later
-                (docs/compat.md); as ``socket.socket.setsockopt``.
+                (docs/compat.md), or for a bad SO_BUSY_POLL; as ``socket.setsockopt``.
         """
         if optname == _stdsocket.SO_RCVBUF and level == _stdsocket.SOL_SOCKET and args:
-            compat.check_rcvbuf(self, args[0])
-        if _busy_poll.addresses(level, optname) and len(args) == 1:
-            self._busy = _busy_poll.parse(args[0])
-            with contextlib.suppress(PermissionError):  # kernel busy polling is a bonus
-                super().setsockopt(level, optname, *args)
+            compat.check_rcvbuf(self, self._compat, args[0], self._connected())
+        if options.is_busy_poll(level, optname) and len(args) == 1:
+            self._busy = options.parse_busy_poll(args[0])
+            self._apply_busy_poll()
             return
-        super().setsockopt(level, optname, *args)
+        self._set_option(level, optname, *args)
 
     def getsockopt(self, level: int, optname: int, *args: Any) -> Any:
-        """``socket.getsockopt``; SO_BUSY_POLL reads what loopfast keeps."""
-        if _busy_poll.addresses(level, optname) and not args and self._busy is not None:
-            return self._busy
+        """``socket.getsockopt``; SO_BUSY_POLL answers what loopfast keeps (0 when never set).
+
+        Raises:
+            OSError: as ``socket.getsockopt``.
+        """
+        if options.is_busy_poll(level, optname) and not args:
+            if self.fileno() == -1:
+                raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+            return self._busy or 0
+        return self._get_option(level, optname, *args)
+
+    def _set_option(self, level: int, optname: int, *args: Any) -> None:
+        super().setsockopt(level, optname, *args)
+
+    def _get_option(self, level: int, optname: int, *args: Any) -> Any:
         return super().getsockopt(level, optname, *args)
+
+    def _apply_busy_poll(self) -> None:
+        """Give the kept SO_BUSY_POLL to what carries the data (TCP: the kernel, if allowed)."""
+        # Raising it needs CAP_NET_ADMIN; the kernel's busy polling is a bonus.
+        with contextlib.suppress(PermissionError):
+            self._set_option(_stdsocket.SOL_SOCKET, options.SO_BUSY_POLL, self._busy or 0)
 
     def _connected(self) -> bool:
         try:
@@ -209,19 +266,18 @@ class socket(_stdsocket.socket):
                 self._state.connect_pending = True
                 raise BlockingIOError(errno.EINPROGRESS, os.strerror(errno.EINPROGRESS))
             return
-        flts = self._filters_for(address)
+        flts = filtering.covering("client", address)
         if not flts:
             super().connect(address)
             return
-        from ._filtered import allowed, attach, info_for
-
-        if not allowed(flts, info_for(self, "client", address)):
+        if not filtering.allowed(flts, filtering.info_for(self, "client", address)):
             raise ConnectionRefusedError(errno.ECONNREFUSED, "a loopfast connection filter "
                                          f"blocked the connection to {address!r}")
         try:
             super().connect(address)
         finally:
-            attach(self, "client", flts, address)
+            become(self, filtering.FilterState(
+                flts, filtering.info_for(self, "client", address)))
 
     def connect_ex(self, address: Any) -> int:
         """Like ``connect`` but return an errno instead of raising it (0 on success)."""
@@ -235,18 +291,20 @@ class socket(_stdsocket.socket):
 
     def _connect_fast(self, address: Any) -> bool:
         """Try the fast path; True when this socket is now a fast-path connection."""
-        from ._fastpath_socket import connect_fast
-
         if (not isinstance(address, tuple) or len(address) < 2
                 or not isinstance(address[0], str) or not isinstance(address[1], int)
                 or self._listening() or self._connected()):
             return False
-        host = _addresses.numeric_host(self.family, address[0], address[1])
+        host = addresses.numeric_host(self.family, address[0], address[1])
         port = address[1]
-        if (not _addresses.is_loopback(self.family, host) or not policy.current().allows(port)
-                or filters.covering("client", (host, port))):
+        if (not addresses.is_loopback(self.family, host) or not policy.current().allows(port)
+                or filtering.covering("client", (host, port))):
             return False
-        return connect_fast(self, host, port)
+        state = connector.connect(self, host, port, self._transport, self._compat)
+        if state is None:
+            return False
+        become(self, state)
+        return True
 
     # -- listening and accepting -------------------------------------------------
 
@@ -261,9 +319,9 @@ class socket(_stdsocket.socket):
             self._start_listener(backlog)
 
     def _start_listener(self, backlog: int) -> None:
-        from ._fastpath_socket import start_listener
-
-        start_listener(self, backlog)
+        listener = Listener.start(self, backlog)
+        if listener is not None:
+            become(self, listener)
 
     def accept(self) -> tuple[socket, Any]:
         """Accept a TCP connection; return ``(socket, address)`` as ``socket.socket.accept``.
@@ -275,47 +333,36 @@ class socket(_stdsocket.socket):
         """
         while True:
             fd, addr = self._accept()  # type: ignore[attr-defined]
-            sock = self.adopt_tcp(fd, addr)
+            sock = self._adopt_tcp(fd, addr)
             if sock is not None:
                 return sock, addr
 
-    def adopt_tcp(self, fd: int, addr: Any) -> socket | None:
+    def _adopt_tcp(self, fd: int, addr: Any) -> socket | None:
         """Wrap an accepted TCP fd; None when a connection filter blocked it."""
         sock = socket(self.family, self.type, self.proto, fileno=fd)
-        sock._fast_path = self._fast_path
-        sock._busy = self._busy
-        sock._compat = self._compat  # the kernel copied the clamp and any SO_RCVBUF lock
+        sock._take_settings(self)  # the kernel copied the clamp and any SO_RCVBUF lock
         if _stdsocket.getdefaulttimeout() is None and self.gettimeout():
             sock.setblocking(True)
         service = self.getsockname()
-        flts = filters.covering("server", service[:2])
+        flts = filtering.covering("server", service)
         if flts:
-            from ._filtered import allowed, attach, info_for
-
-            if not allowed(flts, info_for(sock, "server", service)):
+            info = filtering.info_for(sock, "server", service)
+            if not filtering.allowed(flts, info):
                 sock.close()
                 return None
-            attach(sock, "server", flts, service)
+            become(sock, filtering.FilterState(flts, info))
         return sock
-
-    # -- filters ----------------------------------------------------------------
-
-    def _filters_for(self, address: Any) -> tuple[filters.ConnectionFilter, ...]:
-        if not isinstance(address, tuple) or len(address) < 2:
-            return ()
-        return filters.covering("client", (address[0], address[1]))
 
     # -- the rest mirrors socket.socket -------------------------------------------
 
     def dup(self) -> Self:
-        """Duplicate the socket, keeping its fast-path setting.
+        """Duplicate the socket, keeping its loopfast settings (fast path, transport, ...).
 
         Raises:
             OSError: as ``socket.socket.dup``.
         """
         twin = super().dup()
-        twin._fast_path = self._fast_path
-        twin._compat = self._compat
+        twin._take_settings(self)
         return twin
 
     def __repr__(self) -> str:
@@ -328,11 +375,12 @@ class socket(_stdsocket.socket):
         """.NET's ``Socket.Poll``: wait up to *microseconds* (< 0: forever) for *mode* (P9).
 
         *mode* is ``SELECT_READ``, ``SELECT_WRITE`` or ``SELECT_ERROR``; see
-        ``loopfast._socket_poll`` for what each answers.
+        ``loopfast._winsock.socket_poll`` for what each answers.
 
         Raises:
             OSError: EINVAL for an unknown mode; EBADF on a closed socket.
         """
-        from ._socket_poll import socket_poll
-
         return socket_poll(self, microseconds, mode)
+
+
+_KINDS[type(None)] = socket

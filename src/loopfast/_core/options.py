@@ -13,6 +13,13 @@ Values of no-op options live on a "shadow" TCP socket that is never connected
 the kernel validates and normalises them exactly as it would on TCP, and
 ``getsockopt`` returns what TCP would. docs/options.md is this table for
 people; tests/test_options.py checks that the two agree.
+
+SO_BUSY_POLL is loopfast's own on every kind of socket (SPEC F13): on a
+ring-carried connection it is the spin time in microseconds of every blocking
+call (0 parks at once, no CPU burned while idle; N spins up to N µs first,
+"poll" as Registered I/O does; never set, the spin adapts). loopfast keeps the
+value, so it needs no privilege; on a kernel TCP socket the kernel's own busy
+polling (which needs CAP_NET_ADMIN to raise) is asked for too, best effort.
 """
 
 from __future__ import annotations
@@ -22,13 +29,15 @@ import errno
 import socket as _stdsocket
 from typing import TYPE_CHECKING, Any
 
-from ._std import StdSocket
+from .stdlib import StdSocket
 
 if TYPE_CHECKING:
-    from .fastpath._connection import Connection
+    from .._fastpath.connection import Connection
 
 S, T = _stdsocket.SOL_SOCKET, _stdsocket.IPPROTO_TCP
 IP, IP6 = _stdsocket.IPPROTO_IP, _stdsocket.IPPROTO_IPV6
+SO_BUSY_POLL = int(getattr(_stdsocket, "SO_BUSY_POLL", 46))
+BUSY_POLL_MAX_US = 10_000_000
 
 
 class Treatment(enum.Enum):
@@ -86,7 +95,8 @@ for _name, _treat, _why in [
     ("SO_PASSSEC", Treatment.REFUSED, "would add ancillary data TCP never carries"),
     ("SO_PEERSEC", Treatment.REFUSED, "no security label on the fast path"),
 ]:
-    _add(S, "SOL_SOCKET", _name, _c(_name, 46 if _name == "SO_BUSY_POLL" else -1), _treat, _why)
+    value = SO_BUSY_POLL if _name == "SO_BUSY_POLL" else _c(_name, -1)
+    _add(S, "SOL_SOCKET", _name, value, _treat, _why)
 
 for _name, _value, _treat, _why in [
     ("TCP_NODELAY", 1, Treatment.NOOP, "every send is delivered at once; there is no Nagle"),
@@ -212,3 +222,25 @@ def inheritable(listener: _stdsocket.socket) -> tuple[tuple[int, int, Any], ...]
                     value //= 2  # the kernel doubles what setsockopt gives it
                 changed.append((*key, value))
     return tuple(changed)
+
+
+# -- SO_BUSY_POLL ------------------------------------------------------------------------
+
+
+def is_busy_poll(level: int, optname: int) -> bool:
+    """True when (*level*, *optname*) is SO_BUSY_POLL."""
+    return level == S and optname == SO_BUSY_POLL
+
+
+def parse_busy_poll(value: Any) -> int:
+    """The microseconds a SO_BUSY_POLL value asks for.
+
+    Raises:
+        OSError: EINVAL for anything but an int (or 4 raw bytes) in 0..10,000,000.
+    """
+    if isinstance(value, (bytes, bytearray)) and len(value) == 4:
+        value = int.from_bytes(value, "little", signed=True)
+    if type(value) is not int or not 0 <= value <= BUSY_POLL_MAX_US:
+        raise OSError(errno.EINVAL, "SO_BUSY_POLL takes microseconds from 0 to "
+                      f"{BUSY_POLL_MAX_US:,}, got {value!r}")
+    return value

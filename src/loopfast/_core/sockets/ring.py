@@ -24,32 +24,43 @@ import socket as _stdsocket
 import struct
 from typing import Any
 
-from ._fastpath_socket import FastPathSocket
-from ._std import StdSocket
-from .fastpath._ring_link import RingConnection
+from ..._fastpath.ring_link import RingConnection
+from ..stdlib import StdSocket
+from .stream import FastPathSocket
 
 
-class RingSocket(FastPathSocket):
+class RingSocket(FastPathSocket, state=RingConnection):
     """A fast-path connection carried by shared-memory rings."""
 
     __slots__ = ()
     _state: RingConnection
 
+    def _kind_changed(self) -> None:
+        # The data methods reach the rings through this slot: one attribute, no frame.
+        self._channel = self._state.link.channel
+        self._channel.timeout = self.gettimeout()
+        self._apply_busy_poll()
+
+    @property
+    def fast_path_transport(self) -> str | None:
+        """"ring": shared-memory rings carry this connection."""
+        return "ring"
+
     def send(self, data: Any, flags: int = 0) -> int:
         """``socket.send`` through the ring."""
-        return self._state.link.channel.send(data, flags)
+        return self._channel.send(data, flags)
 
     def sendall(self, data: Any, flags: int = 0) -> None:
         """``socket.sendall`` through the ring (the timeout bounds the whole call)."""
-        self._state.link.channel.sendall(data, flags)
+        self._channel.sendall(data, flags)
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         """``socket.recv`` from the ring."""
-        return self._state.link.channel.recv(bufsize, flags)
+        return self._channel.recv(bufsize, flags)
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
         """``socket.recv_into`` from the ring."""
-        return self._state.link.channel.recv_into(buffer, nbytes, flags)
+        return self._channel.recv_into(buffer, nbytes, flags)
 
     def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, None]:
         """``(recv(bufsize, flags), None)``, as a connected TCP socket answers."""
@@ -85,7 +96,7 @@ class RingSocket(FastPathSocket):
 
     def shutdown(self, how: int) -> None:
         """``socket.shutdown``. After SHUT_RD, recv returns queued data, then b"" at once."""
-        self._state.link.channel.shutdown(how)
+        self._channel.shutdown(how)
 
     def settimeout(self, value: float | None) -> None:
         """``socket.settimeout``, applied to the rings too."""
@@ -100,15 +111,14 @@ class RingSocket(FastPathSocket):
     def _sync_timeout(self) -> None:
         # dup() sets the timeout before it hands the twin its state.
         if self._state is not None:
-            self._state.link.channel.timeout = self.gettimeout()
+            self._channel.timeout = self.gettimeout()
 
-    def setsockopt(self, level: int, optname: int, *args: Any) -> None:
-        """As FastPathSocket; ``SO_RCVTIMEO``/``SO_SNDTIMEO`` bound blocking calls as
-        the kernel's do."""
-        super().setsockopt(level, optname, *args)
+    def _set_option(self, level: int, optname: int, *args: Any) -> None:
+        # As FastPathSocket; SO_RCVTIMEO/SO_SNDTIMEO bound blocking calls as the kernel's do.
+        super()._set_option(level, optname, *args)
         if level != _stdsocket.SOL_SOCKET or len(args) != 1:
             return
-        channel = self._state.link.channel
+        channel = self._channel
         if optname in (_stdsocket.SO_RCVTIMEO, _stdsocket.SO_SNDTIMEO):
             seconds, micros = struct.unpack("ll", bytes(args[0])[:16])
             if optname == _stdsocket.SO_RCVTIMEO:
@@ -117,15 +127,15 @@ class RingSocket(FastPathSocket):
                 channel.sndtimeo = seconds + micros / 1e6
 
     def _apply_busy_poll(self) -> None:
-        """SO_BUSY_POLL (or the busy_poll_us keyword) sets the rings' spin time."""
+        # SO_BUSY_POLL (or the busy_poll_us keyword) sets the rings' spin time.
         if self._busy is not None:
-            self._state.link.channel.busy_poll_us = self._busy
+            self._channel.busy_poll_us = self._busy
 
     def _loopfast_ready(self, events: int) -> int:
         """Native poll bits the rings can report without a syscall (loopfast.poll asks first)."""
         if self.fileno() == -1:
             return select.POLLNVAL
-        readable, writable, peer_closed = self._state.link.channel.ready()
+        readable, writable, peer_closed = self._channel.ready()
         bits = (select.POLLIN if readable else 0) | (select.POLLOUT if writable else 0)
         if peer_closed:
             bits |= select.POLLRDHUP
@@ -133,7 +143,7 @@ class RingSocket(FastPathSocket):
 
     def _loopfast_busy_poll_us(self) -> int:
         """The spin time loopfast.poll may spend on this socket's rings before parking."""
-        return max(self._state.link.channel.busy_poll_us, 0)
+        return max(self._channel.busy_poll_us, 0)
 
     def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
         """``socket.sendfile`` carried by send() (the fd takes no data)."""
@@ -162,7 +172,7 @@ class RingSocket(FastPathSocket):
         timeout = self.gettimeout()
         StdSocket.__init__(self, self.family, self.type, self.proto, new)
         self.settimeout(timeout)
-        self._state.link.channel.rehome(new)
+        self._channel.rehome(new)
 
     def _real_close(self, _ss: Any = _csocket.socket) -> None:
         self._state.release()

@@ -1,22 +1,30 @@
-"""The ``loopfast`` command: one argparse subcommand per task (``bench`` for now).
+"""The ``loopfast`` command: one argparse subcommand per task.
 
-Each subcommand is registered by a ``_add_<name>(subparsers)`` function listed in
-``_COMMANDS`` and runs through its handler ``(args) -> exit status``; ``info``,
-``echo-server``, ``run`` and ``stat`` join the same way. Heavy imports happen inside
-the handlers, so ``loopfast --help`` stays quick.
+Each subcommand (``bench``, ``echo-server``, ``info``, ``run``, ``stat``) is
+registered by a ``_add_<name>(subparsers)`` function listed in ``_COMMANDS``
+and runs through its handler ``(args) -> exit status``. The benchmark's
+runner, report and plot (rich, matplotlib) are imported by its handler only,
+so ``loopfast --help`` and the other commands stay quick.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import socket
 import sys
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .bench.pinning import PIN_MODES
-from .bench.rows import ROWS
+from .. import create_server
+from ..bench.pinning import PIN_MODES
+from ..bench.rows import ROWS
+from .echo_server import EchoServer
+from .info import gather, render
+from .run import run_program
+from .stat import main as stat_main
 
 __all__ = ["build_parser", "main"]
 
@@ -55,7 +63,7 @@ def _rows(text: str) -> tuple[str, ...]:
 
 
 def _modes(text: str) -> tuple[str, ...]:
-    from .bench.results import MODE_NAMES
+    from ..bench.results import MODE_NAMES
 
     names = MODE_NAMES if text == "all" else tuple(m.strip() for m in text.split(",") if m)
     unknown = [name for name in names if name not in MODE_NAMES]
@@ -125,11 +133,11 @@ def _console(stderr: bool) -> Any:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from .bench.plot import plot_available, write_plot
-    from .bench.progress import ProgressBar
-    from .bench.report import render_table, to_json, write_json
-    from .bench.results import MODE_NAMES, BenchConfig
-    from .bench.runner import run_bench
+    from ..bench.plot import plot_available, write_plot
+    from ..bench.progress import ProgressBar
+    from ..bench.report import render_table, to_json, write_json
+    from ..bench.results import MODE_NAMES, BenchConfig
+    from ..bench.runner import run_bench
 
     if args.plot and (reason := plot_available()):
         print(f"loopfast bench: {reason}", file=sys.stderr)
@@ -167,10 +175,6 @@ def _add_info(subparsers: _Subparsers) -> None:
 
 
 def _run_info(args: argparse.Namespace) -> int:
-    import json
-
-    from ._info import gather, render
-
     report = gather(measure=not args.no_measure)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
@@ -197,11 +201,6 @@ def _add_echo_server(subparsers: _Subparsers) -> None:
 
 
 def _run_echo_server(args: argparse.Namespace) -> int:
-    import socket
-
-    from ._echo_server import EchoServer
-    from ._helpers import create_server
-
     try:
         family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
         listener = create_server((args.host, args.port), family=family,
@@ -243,8 +242,6 @@ def _add_run(subparsers: _Subparsers) -> None:
 
 
 def _run_run(args: argparse.Namespace) -> int:
-    from ._patch import run_program
-
     return run_program(args.argv, args.module, args.transport, args.report)
 
 
@@ -260,8 +257,6 @@ def _add_stat(subparsers: _Subparsers) -> None:
 
 
 def _run_stat(args: argparse.Namespace) -> int:
-    from ._stat import main as stat_main
-
     return stat_main(listening_only=args.listening, as_json=args.json)
 
 

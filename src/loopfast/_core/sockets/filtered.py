@@ -24,45 +24,11 @@ import logging
 import socket as _stdsocket
 from typing import Any
 
-from . import filters
-from ._socket import socket
-from ._std import StdSocket
+from ..filtering import FilterState
+from ..stdlib import StdSocket
+from .base import socket
 
 _log = logging.getLogger("loopfast")
-
-
-class FilterState:
-    """The filters of one connection, what they see it as, and data in transit."""
-
-    __slots__ = ("filters", "inbound", "info", "unsent")
-
-    def __init__(self, flts: tuple[filters.ConnectionFilter, ...],
-                 info: filters.ConnectionInfo) -> None:
-        self.filters = flts
-        self.info = info
-        self.inbound = bytearray()
-        self.unsent = b""
-
-
-def allowed(flts: tuple[filters.ConnectionFilter, ...], info: filters.ConnectionInfo) -> bool:
-    """True when every filter lets the connection through."""
-    return all(f.on_connect(info) for f in flts)
-
-
-def info_for(sock: _stdsocket.socket, role: filters.Role, service: Any) -> filters.ConnectionInfo:
-    """The ConnectionInfo of *sock* as far as it is known (remote defaults to *service*)."""
-    try:
-        remote = sock.getpeername()
-    except OSError:
-        remote = tuple(service)
-    return filters.ConnectionInfo(role, tuple(service[:2]), sock.getsockname(), remote)
-
-
-def attach(sock: socket, role: filters.Role, flts: tuple[filters.ConnectionFilter, ...],
-           service: Any) -> None:
-    """Make *sock* a FilteredSocket seen by *flts*."""
-    sock._state = FilterState(flts, info_for(sock, role, service))
-    sock.__class__ = FilteredSocket
 
 
 def _refused(what: str) -> OSError:
@@ -70,7 +36,7 @@ def _refused(what: str) -> OSError:
                    "use send/recv on filtered connections")
 
 
-class FilteredSocket(socket):
+class FilteredSocket(socket, state=FilterState):
     """A TCP connection whose data passes through connection filters."""
 
     __slots__ = ()

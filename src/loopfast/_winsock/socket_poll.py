@@ -17,8 +17,8 @@ import errno
 import math
 import socket as _stdsocket
 
-from ._poll import PollFD, _run
-from .constants import POLLERR, POLLHUP, POLLRDBAND, POLLRDNORM, POLLWRNORM
+from ..constants import POLLERR, POLLHUP, POLLRDBAND, POLLRDNORM, POLLWRNORM
+from .poll import PollFD, _run
 
 __all__ = ["SELECT_ERROR", "SELECT_READ", "SELECT_WRITE", "SelectMode", "socket_poll"]
 

@@ -18,7 +18,8 @@ import weakref
 from typing import Any
 
 from .. import _ring
-from ._connection import Connection, Inherited, PeerCredentials
+from .._core.stdlib import PeerCredentials, close_fds
+from .connection import Connection, Inherited
 
 DEFAULT_RING = 128 * 1024
 _log = logging.getLogger("loopfast")
@@ -43,24 +44,61 @@ def _pair() -> tuple[_csocket.socket, _csocket.socket]:
 
 
 class RingOffer:
-    """What a client creates before its hello: the rings and both sides' wake-up pairs."""
+    """What a client creates before its hello: the rings and both sides' wake-up pairs.
+
+    The offer owns every fd it made until ``client_link`` hands them on or
+    ``discard`` closes them; a failure while making it closes what was made.
+
+    Raises:
+        OSError: a memfd or socket pair could not be made (EMFILE, ENOMEM, ...).
+    """
 
     def __init__(self, c2s: int, s2c: int) -> None:
         self.sizes = (c2s, s2c)
+        self._socks: list[_csocket.socket] = []
         self.memfd = _ring.create_memfd(c2s, s2c)
-        self.client_r, self.client_w = _pair()
-        self.server_r, self.server_w = _pair()
+        try:
+            self.client_r, self.client_w = self._pair()
+            self.server_r, self.server_w = self._pair()
+        except BaseException:
+            self.discard()
+            raise
+
+    def _pair(self) -> tuple[_csocket.socket, _csocket.socket]:
+        pair = _pair()
+        self._socks.extend(pair)
+        return pair
 
     def fds_for_server(self) -> list[int]:
-        """The fds the hello carries, in the order _handshake writes down."""
+        """The fds the hello carries, in the order handshake.py writes down."""
         return [self.memfd, self.server_r.fileno(), self.server_w.fileno(),
                 self.client_w.fileno()]
 
-    def close(self) -> None:
-        """Close what the client does not keep (its own r moves to the application's fd)."""
-        os.close(self.memfd)
-        self.server_r.close()
-        self.client_r.close()
+    def client_link(self, own_r: int) -> RingLink:
+        """The client's link once its r was copied to fd number *own_r*; the offer is used up.
+
+        Raises:
+            OSError: the rings could not be mapped (everything is closed then).
+        """
+        try:
+            channel = _ring.Channel(self.memfd, *self.sizes, False, own_r,
+                                    self.client_w.fileno(), self.server_w.fileno())
+        except BaseException:
+            self.discard()
+            raise
+        self._socks.remove(self.client_w)
+        self._socks.remove(self.server_w)
+        self.discard()  # the memfd, the server's r (sent), our r (copied to own_r)
+        return RingLink(channel, self.client_w, self.server_w)
+
+    def discard(self) -> None:
+        """Close every fd the offer still owns. Idempotent."""
+        if self.memfd >= 0:
+            close_fds([self.memfd])
+            self.memfd = -1
+        for sock in self._socks:
+            sock.close()
+        self._socks.clear()
 
 
 class RingLink:
@@ -118,40 +156,25 @@ class RingConnection(Connection):
             self.link.release()
 
 
-def client_link(offer: RingOffer, own_r: int) -> RingLink:
-    """The client's link once its r sits at fd number *own_r*.
+def server_link(fds: list[int], sizes: tuple[int, int]) -> RingLink:
+    """The server's link from the hello's fds (memfd, r, w, client w); r stays at its number.
 
-    Raises:
-        OSError: the rings could not be mapped.
-    """
-    channel = _ring.Channel(offer.memfd, *offer.sizes, False, own_r, offer.client_w.fileno(),
-                            offer.server_w.fileno())
-    return RingLink(channel, offer.client_w, offer.server_w)
-
-
-def server_link(fds: list[int], sizes: tuple[int, int], own_r: int) -> RingLink:
-    """The server's link from the hello's fds (memfd, r, w, client w); r sits at *own_r*.
-
-    The memfd and the hello's copy of r are closed here whatever happens.
+    The memfd is closed here whatever happens; on failure every fd is.
 
     Raises:
         OSError: EINVAL when the fds are not what the handshake promises.
     """
     memfd, r, w, peer_w = fds
-    own_w = _csocket.socket(fileno=w)
-    peer = _csocket.socket(fileno=peer_w)
     try:
-        channel = _ring.Channel(memfd, *sizes, True, own_r, w, peer_w)
+        channel = _ring.Channel(memfd, *sizes, True, r, w, peer_w)
     except BaseException:
-        own_w.close()
-        peer.close()
+        close_fds([r, w, peer_w])
         raise
     finally:
-        os.close(memfd)
-        if r != own_r:
-            os.close(r)
+        close_fds([memfd])
     channel.settle()  # the client may have sent already
-    return RingLink(channel, own_w, peer)
+    # Channel() checked that both are AF_UNIX stream sockets.
+    return RingLink(channel, _csocket.socket(fileno=w), _csocket.socket(fileno=peer_w))
 
 
 class _Watcher:

@@ -30,11 +30,10 @@ import socket as _stdsocket
 import threading
 from typing import Any
 
-from . import _stat
-from ._socket import TRANSPORTS, socket
-from .constants import SIO_LOOPBACK_FAST_PATH
+from ..constants import SIO_LOOPBACK_FAST_PATH
+from .sockets import TRANSPORTS, socket
 
-__all__ = ["connection_counts", "patch", "patched", "run_program", "unpatch"]
+__all__ = ["connection_counts", "patch", "patched", "unpatch"]
 
 _ORIGINAL: type[_stdsocket.socket] = _stdsocket.socket
 _INET = (_stdsocket.AF_INET, _stdsocket.AF_INET6)
@@ -90,8 +89,6 @@ def _count(sock: socket) -> None:
     if sock.family not in _INET:
         return  # loopfast's own AF_UNIX rendezvous, made through the patched name too
     kind = sock.fast_path_transport or "tcp"
-    if kind != "tcp":
-        _stat.register(sock)
     with _lock:
         _counts[kind] = _counts.get(kind, 0) + 1
 
@@ -132,49 +129,3 @@ def connection_counts() -> dict[str, int]:
     """Connections patched sockets made so far: ``{"ring": n, "stream": n, "tcp": n}``."""
     with _lock:
         return dict(_counts)
-
-
-def run_program(argv: list[str], module: list[str] | None, transport: str,
-                report: bool) -> int:
-    """Run a Python program (``script args`` or ``-m module args``) under ``patch()``.
-
-    Returns 0 when the program returns; its ``SystemExit`` passes through
-    unchanged, so the exit status is the program's.
-
-    Raises:
-        SystemExit: the program's own, or 2 when no program is named.
-    """
-    import atexit
-    import os
-    import runpy
-    import sys
-
-    if argv[:1] == ["--"]:
-        argv = argv[1:]
-    if module is None and argv[:1] == ["-m"]:
-        module = argv[1:]
-    if not (module or argv):
-        print("loopfast run: name a script (loopfast run [--] script.py args...) or a module "
-              "(loopfast run -m module args...)", file=sys.stderr)
-        raise SystemExit(2)
-    if report:
-        atexit.register(_report)
-    patch(transport)
-    if module:
-        sys.argv = list(module)
-        sys.path.insert(0, os.getcwd())
-        runpy.run_module(module[0], run_name="__main__", alter_sys=True)
-    else:
-        sys.argv = list(argv)
-        sys.path.insert(0, os.path.dirname(os.path.abspath(argv[0])))
-        runpy.run_path(argv[0], run_name="__main__")
-    return 0
-
-
-def _report() -> None:
-    import sys
-
-    counts = connection_counts()
-    fast = counts["ring"] + counts["stream"]
-    print(f"loopfast run: {fast} connection(s) made over the fast path (ring {counts['ring']}, "
-          f"stream {counts['stream']}), {counts['tcp']} over TCP", file=sys.stderr)

@@ -6,24 +6,29 @@ Order of events, each step able to send the client back to plain TCP:
 2. check the peer (SO_PEERCRED) owns the TCP listener the address reaches (F10);
 3. reserve the TCP-style local address (the application's own TCP socket,
    bound if it was not, kept open so the address stays unique and visible to ss);
-4. send the hello; the connection is established (see _handshake: no answer).
+4. send the hello; the connection is established (see handshake.py: no answer);
+5. move the carrier (the AF_UNIX stream, or the ring's wake-up socket) to the
+   application's own fd number, and return the connection's state.
 
-The caller then moves the AF_UNIX stream to the application's fd number.
+The caller (the socket class) turns the socket into the kind that state
+describes; nothing here knows the socket classes.
 """
 
 from __future__ import annotations
 
-import array
 import logging
+import os
 import socket as _stdsocket
 import struct
 import time
-from typing import Any
+from typing import Any, cast
 
-from .. import _addresses
-from .._std import StdSocket
-from . import _handshake, _owner
-from ._connection import PeerCredentials, peer_credentials
+from .. import compat
+from .._core import addresses
+from .._core.stdlib import PeerCredentials, StdSocket, peer_credentials, send_fds
+from . import handshake, owner
+from .connection import Connection
+from .ring_link import RingConnection, RingOffer, ring_size
 
 _log = logging.getLogger("loopfast")
 
@@ -32,7 +37,7 @@ _log = logging.getLogger("loopfast")
 # uid misses the cache (the uid is in the key); one of the same uid could pass
 # the check anyway (F10 is a uid check).
 OWNER_TTL = 1.0
-_recent_owners: dict[tuple[int, str, int, int], tuple[float, _owner.Owner]] = {}
+_recent_owners: dict[tuple[int, str, int, int], tuple[float, owner.Owner]] = {}
 _SNDTIMEO = (_stdsocket.SOL_SOCKET, _stdsocket.SO_SNDTIMEO)
 
 
@@ -63,17 +68,75 @@ class Rendezvous:
         """
         cip, tip = local[0], target[0]
         fam = _stdsocket.AF_INET6
-        v4c, v4t = _addresses.ipv4_of(family, cip), _addresses.ipv4_of(family, tip)
+        v4c, v4t = addresses.ipv4_of(family, cip), addresses.ipv4_of(family, tip)
         if v4c is not None and v4t is not None:
             fam, cip, tip = _stdsocket.AF_INET, v4c, v4t
-        wire = _handshake.encode(_handshake.Hello(fam, cip, local[1], tip, target[1], ring))
+        wire = handshake.encode(handshake.Hello(fam, cip, local[1], tip, target[1], ring))
         if fds:
-            sent = self.stream.sendmsg([wire], [(_stdsocket.SOL_SOCKET, _stdsocket.SCM_RIGHTS,
-                                                 array.array("i", fds).tobytes())])
-            if sent != len(wire):
-                raise ConnectionResetError("the hello did not fit in one message")
+            send_fds(self.stream, wire, fds)
         else:
             self.stream.sendall(wire)
+
+
+def connect(app: _stdsocket.socket, host: str, port: int, transport: str,
+            settings: compat.CompatibilitySettings | None) -> Connection | None:
+    """Connect the unconnected TCP socket *app* over the fast path; None to use TCP instead.
+
+    On success *app*'s fd number refers to the carrier and the returned state
+    describes the connection (a ``RingConnection`` when *transport* is "ring").
+
+    Raises:
+        TimeoutError: the rendezvous did not answer within *app*'s timeout.
+        OSError: the rings could not be mapped after the hello went out.
+    """
+    found = find(app.family, host, port, app.gettimeout())
+    if found is None:
+        return None
+    with found.stream:
+        offer = None
+        try:
+            local = _reserve_local(app, host)
+            target = addresses.tcp_style(app.family, host, port)
+            if transport == "ring":
+                rcvbuf = StdSocket.getsockopt(app, _stdsocket.SOL_SOCKET, _stdsocket.SO_RCVBUF)
+                offer = RingOffer(ring_size(found.server_rcvbuf),
+                                  ring_size(compat.ring_capacity(rcvbuf, settings)))
+                found.say_hello(app.family, local, target, offer.sizes, offer.fds_for_server())
+            else:
+                found.say_hello(app.family, local, target)
+        except OSError:
+            if offer is not None:
+                offer.discard()
+            return None
+        reservation = StdSocket(app.family, _stdsocket.SOCK_STREAM, app.proto,
+                                fileno=os.dup(app.fileno()))
+        carrier = offer.client_r if offer is not None else found.stream
+        os.dup2(carrier.fileno(), app.fileno(), inheritable=False)
+    StdSocket.settimeout(app, app.gettimeout())  # the new file description needs O_NONBLOCK
+    if offer is None:
+        return Connection(app.family, local, target, found.credentials, reservation)
+    try:
+        link = offer.client_link(app.fileno())
+    except BaseException:
+        reservation.close()
+        raise
+    return RingConnection(app.family, local, target, found.credentials, reservation, link)
+
+
+def _reserve_local(app: _stdsocket.socket, host: str) -> tuple[Any, ...]:
+    """Bind *app* (still TCP) to a loopback port unless bound; its TCP-style address."""
+    bound = StdSocket.getsockname(app)
+    if bound[1] == 0:
+        if app.family == _stdsocket.AF_INET:
+            loop = "127.0.0.1"
+        else:
+            loop = "::ffff:127.0.0.1" if addresses.ipv4_of(app.family, host) else "::1"
+        StdSocket.bind(app, (loop, 0))
+        bound = StdSocket.getsockname(app)
+    if bound[0] in ("0.0.0.0", "::"):
+        v4 = addresses.ipv4_of(app.family, host)
+        return addresses.tcp_style(app.family, v4 or "::1", bound[1])
+    return cast(tuple[Any, ...], bound)
 
 
 def find(family: int, host: str, port: int, timeout: float | None) -> Rendezvous | None:
@@ -85,7 +148,7 @@ def find(family: int, host: str, port: int, timeout: float | None) -> Rendezvous
     Raises:
         TimeoutError: the rendezvous did not answer within *timeout*.
     """
-    for name in _addresses.client_names(family, host, port):
+    for name in addresses.client_names(family, host, port):
         stream = StdSocket(_stdsocket.AF_UNIX, _stdsocket.SOCK_STREAM)
         try:
             _connect(stream, name, timeout)
@@ -134,30 +197,30 @@ def _connect(stream: _stdsocket.socket, name: bytes, timeout: float | None) -> N
 
 
 def _owner_matching(family: int, host: str, port: int,
-                    creds: PeerCredentials) -> _owner.Owner | None:
+                    creds: PeerCredentials) -> owner.Owner | None:
     """The TCP listener's owner when it is the peer's uid; None (and a warning) otherwise."""
-    v4 = _addresses.ipv4_of(family, host)
+    v4 = addresses.ipv4_of(family, host)
     lookup_family, lookup_host = (_stdsocket.AF_INET, v4) if v4 else (_stdsocket.AF_INET6, host)
     key = (lookup_family, lookup_host, port, creds.uid)
     known = _recent_owners.get(key)
     if known is not None and known[0] > time.monotonic():
         return known[1]
     try:
-        owner = _owner.listener_owner(lookup_family, lookup_host, port)
+        holder = owner.listener_owner(lookup_family, lookup_host, port)
     except OSError as exc:
         _log.warning("loopfast: cannot tell who owns %s:%s (%s); using TCP", host, port, exc)
         return None
-    if owner is None:
+    if holder is None:
         _log.warning(
             "loopfast: a process (pid %d, uid %d) holds the fast-path name of %s:%s but no "
             "TCP listener is there; using TCP", creds.pid, creds.uid, host, port)
         return None
-    if owner.uid != creds.uid:
+    if holder.uid != creds.uid:
         _log.warning(
             "loopfast: the fast-path peer of %s:%s (pid %d, uid %d) does not own its TCP "
-            "listener (uid %d); using TCP", host, port, creds.pid, creds.uid, owner.uid)
+            "listener (uid %d); using TCP", host, port, creds.pid, creds.uid, holder.uid)
         return None
     if len(_recent_owners) > 1024:
         _recent_owners.clear()
-    _recent_owners[key] = (time.monotonic() + OWNER_TTL, owner)
-    return owner
+    _recent_owners[key] = (time.monotonic() + OWNER_TTL, holder)
+    return holder

@@ -20,7 +20,6 @@ Invariants:
 from __future__ import annotations
 
 import _socket as _csocket
-import array
 import errno
 import logging
 import os
@@ -28,20 +27,36 @@ import select
 import socket as _stdsocket
 import time
 import weakref
-from typing import Any
+from typing import Any, NamedTuple
 
-from .. import _addresses, _options, filters, policy
-from .._std import StdSocket
-from . import _handshake
-from ._connection import Inherited, PeerCredentials, peer_credentials
+from .. import filters, policy
+from .._core import addresses, options
+from .._core.stdlib import PeerCredentials, StdSocket, close_fds, peer_credentials, recv_fds
+from . import handshake
+from .connection import Connection, Inherited
+from .ring_link import RingConnection, server_link
 
 HELLO_DEADLINE = 5.0
 MAX_PENDING = 1024
 
 _log = logging.getLogger("loopfast")
 
-# The stream, its hello, the client process, and the fds the hello carried.
-Arrival = tuple[_csocket.socket, _handshake.Hello, PeerCredentials, list[int]]
+
+
+class TcpArrival(NamedTuple):
+    """A TCP connection the kernel accepted: its fd and the client's address."""
+
+    fd: int
+    address: Any
+
+
+class FastArrival(NamedTuple):
+    """A fast-path client whose whole, valid hello was consumed from its stream."""
+
+    stream: _csocket.socket
+    hello: handshake.Hello
+    credentials: PeerCredentials
+    fds: list[int]  # what the hello carried, in the order handshake.py writes down
 
 
 class Listener:
@@ -74,7 +89,7 @@ class Listener:
         host, port = sock.getsockname()[:2]
         dual = sock.family == _stdsocket.AF_INET6 and not sock.getsockopt(
             _stdsocket.IPPROTO_IPV6, _stdsocket.IPV6_V6ONLY)
-        if not _addresses.listener_names(sock.family, host, port, dual):
+        if not addresses.listener_names(sock.family, host, port, dual):
             return None
         tcp = StdSocket(sock.family, _stdsocket.SOCK_STREAM, sock.proto,
                         fileno=os.dup(sock.fileno()))
@@ -89,7 +104,7 @@ class Listener:
     def offer(self, backlog: int) -> bool:
         """Publish the rendezvous names if the policy and filters allow; True if any is held."""
         if not self.rendezvous and _offer_allowed(self.host, self.port):
-            for name in _addresses.listener_names(self.family, self.host, self.port,
+            for name in addresses.listener_names(self.family, self.host, self.port,
                                                   self.dual_stack):
                 self._publish(name, backlog)
         return bool(self.rendezvous)
@@ -111,7 +126,7 @@ class Listener:
         self.epoll.register(unix.fileno(), select.EPOLLIN)
         self.rendezvous.append(unix)
 
-    def next_arrival(self) -> tuple[int, Any] | Arrival | None:
+    def next_arrival(self) -> TcpArrival | FastArrival | None:
         """One waiting connection, or None: a TCP ``(fd, addr)`` or a fast-path arrival.
 
         Never blocks. TCP and fast-path arrivals take turns so neither starves.
@@ -127,7 +142,7 @@ class Listener:
     def inherited(self) -> Inherited:
         """The options accepted connections take from the TCP listener (cached)."""
         if self._inherit is None:
-            self._inherit = _options.inheritable(self.tcp)
+            self._inherit = options.inheritable(self.tcp)
         return self._inherit
 
     def options_changed(self) -> None:
@@ -138,13 +153,46 @@ class Listener:
         """Park until something may be ready (-1 = forever), or *timeout* seconds pass."""
         self.epoll.poll(-1 if timeout is None else timeout, 1)
 
-    def _accept_tcp(self) -> tuple[int, Any] | None:
+    def accepted(self, arrival: FastArrival) -> tuple[int, Connection]:
+        """The fd an accepted socket takes for *arrival*, and its connection state.
+
+        Every fd the arrival holds is either handed on (the returned fd, the
+        state's) or closed, whatever happens.
+
+        Raises:
+            OSError: EINVAL when the hello's fds are not what the handshake promises.
+        """
+        hello = arrival.hello
+        local = addresses.tcp_style(self.family, hello.target_ip, self.port)
+        peer = addresses.tcp_style(self.family, hello.client_ip, hello.client_port)
         try:
-            return self.tcp._accept()  # type: ignore[attr-defined, no-any-return]
+            inherit = self.inherited()
+        except BaseException:
+            arrival.stream.close()
+            close_fds(arrival.fds)
+            raise
+        if hello.ring is None:
+            arrival.stream.setblocking(True)
+            return arrival.stream.detach(), Connection(self.family, local, peer,
+                                                        arrival.credentials, None, inherit)
+        arrival.stream.close()  # the rings carry the data; the client has closed its end
+        link = server_link(arrival.fds, hello.ring)
+        return arrival.fds[1], RingConnection(self.family, local, peer, arrival.credentials,
+                                              None, link, inherit)
+
+    def listen(self, backlog: int) -> None:
+        """Change the backlog of the TCP listener and of the rendezvous names."""
+        self.tcp.listen(backlog)
+        for unix in self.rendezvous:
+            unix.listen(backlog)
+
+    def _accept_tcp(self) -> TcpArrival | None:
+        try:
+            return TcpArrival(*self.tcp._accept())  # type: ignore[attr-defined]
         except (BlockingIOError, InterruptedError):
             return None
 
-    def _accept_fast(self) -> Arrival | None:
+    def _accept_fast(self) -> FastArrival | None:
         for unix in self.rendezvous:
             while len(self.pending) < MAX_PENDING:
                 try:
@@ -169,7 +217,7 @@ class Listener:
                     self.epoll.register(fd, select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET)
         return self._take_hello()
 
-    def _take_hello(self) -> Arrival | None:
+    def _take_hello(self) -> FastArrival | None:
         now = time.monotonic()
         for fd, (conn, deadline) in list(self.pending.items()):
             size = _hello_size(conn)
@@ -183,32 +231,31 @@ class Listener:
                 conn.close()
         return None
 
-    def _validate(self, conn: _csocket.socket, size: int) -> Arrival | None:
+    def _validate(self, conn: _csocket.socket, size: int) -> FastArrival | None:
         fds: list[int] = []
         try:
-            data, fds = _recv_with_fds(conn, size)
-            hello = _handshake.decode(data)
+            data, fds = recv_fds(conn, size, handshake.RING_FDS)
+            hello = handshake.decode(data)
             self._check(hello)
-            if len(fds) != (_handshake.RING_FDS if hello.ring else 0):
-                raise _handshake.HandshakeError(
+            if len(fds) != (handshake.RING_FDS if hello.ring else 0):
+                raise handshake.HandshakeError(
                     errno.ECONNREFUSED, f"hello carried {len(fds)} fds, the handshake says "
-                    f"{_handshake.RING_FDS if hello.ring else 0}")
+                    f"{handshake.RING_FDS if hello.ring else 0}")
             if not _offer_allowed(self.host, self.port):
-                raise _handshake.HandshakeError(errno.ECONNREFUSED, "a filter now covers this port")
-            return conn, hello, peer_credentials(conn), fds
+                raise handshake.HandshakeError(errno.ECONNREFUSED, "a filter now covers this port")
+            return FastArrival(conn, hello, peer_credentials(conn), fds)
         except OSError as exc:
             _log.warning("loopfast: refused a fast-path client of %s:%s: %s",
                          self.host, self.port, exc)
-            for fd in fds:
-                os.close(fd)
+            close_fds(fds)
             conn.close()
             return None
 
-    def _check(self, hello: _handshake.Hello) -> None:
-        refuse = _handshake.HandshakeError
+    def _check(self, hello: handshake.Hello) -> None:
+        refuse = handshake.HandshakeError
         if hello.target_port != self.port:
             raise refuse(errno.ECONNREFUSED, f"hello is for port {hello.target_port}")
-        if not _addresses.is_loopback(hello.family, hello.client_ip):
+        if not addresses.is_loopback(hello.family, hello.client_ip):
             raise refuse(errno.ECONNREFUSED, f"client address {hello.client_ip} is not loopback")
         ipv4 = hello.family == _stdsocket.AF_INET
         if self.family == _stdsocket.AF_INET and not ipv4:
@@ -268,36 +315,20 @@ def _hello_size(conn: _csocket.socket) -> int:
     """The whole hello's size once it is all queued; 0 until then; -1 when the stream
     ended. A head that is no hello reports its own size, so _validate refuses it."""
     try:
-        head = conn.recv(_handshake.HELLO_SIZE + _handshake.RING_EXT.size, _stdsocket.MSG_PEEK)
+        head = conn.recv(handshake.HELLO_SIZE + handshake.RING_EXT.size, _stdsocket.MSG_PEEK)
     except BlockingIOError:
         return 0
     except OSError:
         return -1
     if not head:
         return -1
-    if len(head) < _handshake.HELLO_SIZE:
+    if len(head) < handshake.HELLO_SIZE:
         return 0
     try:
-        want = _handshake.wire_size(head[:_handshake.HELLO_SIZE])
-    except _handshake.HandshakeError:
-        return _handshake.HELLO_SIZE
+        want = handshake.wire_size(head[:handshake.HELLO_SIZE])
+    except handshake.HandshakeError:
+        return handshake.HELLO_SIZE
     return want if len(head) >= want else 0
-
-
-def _recv_with_fds(conn: _csocket.socket, size: int) -> tuple[bytes, list[int]]:
-    """Receive *size* bytes and the fds that travel with them (closing any beyond the limit)."""
-    space = _stdsocket.CMSG_SPACE(_handshake.RING_FDS * 4)
-    data, ancdata, msg_flags, _ = conn.recvmsg(size, space, _stdsocket.MSG_CMSG_CLOEXEC)
-    fds: list[int] = []
-    for level, kind, payload in ancdata:
-        if level == _stdsocket.SOL_SOCKET and kind == _stdsocket.SCM_RIGHTS:
-            usable = len(payload) - len(payload) % 4
-            fds.extend(array.array("i", payload[:usable]))
-    if msg_flags & _stdsocket.MSG_CTRUNC:
-        for fd in fds:
-            os.close(fd)
-        raise _handshake.HandshakeError(errno.ECONNREFUSED, "hello carried too many fds")
-    return data, fds
 
 
 def _offer_allowed(host: str, port: int) -> bool:

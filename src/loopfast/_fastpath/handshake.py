@@ -3,7 +3,7 @@
 Written down so that another language can speak it.
 
 Transport: a SOCK_STREAM AF_UNIX connection to a rendezvous name (see
-``loopfast._addresses``). Two ways to carry the data follow the hello:
+``loopfast._core.addresses``). Two ways to carry the data follow the hello:
 
 - stream (flags 0): the connection's data flows on that same stream;
 - ring (flags bit 0): the data flows through two shared-memory rings (see

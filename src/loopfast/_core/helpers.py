@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket as _stdsocket
 from typing import Any
 
-from ._socket import socket
+from .sockets import socket
 
 _GLOBAL_DEFAULT_TIMEOUT: Any = _stdsocket._GLOBAL_DEFAULT_TIMEOUT  # type: ignore[attr-defined]
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import select
 
-from .constants import (
+from ..constants import (
     POLLERR,
     POLLHUP,
     POLLNVAL,

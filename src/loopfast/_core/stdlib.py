@@ -1,0 +1,107 @@
+"""The stdlib's socket class and one helper per kernel idiom loopfast uses.
+
+``loopfast.patch()`` rebinds ``socket.socket`` for unchanged programs; loopfast's
+own kernel sockets (the TCP listener behind a bundle, rendezvous streams,
+shadow and reservation sockets) must stay plain, so the core builds them, and
+calls the stdlib's methods, through ``StdSocket``.
+
+Fd passing, SO_PEERCRED and "is this a TCP socket" are written here once and
+called everywhere else, as CPython's ``socket.send_fds``/``recv_fds`` are.
+"""
+
+from __future__ import annotations
+
+import _socket as _csocket
+import array
+import contextlib
+import errno
+import os
+import socket
+import struct
+from typing import NamedTuple
+
+StdSocket = socket.socket
+
+_PEERCRED = struct.Struct("=iII")  # struct ucred: pid, uid, gid
+_INET = (socket.AF_INET, socket.AF_INET6)
+
+
+class PeerCredentials(NamedTuple):
+    """The peer process of a fast-path connection, as the kernel vouches for it (SO_PEERCRED)."""
+
+    pid: int
+    uid: int
+    gid: int
+
+
+def peer_credentials(sock: _csocket.socket) -> PeerCredentials:
+    """SO_PEERCRED of a connected AF_UNIX socket.
+
+    Raises:
+        OSError: as ``getsockopt`` (EBADF on a closed socket).
+    """
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    return PeerCredentials(*_PEERCRED.unpack(raw))
+
+
+def is_tcp(sock: _csocket.socket) -> bool:
+    """True for an AF_INET/AF_INET6 stream socket of the TCP protocol."""
+    return (sock.family in _INET and sock.type == socket.SOCK_STREAM
+            and sock.proto in (0, socket.IPPROTO_TCP))
+
+
+def send_fds(sock: _csocket.socket, data: bytes, fds: list[int]) -> None:
+    """Send *data* in one message with *fds* attached (SCM_RIGHTS).
+
+    Raises:
+        ConnectionResetError: the message went out short (the fds travelled with a part).
+        OSError: as ``sendmsg``.
+    """
+    sent = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                  array.array("i", fds).tobytes())])
+    if sent != len(data):
+        raise ConnectionResetError(errno.ECONNRESET, "a message carrying fds went out short")
+
+
+def recv_fds(sock: _csocket.socket, size: int, maxfds: int) -> tuple[bytes, list[int]]:
+    """Receive up to *size* bytes and the fds that came with them (close-on-exec).
+
+    Fds beyond *maxfds* are cut off by the kernel; then every fd that did
+    arrive is closed and the call fails, so nothing leaks.
+
+    Raises:
+        ConnectionRefusedError: more than *maxfds* fds came (ECONNREFUSED).
+        OSError: as ``recvmsg``.
+    """
+    data, ancdata, msg_flags, _addr = sock.recvmsg(
+        size, socket.CMSG_SPACE(maxfds * 4), socket.MSG_CMSG_CLOEXEC)
+    fds = take_fds(ancdata)
+    if msg_flags & socket.MSG_CTRUNC:
+        close_fds(fds)
+        raise ConnectionRefusedError(errno.ECONNREFUSED,
+                                     f"a message carried more than {maxfds} fds")
+    return data, fds
+
+
+def take_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+    """The fds in *ancdata* (SCM_RIGHTS items); the caller owns them."""
+    fds: list[int] = []
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.extend(array.array("i", payload[:len(payload) - len(payload) % 4]))
+    return fds
+
+
+def without_fds(ancdata: list[tuple[int, int, bytes]]) -> list[tuple[int, int, bytes]]:
+    """*ancdata* with its SCM_RIGHTS items removed and their fds closed."""
+    close_fds(take_fds(ancdata))
+    return [item for item in ancdata
+            if not (item[0] == socket.SOL_SOCKET and item[1] == socket.SCM_RIGHTS)]
+
+
+def close_fds(fds: list[int]) -> None:
+    """Close every fd in *fds*, whatever fails."""
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+

@@ -1,0 +1,135 @@
+"""The registry behind ``loopfast stat``: this process's live fast-path connections.
+
+Listeners need no help from their process: their rendezvous names are
+abstract AF_UNIX sockets (``@loopfast/1/<ip>/<port>``) listed in
+``/proc/net/unix`` (``_tools/stat.py`` reads them).
+
+Connections live in process memory, so each process that has one answers for
+itself: ``register(sock)`` (called when a socket becomes a fast-path
+connection) keeps a weak reference and, the first time, starts one daemon
+thread listening on the abstract name ``@loopfast-stat/<pid>``. A query there
+gets the live connections as JSON, and only when the asker's uid is the
+process's or root (SO_PEERCRED): "processes the user may inspect". The name
+dies with the process; nothing is left behind. The registry costs one WeakSet
+insertion per connection; reading ring statistics happens only when asked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket as _stdsocket
+import threading
+import weakref
+from typing import Any
+
+from .._core.stdlib import StdSocket, peer_credentials
+
+__all__ = ["LISTENER_PREFIX", "QUERY_PREFIX", "QUERY_TIMEOUT", "connections", "register"]
+
+LISTENER_PREFIX = "@loopfast/1/"  # as /proc/net/unix shows the rendezvous names
+QUERY_PREFIX = "@loopfast-stat/"
+QUERY_TIMEOUT = 2.0
+_log = logging.getLogger("loopfast")  # loopfast.patch() may rebind the module's name
+
+
+class _Registry:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.live: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.endpoint: _stdsocket.socket | None = None
+        self.failed = False
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        # The thread stays behind; the child answers under its own pid once it registers.
+        self.lock = threading.Lock()
+        self.live = weakref.WeakSet()
+        self.failed = False
+        if self.endpoint is not None:
+            self.endpoint.close()
+            self.endpoint = None
+
+    def add(self, sock: Any) -> None:
+        with self.lock:
+            self.live.add(sock)
+            self._start_locked()
+
+    def start(self) -> None:
+        """Open the query endpoint and its thread (once per process)."""
+        with self.lock:
+            self._start_locked()
+
+    def _start_locked(self) -> None:
+        if self.endpoint is None and not self.failed:
+            try:
+                self.endpoint = _listen(os.getpid())
+            except OSError as exc:
+                # Seeing connections is a bonus: it must never cost one. (Another
+                # pid namespace on this network namespace may hold the name.)
+                self.failed = True
+                _log.warning("loopfast: stat endpoint unavailable, connections of pid %d "
+                             "will not show in 'loopfast stat': %s", os.getpid(), exc)
+                return
+            threading.Thread(target=_serve, args=(self.endpoint,), daemon=True,
+                             name="loopfast-stat").start()
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self.lock:
+            socks = list(self.live)
+        rows = [_describe(sock) for sock in socks]
+        return [row for row in rows if row is not None]
+
+
+_registry = _Registry()
+
+
+def register(sock: Any) -> None:
+    """Make the fast-path connection *sock* visible to ``loopfast stat`` while it is open."""
+    _registry.add(sock)
+
+
+def connections() -> list[dict[str, Any]]:
+    """This process's live fast-path connections, as ``loopfast stat`` shows them."""
+    return _registry.snapshot()
+
+
+def _listen(pid: int) -> _stdsocket.socket:
+    endpoint = StdSocket(_stdsocket.AF_UNIX, _stdsocket.SOCK_STREAM)
+    endpoint.bind(b"\0" + f"{QUERY_PREFIX[1:]}{pid}".encode())
+    endpoint.listen(8)
+    return endpoint
+
+
+def _serve(endpoint: _stdsocket.socket) -> None:
+    me = os.getuid()
+    while True:
+        try:
+            conn, _ = endpoint.accept()
+        except OSError:
+            return  # closed after fork
+        with conn:
+            conn.settimeout(QUERY_TIMEOUT)
+            if peer_credentials(conn).uid not in (me, 0):
+                continue  # not a process this user may inspect
+            body = {"pid": os.getpid(), "connections": _registry.snapshot()}
+            with contextlib.suppress(OSError):
+                conn.sendall(json.dumps(body).encode())
+
+
+def _describe(sock: Any) -> dict[str, Any] | None:
+    state = getattr(sock, "_state", None)
+    if state is None or sock.fileno() == -1 or not sock.fast_path_active:
+        return None
+    row: dict[str, Any] = {
+        "transport": sock.fast_path_transport, "local": list(state.local[:2]),
+        "peer": list(state.peer[:2]), "pid": os.getpid(), "peer_pid": state.credentials.pid,
+        "bytes_out": None, "bytes_in": None, "rx_fill": None, "tx_fill": None,
+        "rx_size": None, "tx_size": None}
+    link = getattr(state, "link", None)
+    if link is not None:
+        with contextlib.suppress(Exception):  # closed in between
+            row.update(link.channel.stats())
+    return row

@@ -1,1 +1,0 @@
-"""The loopback fast path: rendezvous, handshake, connection state, owner check."""
