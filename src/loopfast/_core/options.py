@@ -27,17 +27,22 @@ from __future__ import annotations
 import enum
 import errno
 import socket as _stdsocket
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .stdlib import StdSocket
-
-if TYPE_CHECKING:
-    from .._fastpath.connection import Connection
 
 S, T = _stdsocket.SOL_SOCKET, _stdsocket.IPPROTO_TCP
 IP, IP6 = _stdsocket.IPPROTO_IP, _stdsocket.IPPROTO_IPV6
 SO_BUSY_POLL = int(getattr(_stdsocket, "SO_BUSY_POLL", 46))
 BUSY_POLL_MAX_US = 10_000_000
+
+
+class Connection(Protocol):
+    """What the option calls need of a fast-path connection's state."""
+
+    def shadow(self) -> _stdsocket.socket:
+        """The never-connected TCP socket that holds no-op options."""
+        ...
 
 
 class Treatment(enum.Enum):
