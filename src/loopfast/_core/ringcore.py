@@ -8,15 +8,21 @@ the ring transport then falls back to the stream transport (see
 
 from __future__ import annotations
 
+import importlib
 from types import ModuleType
 
 ring: ModuleType | None
 missing: str | None  # why the C core is absent, for the log and ``loopfast info``
 
+REMEDY = ("install a C compiler and the Python headers (e.g. gcc and python3-dev), "
+          "then reinstall loopfast")
+
 try:
-    from .. import _ring as ring
+    # By its full name: ``from .. import _ring`` would blame a circular import
+    # when the module is simply not there (loopfast is half-imported here).
+    ring = importlib.import_module("loopfast._ring")
 except ImportError as exc:
     ring = None
-    missing = f"the C core loopfast._ring is not available ({exc})"
+    missing = f"the C core loopfast._ring was not built or does not load ({exc})"
 else:
     missing = None

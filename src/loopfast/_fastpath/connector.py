@@ -20,11 +20,12 @@ import logging
 import os
 import socket as _stdsocket
 import struct
+import threading
 import time
 from typing import Any, cast
 
 from .. import compat
-from .._core import addresses
+from .._core import addresses, ringcore
 from .._core.stdlib import PeerCredentials, StdSocket, peer_credentials, send_fds
 from . import handshake, owner
 from .connection import Connection
@@ -39,6 +40,8 @@ _log = logging.getLogger("loopfast")
 OWNER_TTL = 1.0
 _recent_owners: dict[tuple[int, str, int, int], tuple[float, owner.Owner]] = {}
 _SNDTIMEO = (_stdsocket.SOL_SOCKET, _stdsocket.SO_SNDTIMEO)
+_no_core_warned = False
+_no_core_lock = threading.Lock()
 
 
 class Rendezvous:
@@ -83,7 +86,8 @@ def connect(app: _stdsocket.socket, host: str, port: int, transport: str,
     """Connect the unconnected TCP socket *app* over the fast path; None to use TCP instead.
 
     On success *app*'s fd number refers to the carrier and the returned state
-    describes the connection (a ``RingConnection`` when *transport* is "ring").
+    describes the connection (a ``RingConnection`` when *transport* is "ring";
+    without the C core "ring" means "stream", see ``available_transport``).
 
     Raises:
         TimeoutError: the rendezvous did not answer within *app*'s timeout.
@@ -92,6 +96,7 @@ def connect(app: _stdsocket.socket, host: str, port: int, transport: str,
     found = find(app.family, host, port, app.gettimeout())
     if found is None:
         return None
+    transport = available_transport(transport)
     with found.stream:
         offer = None
         try:
@@ -121,6 +126,23 @@ def connect(app: _stdsocket.socket, host: str, port: int, transport: str,
         reservation.close()
         raise
     return RingConnection(app.family, local, target, found.credentials, reservation, link)
+
+
+def available_transport(transport: str) -> str:
+    """*transport*, or "stream" for "ring" when this build has no C core.
+
+    The first fallback in a process logs a warning saying why and what to do.
+    """
+    global _no_core_warned
+    if transport != "ring" or ringcore.ring is not None:
+        return transport
+    with _no_core_lock:
+        if not _no_core_warned:
+            _no_core_warned = True
+            _log.warning("loopfast: the ring transport is unavailable, so fast-path connections "
+                         "use the stream transport (AF_UNIX): %s. To get the rings, %s.",
+                         ringcore.missing, ringcore.REMEDY)
+    return "stream"
 
 
 def _reserve_local(app: _stdsocket.socket, host: str) -> tuple[Any, ...]:

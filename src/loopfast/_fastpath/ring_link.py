@@ -9,28 +9,52 @@ share with the hello.
 from __future__ import annotations
 
 import _socket as _csocket
+import errno
 import logging
 import os
 import select
 import socket as _stdsocket
 import threading
 import weakref
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-from .. import _ring
+from .._core import ringcore
 from .._core.stdlib import PeerCredentials, close_fds
 from .connection import Connection, Inherited
+
+if TYPE_CHECKING:  # the stub's types; at run time the C core comes from ringcore
+    from .._ring import Channel
 
 DEFAULT_RING = 128 * 1024
 _log = logging.getLogger("loopfast")
 
 
+def _core() -> ModuleType:
+    """The C core. The connector does not offer rings without it; a server refuses them.
+
+    Raises:
+        OSError: EOPNOTSUPP when this build of loopfast has no C core.
+    """
+    core = ringcore.ring
+    if core is None:
+        raise OSError(errno.EOPNOTSUPP, f"no ring transport here: {ringcore.missing}")
+    return core
+
+
 def ring_size(rcvbuf: int | None) -> int:
-    """The ring for a receiver whose SO_RCVBUF is *rcvbuf*: at most that, a power of two."""
+    """The ring for a receiver whose SO_RCVBUF is *rcvbuf*: at most that, a power of two.
+
+    Raises:
+        OSError: EOPNOTSUPP without the C core.
+    """
+    core = _core()
+    lowest: int = core.MIN_RING
+    highest: int = core.MAX_RING
     if not rcvbuf:
         return DEFAULT_RING
     size = 1 << (max(int(rcvbuf), 1).bit_length() - 1)
-    return min(max(size, _ring.MIN_RING), _ring.MAX_RING)
+    return min(max(size, lowest), highest)
 
 
 def _pair() -> tuple[_csocket.socket, _csocket.socket]:
@@ -50,13 +74,14 @@ class RingOffer:
     ``discard`` closes them; a failure while making it closes what was made.
 
     Raises:
-        OSError: a memfd or socket pair could not be made (EMFILE, ENOMEM, ...).
+        OSError: a memfd or socket pair could not be made (EMFILE, ENOMEM, ...);
+            EOPNOTSUPP without the C core.
     """
 
     def __init__(self, c2s: int, s2c: int) -> None:
         self.sizes = (c2s, s2c)
         self._socks: list[_csocket.socket] = []
-        self.memfd = _ring.create_memfd(c2s, s2c)
+        self.memfd = _core().create_memfd(c2s, s2c)
         try:
             self.client_r, self.client_w = self._pair()
             self.server_r, self.server_w = self._pair()
@@ -81,8 +106,8 @@ class RingOffer:
             OSError: the rings could not be mapped (everything is closed then).
         """
         try:
-            channel = _ring.Channel(self.memfd, *self.sizes, False, own_r,
-                                    self.client_w.fileno(), self.server_w.fileno())
+            channel = _core().Channel(self.memfd, *self.sizes, False, own_r,
+                                      self.client_w.fileno(), self.server_w.fileno())
         except BaseException:
             self.discard()
             raise
@@ -104,7 +129,7 @@ class RingOffer:
 class RingLink:
     """The channel and the two w sockets, shared by dup()'d socket objects."""
 
-    def __init__(self, channel: _ring.Channel, own_w: _csocket.socket,
+    def __init__(self, channel: Channel, own_w: _csocket.socket,
                  peer_w: _csocket.socket) -> None:
         self.channel = channel
         self.own_w = own_w
@@ -138,7 +163,7 @@ class RingConnection(Connection):
         self.link = link
 
     @property
-    def channel(self) -> _ring.Channel:
+    def channel(self) -> Channel:
         """The rings."""
         return self.link.channel
 
@@ -162,11 +187,13 @@ def server_link(fds: list[int], sizes: tuple[int, int]) -> RingLink:
     The memfd is closed here whatever happens; on failure every fd is.
 
     Raises:
-        OSError: EINVAL when the fds are not what the handshake promises.
+        OSError: EINVAL when the fds are not what the handshake promises;
+            EOPNOTSUPP when this build has no C core (a client of another build
+            offered rings).
     """
     memfd, r, w, peer_w = fds
     try:
-        channel = _ring.Channel(memfd, *sizes, True, r, w, peer_w)
+        channel = _core().Channel(memfd, *sizes, True, r, w, peer_w)
     except BaseException:
         close_fds([r, w, peer_w])
         raise
@@ -191,7 +218,7 @@ class _Watcher:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._epoll: select.epoll | None = None
-        self._channels: dict[int, weakref.ref[_ring.Channel]] = {}
+        self._channels: dict[int, weakref.ref[Channel]] = {}
         os.register_at_fork(after_in_child=self._after_fork)
 
     def _after_fork(self) -> None:
@@ -209,7 +236,7 @@ class _Watcher:
                                  name="loopfast-peer-watcher").start()
             return self._epoll
 
-    def watch(self, fd: int, channel: _ring.Channel) -> None:
+    def watch(self, fd: int, channel: Channel) -> None:
         epoll = self.start()
         with self._lock:
             self._channels[fd] = weakref.ref(channel)
