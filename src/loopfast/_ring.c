@@ -883,7 +883,9 @@ static void Channel_dealloc(Channel *self) {
         PyThread_free_lock(self->rx_lock);
     if (self->tx_lock)
         PyThread_free_lock(self->tx_lock);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    PyTypeObject *tp = Py_TYPE(self);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp); /* instances of a heap type hold a reference to it */
 }
 
 static int usable(Channel *self) {
@@ -894,10 +896,65 @@ static int usable(Channel *self) {
     return 1;
 }
 
-static PyObject *Channel_recv(Channel *self, PyObject *args) {
+/* Argument parsing for the data methods, METH_FASTCALL style: they sit on
+ * every message's path, where building and parsing an args tuple showed. The
+ * rules and messages are those of socket.socket's own methods. */
+
+static int check_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t min, Py_ssize_t max) {
+    if (nargs < min) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at least %zd argument%s (%zd given)", name, min,
+                     min == 1 ? "" : "s", nargs);
+        return -1;
+    }
+    if (nargs > max) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %zd arguments (%zd given)", name, max,
+                     nargs);
+        return -1;
+    }
+    return 0;
+}
+
+static int int_arg(PyObject *obj, int *out) {
+    PyObject *index = PyNumber_Index(obj);
+    if (index == NULL)
+        return -1;
+    long value = PyLong_AsLong(index);
+    Py_DECREF(index);
+    if (value == -1 && PyErr_Occurred())
+        return -1;
+    if (value > INT_MAX || value < INT_MIN) {
+        PyErr_SetString(PyExc_OverflowError, value > 0 ? "signed integer is greater than maximum"
+                                                       : "signed integer is less than minimum");
+        return -1;
+    }
+    *out = (int)value;
+    return 0;
+}
+
+static int size_arg(PyObject *obj, Py_ssize_t *out) {
+    Py_ssize_t value = PyNumber_AsSsize_t(obj, PyExc_OverflowError);
+    if (value == -1 && PyErr_Occurred())
+        return -1;
+    *out = value;
+    return 0;
+}
+
+static int buffer_arg(const char *name, PyObject *obj, Py_buffer *view, int writable) {
+    if (PyObject_GetBuffer(obj, view, writable ? PyBUF_WRITABLE : PyBUF_SIMPLE) == 0)
+        return 0;
+    if (writable) {
+        PyErr_Clear(); /* socket.recv_into's own words for any buffer it cannot write */
+        PyErr_Format(PyExc_TypeError, "%s() argument 1 must be read-write bytes-like object, "
+                     "not %.50s", name, Py_TYPE(obj)->tp_name);
+    }
+    return -1;
+}
+
+static PyObject *recv_impl(Channel *self, PyObject *const *args, Py_ssize_t nargs) {
     Py_ssize_t n;
     int flags = 0;
-    if (!PyArg_ParseTuple(args, "n|i:recv", &n, &flags))
+    if (check_nargs("recv", nargs, 1, 2) < 0 || size_arg(args[0], &n) < 0 ||
+        (nargs > 1 && int_arg(args[1], &flags) < 0))
         return NULL;
     if (n < 0) {
         PyErr_SetString(PyExc_ValueError, "negative buffersize in recv");
@@ -918,11 +975,14 @@ static PyObject *Channel_recv(Channel *self, PyObject *args) {
     return buf;
 }
 
-static PyObject *Channel_recv_into(Channel *self, PyObject *args) {
+static PyObject *recv_into_impl(Channel *self, PyObject *const *args, Py_ssize_t nargs) {
     Py_buffer view;
     Py_ssize_t n = 0;
     int flags = 0;
-    if (!PyArg_ParseTuple(args, "w*|ni:recv_into", &view, &n, &flags))
+    if (check_nargs("recv_into", nargs, 1, 3) < 0 ||
+        (nargs > 1 && size_arg(args[1], &n) < 0) ||
+        (nargs > 2 && int_arg(args[2], &flags) < 0) ||
+        buffer_arg("recv_into", args[0], &view, 1) < 0)
         return NULL;
     if (n < 0 || n > view.len) {
         PyBuffer_Release(&view);
@@ -937,10 +997,12 @@ static PyObject *Channel_recv_into(Channel *self, PyObject *args) {
     return got < 0 ? NULL : PyLong_FromSsize_t(got);
 }
 
-static PyObject *send_common(Channel *self, PyObject *args, int all) {
+static PyObject *send_impl(Channel *self, PyObject *const *args, Py_ssize_t nargs, int all) {
+    const char *name = all ? "sendall" : "send";
     Py_buffer view;
     int flags = 0;
-    if (!PyArg_ParseTuple(args, all ? "y*|i:sendall" : "y*|i:send", &view, &flags))
+    if (check_nargs(name, nargs, 1, 2) < 0 || (nargs > 1 && int_arg(args[1], &flags) < 0) ||
+        buffer_arg(name, args[0], &view, 0) < 0)
         return NULL;
     Py_ssize_t sent = usable(self) ? do_send(self, view.buf, view.len, flags, all) : -1;
     PyBuffer_Release(&view);
@@ -951,8 +1013,18 @@ static PyObject *send_common(Channel *self, PyObject *args, int all) {
     return PyLong_FromSsize_t(sent);
 }
 
-static PyObject *Channel_send(Channel *self, PyObject *args) { return send_common(self, args, 0); }
-static PyObject *Channel_sendall(Channel *self, PyObject *args) { return send_common(self, args, 1); }
+static PyObject *Channel_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return recv_impl((Channel *)self, args, nargs);
+}
+static PyObject *Channel_recv_into(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return recv_into_impl((Channel *)self, args, nargs);
+}
+static PyObject *Channel_send(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return send_impl((Channel *)self, args, nargs, 0);
+}
+static PyObject *Channel_sendall(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return send_impl((Channel *)self, args, nargs, 1);
+}
 
 static PyObject *Channel_shutdown(Channel *self, PyObject *arg) {
     long how = PyLong_AsLong(arg);
@@ -1151,13 +1223,13 @@ static int Channel_set_peer_dead(Channel *self, PyObject *value, void *closure) 
 }
 
 static PyMethodDef Channel_methods[] = {
-    {"recv", (PyCFunction)Channel_recv, METH_VARARGS,
+    {"recv", (PyCFunction)(void (*)(void))Channel_recv, METH_FASTCALL,
      "recv($self, bufsize, flags=0, /)\n--\n\nsocket.recv over the rx ring."},
-    {"recv_into", (PyCFunction)Channel_recv_into, METH_VARARGS,
+    {"recv_into", (PyCFunction)(void (*)(void))Channel_recv_into, METH_FASTCALL,
      "recv_into($self, buffer, nbytes=0, flags=0, /)\n--\n\nsocket.recv_into over the rx ring."},
-    {"send", (PyCFunction)Channel_send, METH_VARARGS,
+    {"send", (PyCFunction)(void (*)(void))Channel_send, METH_FASTCALL,
      "send($self, data, flags=0, /)\n--\n\nsocket.send over the tx ring."},
-    {"sendall", (PyCFunction)Channel_sendall, METH_VARARGS,
+    {"sendall", (PyCFunction)(void (*)(void))Channel_sendall, METH_FASTCALL,
      "sendall($self, data, flags=0, /)\n--\n\nsocket.sendall over the tx ring."},
     {"shutdown", (PyCFunction)Channel_shutdown, METH_O,
      "shutdown($self, how, /)\n--\n\nsocket.shutdown for the rings."},
@@ -1206,6 +1278,208 @@ static PyType_Spec Channel_spec = {
     "loopfast._ring.Channel", sizeof(Channel), 0, Py_TPFLAGS_DEFAULT, Channel_slots,
 };
 
+/* SocketMethod: a socket class's data method implemented by the rings.
+ *
+ * RingSocket.send is a SocketMethod, not a Python function around
+ * Channel.send: calling sock.send(data) reaches send_impl with no Python
+ * frame in between. It is a method descriptor (Py_TPFLAGS_METHOD_DESCRIPTOR),
+ * so the interpreter calls it with the socket as the first argument and no
+ * bound method is made; it finds the Channel in the socket's "_channel"
+ * attribute, which the socket class sets when the socket becomes
+ * ring-carried. */
+
+enum { SM_SEND, SM_SENDALL, SM_RECV, SM_RECV_INTO };
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    int which;
+    PyObject *name;          /* str: the method's name */
+    PyObject *doc;           /* str or None */
+    PyObject *attr;          /* interned "_channel" */
+    PyTypeObject *channel;   /* the Channel type, to check what the attribute holds */
+} SocketMethod;
+
+static PyObject *recv_into_keywords(Channel *ch, PyObject *const *args, Py_ssize_t nargs,
+                                    PyObject *kwnames) {
+    /* socket.recv_into(buffer, nbytes=0, flags=0) also takes its arguments by name. */
+    static const char *const names[] = {"buffer", "nbytes", "flags"};
+    PyObject *slots[3] = {NULL, NULL, NULL};
+    Py_ssize_t nkw = PyTuple_GET_SIZE(kwnames);
+    if (check_nargs("recv_into", nargs + nkw, 1, 3) < 0)
+        return NULL;
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        slots[i] = args[i];
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+        int found = -1;
+        for (int i = 0; i < 3; i++)
+            if (PyUnicode_CompareWithASCIIString(key, names[i]) == 0)
+                found = i;
+        if (found < 0 || slots[found] != NULL) {
+            PyErr_Format(PyExc_TypeError, found < 0
+                         ? "recv_into() got an unexpected keyword argument '%U'"
+                         : "argument for recv_into() given by name ('%U') and position", key);
+            return NULL;
+        }
+        slots[found] = args[nargs + k];
+    }
+    if (slots[0] == NULL) {
+        PyErr_SetString(PyExc_TypeError, "recv_into() missing required argument 'buffer' (pos 1)");
+        return NULL;
+    }
+    PyObject *zero = PyLong_FromLong(0);
+    if (zero == NULL)
+        return NULL;
+    PyObject *full[3] = {slots[0], slots[1] ? slots[1] : zero, slots[2] ? slots[2] : zero};
+    PyObject *result = recv_into_impl(ch, full, 3);
+    Py_DECREF(zero);
+    return result;
+}
+
+static PyObject *SocketMethod_vectorcall(PyObject *callable, PyObject *const *args,
+                                         size_t nargsf, PyObject *kwnames) {
+    SocketMethod *m = (SocketMethod *)callable;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs < 1) {
+        PyErr_Format(PyExc_TypeError, "unbound method %U() needs a socket", m->name);
+        return NULL;
+    }
+    PyObject *found = PyObject_GetAttr(args[0], m->attr);
+    if (found == NULL)
+        return NULL;
+    if (!PyObject_TypeCheck(found, m->channel)) {
+        PyErr_Format(PyExc_TypeError, "%U() needs a ring-carried socket, not %.100s", m->name,
+                     Py_TYPE(args[0])->tp_name);
+        Py_DECREF(found);
+        return NULL;
+    }
+    Channel *ch = (Channel *)found;
+    PyObject *result;
+    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0) {
+        if (m->which == SM_RECV_INTO)
+            result = recv_into_keywords(ch, args + 1, nargs - 1, kwnames);
+        else
+            result = PyErr_Format(PyExc_TypeError, "%U() takes no keyword arguments", m->name);
+    } else if (m->which == SM_SEND || m->which == SM_SENDALL) {
+        result = send_impl(ch, args + 1, nargs - 1, m->which == SM_SENDALL);
+    } else if (m->which == SM_RECV) {
+        result = recv_impl(ch, args + 1, nargs - 1);
+    } else {
+        result = recv_into_impl(ch, args + 1, nargs - 1);
+    }
+    Py_DECREF(found);
+    return result;
+}
+
+static PyObject *SocketMethod_get(PyObject *self, PyObject *obj, PyObject *type) {
+    if (obj == NULL || obj == Py_None)
+        return Py_NewRef(self);
+    return PyMethod_New(self, obj);
+}
+
+static int SocketMethod_traverse(SocketMethod *m, visitproc visit, void *arg) {
+    Py_VISIT(m->name);
+    Py_VISIT(m->doc);
+    Py_VISIT(m->channel);
+    Py_VISIT(Py_TYPE(m));
+    return 0;
+}
+
+static int SocketMethod_clear(SocketMethod *m) {
+    Py_CLEAR(m->name);
+    Py_CLEAR(m->doc);
+    Py_CLEAR(m->attr);
+    Py_CLEAR(m->channel);
+    return 0;
+}
+
+static void SocketMethod_dealloc(SocketMethod *m) {
+    PyTypeObject *tp = Py_TYPE(m);
+    PyObject_GC_UnTrack(m);
+    SocketMethod_clear(m);
+    tp->tp_free((PyObject *)m);
+    Py_DECREF(tp);
+}
+
+static PyObject *SocketMethod_repr(SocketMethod *m) {
+    return PyUnicode_FromFormat("<ring-carried socket method %U>", m->name);
+}
+
+static PyMemberDef SocketMethod_members[] = {
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(SocketMethod, vectorcall), READONLY, NULL},
+    {"__name__", T_OBJECT, offsetof(SocketMethod, name), READONLY, NULL},
+    {"__qualname__", T_OBJECT, offsetof(SocketMethod, name), READONLY, NULL},
+    {"__doc__", T_OBJECT, offsetof(SocketMethod, doc), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot SocketMethod_slots[] = {
+    {Py_tp_members, SocketMethod_members},
+    {Py_tp_call, (void *)PyVectorcall_Call},
+    {Py_tp_descr_get, (void *)SocketMethod_get},
+    {Py_tp_traverse, (void *)SocketMethod_traverse},
+    {Py_tp_clear, (void *)SocketMethod_clear},
+    {Py_tp_dealloc, (void *)SocketMethod_dealloc},
+    {Py_tp_repr, (void *)SocketMethod_repr},
+    {0, NULL},
+};
+
+static PyType_Spec SocketMethod_spec = {
+    "loopfast._ring.SocketMethod", sizeof(SocketMethod), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_METHOD_DESCRIPTOR |
+        Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    SocketMethod_slots,
+};
+
+PyDoc_STRVAR(socket_method_doc,
+"socket_method(name, doc, /)\n--\n\n"
+"A method for a socket class whose instances carry a Channel in their\n"
+"\"_channel\" attribute: name is send, sendall, recv or recv_into, and the\n"
+"method is Channel's with no Python frame on the way. Raises ValueError for\n"
+"another name.");
+
+static PyObject *socket_method(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    static const char *const names[] = {"send", "sendall", "recv", "recv_into"};
+    if (nargs != 2 || !PyUnicode_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "socket_method(name, doc) takes a str and a doc");
+        return NULL;
+    }
+    int which = -1;
+    for (int i = 0; i < 4; i++)
+        if (PyUnicode_CompareWithASCIIString(args[0], names[i]) == 0)
+            which = i;
+    if (which < 0) {
+        PyErr_Format(PyExc_ValueError, "no ring-carried socket method %R", args[0]);
+        return NULL;
+    }
+    PyObject *channel = PyObject_GetAttrString(module, "Channel");
+    PyObject *type = PyObject_GetAttrString(module, "SocketMethod");
+    if (channel == NULL || type == NULL) {
+        Py_XDECREF(channel);
+        Py_XDECREF(type);
+        return NULL;
+    }
+    SocketMethod *m = PyObject_GC_New(SocketMethod, (PyTypeObject *)type);
+    Py_DECREF(type); /* the instance holds its own reference (PyObject_GC_New took it) */
+    if (m == NULL) {
+        Py_DECREF(channel);
+        return NULL;
+    }
+    m->vectorcall = SocketMethod_vectorcall;
+    m->which = which;
+    m->name = Py_NewRef(args[0]);
+    m->doc = Py_NewRef(args[1]);
+    m->attr = PyUnicode_InternFromString("_channel");
+    m->channel = (PyTypeObject *)channel;
+    if (m->attr == NULL) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    PyObject_GC_Track(m);
+    return (PyObject *)m;
+}
+
 PyDoc_STRVAR(create_doc,
 "create_memfd(c2s_size, s2c_size, /)\n--\n\n"
 "A new sealed memfd holding a fresh header and two rings; returns its fd\n"
@@ -1248,6 +1522,8 @@ fail:
 
 static PyMethodDef module_methods[] = {
     {"create_memfd", create_memfd, METH_VARARGS, create_doc},
+    {"socket_method", (PyCFunction)(void (*)(void))socket_method, METH_FASTCALL,
+     socket_method_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1257,6 +1533,13 @@ static int ring_exec(PyObject *module) {
         return -1;
     if (PyModule_AddObject(module, "Channel", type) < 0) {
         Py_DECREF(type);
+        return -1;
+    }
+    PyObject *method_type = PyType_FromModuleAndSpec(module, &SocketMethod_spec, NULL);
+    if (method_type == NULL)
+        return -1;
+    if (PyModule_AddObject(module, "SocketMethod", method_type) < 0) {
+        Py_DECREF(method_type);
         return -1;
     }
     if (PyModule_AddIntConstant(module, "HEADER_SIZE", HEADER_SIZE) < 0 ||

@@ -9,6 +9,11 @@ MIN_RING: int
 MAX_RING: int
 
 def create_memfd(c2s_size: int, s2c_size: int, /) -> int: ...
+def socket_method(name: str, doc: str | None, /) -> Any: ...
+
+class SocketMethod:
+    __name__: str
+    __doc__: str | None
 
 class Channel:
     timeout: float | None

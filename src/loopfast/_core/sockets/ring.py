@@ -1,8 +1,11 @@
 """RingSocket: a fast-path connection whose data moves through shared-memory rings.
 
-Every data method is one Python frame around one C call (``_ring.Channel``);
-stream semantics (EOF, shutdown, resets, timeouts, flow control) are kept in
-the C core, so this class is only the socket-shaped surface.
+``send``, ``sendall``, ``recv`` and ``recv_into`` are the C core's own
+methods (``_ring.socket_method``): ``sock.send(data)`` reaches the ring with no
+Python frame in between, through the Channel kept in the socket's
+``_channel`` slot. The other data methods are one Python frame around one of
+those. Stream semantics (EOF, shutdown, resets, timeouts, flow control) are
+kept in the C core, so this class is only the socket-shaped surface.
 
 The fd (``fileno()``) carries no data: it is a socket whose readiness the
 rings keep level-true (readable while data, end of stream or an error waits;
@@ -25,6 +28,7 @@ import struct
 from typing import Any
 
 from ..._fastpath.ring_link import RingConnection
+from .. import ringcore
 from ..stdlib import StdSocket
 from .stream import FastPathSocket
 
@@ -36,7 +40,7 @@ class RingSocket(FastPathSocket, state=RingConnection):
     _state: RingConnection
 
     def _kind_changed(self) -> None:
-        # The data methods reach the rings through this slot: one attribute, no frame.
+        # The data methods reach the rings through this slot (see the module docstring).
         self._channel = self._state.link.channel
         self._channel.timeout = self.gettimeout()
         self._apply_busy_poll()
@@ -177,3 +181,12 @@ class RingSocket(FastPathSocket, state=RingConnection):
     def _real_close(self, _ss: Any = _csocket.socket) -> None:
         self._state.release()
         _ss.close(self)
+
+
+# The hot methods become the C core's: the definitions above give their
+# signatures and docstrings, and serve where the C core is absent (then no
+# socket is ever ring-carried).
+if ringcore.ring is not None:
+    for _name in ("send", "sendall", "recv", "recv_into"):
+        setattr(RingSocket, _name,
+                ringcore.ring.socket_method(_name, getattr(RingSocket, _name).__doc__))
