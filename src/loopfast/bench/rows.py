@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from .._core import ringcore
 from .channels import AdaptiveChannel, SpinChannel
 from .conn import Address, Conn, FastPathMismatchError, Row, RowUnavailableError
 
@@ -95,7 +96,10 @@ class SocketRow:
     fast_path: bool | None = None
     transport: str | None = None
     modes: frozenset[str] = field(default=frozenset({"echo"}))
-    optional = False
+    @property
+    def optional(self) -> bool:
+        """True for a ring row where loopfast has no C core: skipped, not failed."""
+        return self.transport == "ring" and ringcore.ring is None
 
     def unavailable(self) -> str | None:
         """Return why this row cannot run here, or ``None`` when it can."""
@@ -105,6 +109,8 @@ class SocketRow:
             _loopfast_class()
         except RowUnavailableError as exc:
             return str(exc)
+        if self.transport == "ring" and ringcore.ring is None:
+            return f"no ring transport here: {ringcore.missing}"
         return None
 
     def listen(self, backlog: int = 1) -> tuple[socket.socket, Address]:
