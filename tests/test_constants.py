@@ -10,6 +10,10 @@ def test_control_codes() -> None:
     assert loopfast.SIO_SET_COMPATIBILITY_MODE == 0x9800012C
 
 
+def test_busy_poll_option_is_linux_s() -> None:
+    assert loopfast.SO_BUSY_POLL == 46  # asm-generic/socket.h; the socket module lacks it
+
+
 def test_poll_flags() -> None:
     assert (loopfast.POLLRDNORM, loopfast.POLLRDBAND, loopfast.POLLPRI) == (0x100, 0x200, 0x400)
     assert loopfast.POLLIN == loopfast.POLLRDNORM | loopfast.POLLRDBAND == 0x300

@@ -21,7 +21,6 @@ import loopfast
 from loopfast import _ring
 
 TIMEOUT = 10.0
-SO_BUSY_POLL = getattr(socket, "SO_BUSY_POLL", 46)
 
 
 def test_dup_keeps_the_stream_transport_and_spin(
@@ -36,7 +35,7 @@ def test_dup_keeps_the_stream_transport_and_spin(
     acc, _ = srv.accept()
     closing(acc)
     assert twin.fast_path_transport == "stream"
-    assert twin.getsockopt(socket.SOL_SOCKET, SO_BUSY_POLL) == 7
+    assert twin.getsockopt(socket.SOL_SOCKET, loopfast.SO_BUSY_POLL) == 7
     twin.sendall(b"over the stream")
     acc.settimeout(TIMEOUT)
     assert acc.recv(100) == b"over the stream"

@@ -31,11 +31,16 @@ __all__ = [
     "POLLWRNORM",
     "SIO_LOOPBACK_FAST_PATH",
     "SIO_SET_COMPATIBILITY_MODE",
+    "SO_BUSY_POLL",
     "WSA_COMPATIBILITY_BEHAVIOR_ID",
     "WsaBehaviorAll",
     "WsaBehaviorAutoTuning",
     "WsaBehaviorReceiveBuffering",
 ]
+
+# Linux's SO_BUSY_POLL (asm-generic/socket.h), which the socket module does not name:
+# loopfast reads it as a ring-carried socket's spin time in microseconds (SPEC F13).
+SO_BUSY_POLL = 46
 
 # Socket I/O control codes (mstcpip.h): _WSAIOW(IOC_VENDOR, 16) and (IOC_VENDOR, 300).
 SIO_LOOPBACK_FAST_PATH = 0x98000010

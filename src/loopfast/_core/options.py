@@ -29,11 +29,11 @@ import errno
 import socket as _stdsocket
 from typing import Any, Protocol
 
+from ..constants import SO_BUSY_POLL
 from .stdlib import StdSocket
 
 S, T = _stdsocket.SOL_SOCKET, _stdsocket.IPPROTO_TCP
 IP, IP6 = _stdsocket.IPPROTO_IP, _stdsocket.IPPROTO_IPV6
-SO_BUSY_POLL = int(getattr(_stdsocket, "SO_BUSY_POLL", 46))
 BUSY_POLL_MAX_US = 10_000_000
 
 
