@@ -1,5 +1,7 @@
 # Two commands on a fresh machine: `make bench` (the latency table) and
-# `make test`. Each creates or reuses .venv and installs loopfast into it.
+# `make test`. Each creates or reuses .venv and installs loopfast into it with
+# the bench extra (rich, matplotlib, pyzmq: the tables, --plot, the zmq-ipc row)
+# and the test extra (which includes bench: its tests run the benchmark).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -13,7 +15,7 @@ $(PY):
 
 $(STAMP): $(PY) $(SOURCES)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[bench,test]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -21,6 +23,7 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check src tests
 	$(PY) -m mypy
+	$(PY) tools/check_layers.py
 	$(PY) -m pytest -m "not stress" -q
 
 stress: $(STAMP)
@@ -35,6 +38,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check src tests
 	$(PY) -m mypy
+	$(PY) tools/check_layers.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

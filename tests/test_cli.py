@@ -120,6 +120,25 @@ def test_plot_without_matplotlib_says_so(monkeypatch: pytest.MonkeyPatch,
     assert "--plot needs matplotlib (test)" in capsys.readouterr().err
 
 
+def test_bench_without_rich_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "rich", None)  # what an install without the extra sees
+    assert main(["bench", *QUICK]) == 1
+    captured = capsys.readouterr()
+    assert "pip install 'loopfast[bench]'" in captured.err and "Traceback" not in captured.err
+    assert captured.out == ""
+
+
+def test_the_other_commands_need_no_rich() -> None:
+    code = ("import sys; sys.modules['rich'] = None\n"
+            "from loopfast._tools.cli import main\n"
+            "sys.exit(main(['info', '--no-measure']) or main(['stat', '--json']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "Loopback fast path" in done.stdout and '"listeners"' in done.stdout
+
+
 def test_help_lists_bench(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["--help"])

@@ -4,12 +4,14 @@ Each subcommand (``bench``, ``echo-server``, ``info``, ``run``, ``stat``) is
 registered by a ``_add_<name>(subparsers)`` function listed in ``_COMMANDS``
 and runs through its handler ``(args) -> exit status``. The benchmark's
 runner, report and plot (rich, matplotlib) are imported by its handler only,
-so ``loopfast --help`` and the other commands stay quick.
+so ``loopfast --help`` and the other commands stay quick, and work without the
+``bench`` extra; ``bench`` without it says how to install it.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import socket
 import sys
@@ -116,13 +118,23 @@ def _add_bench(subparsers: _Subparsers) -> None:
                    help="idle mode: connections one process holds (default: %(default)s)")
     p.add_argument("--plot", type=_json_target, metavar="FILE.png",
                    help="draw the echo rows' RTT distribution (CDF, log axis) into FILE.png "
-                   "(needs matplotlib)")
+                   "(needs matplotlib, from the bench extra)")
     p.add_argument("--json", type=_json_target, metavar="FILE",
                    help="also write every figure as JSON to FILE ('-' for stdout; the table "
                    "then goes to stderr)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (it is shown only when stderr is a terminal)")
     p.set_defaults(handler=_run_bench)
+
+
+_BENCH_EXTRA = "pip install 'loopfast[bench]'"
+
+
+def _bench_missing() -> str | None:
+    """Return why ``loopfast bench`` cannot print here (rich is absent), or ``None``."""
+    if importlib.util.find_spec("rich") is None:
+        return f"the tables need rich, which is not installed: {_BENCH_EXTRA}"
+    return None
 
 
 def _console(stderr: bool) -> Any:
@@ -133,6 +145,9 @@ def _console(stderr: bool) -> Any:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
+    if reason := _bench_missing():
+        print(f"loopfast bench: {reason}", file=sys.stderr)
+        return 1
     from ..bench.plot import plot_available, write_plot
     from ..bench.progress import ProgressBar
     from ..bench.report import render_table, to_json, write_json

@@ -135,7 +135,8 @@ class ZmqRow:
         except (ImportError, ValueError):
             found = False
         if not found:
-            return f"pyzmq is not installed (pip install pyzmq; module {self.module!r} not found)"
+            return (f"pyzmq is not installed (pip install 'loopfast[bench]'; module "
+                    f"{self.module!r} not found)")
         zmq = importlib.import_module(self.module)
         if not zmq.has("ipc"):
             return "this libzmq has no ipc transport"
