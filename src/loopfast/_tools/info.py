@@ -5,17 +5,22 @@ level, RFC 1323 window scaling) that SIO_SET_COMPATIBILITY_MODE overrides per
 socket. On Linux they are sysctls; this report names each one beside the
 Windows setting it stands for, measures the window scale real loopback
 connections get (default, and under each AutoTuning target), and says whether
-the fast path's building blocks are usable here.
+the fast path's building blocks are usable here: the rendezvous and owner check
+every fast-path connection needs, and what the ring transport adds (a sealed
+memfd, AF_UNIX socket pairs for its wake-ups, the C core).
 """
 
 from __future__ import annotations
 
+import _socket as _csocket
 import dataclasses
+import fcntl
 import os
 import socket as _stdsocket
 from typing import Any
 
 from .. import policy
+from .._core import ringcore
 from .._core.sockets import socket
 from .._core.stdlib import StdSocket
 from .._winsock import tcpinfo
@@ -165,12 +170,24 @@ def _abstract_unix() -> None:
         s.bind(f"\0loopfast/info/{os.getpid()}")
 
 
-def _memfd() -> None:
-    os.close(os.memfd_create("loopfast-info", os.MFD_CLOEXEC))
+def _sealed_memfd() -> None:
+    fd = os.memfd_create("loopfast-info", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS,
+                    fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
+    finally:
+        os.close(fd)
 
 
-def _eventfd() -> None:
-    os.close(os.eventfd(0, os.EFD_CLOEXEC))
+def _socket_pair() -> None:
+    r, w = _csocket.socketpair(_csocket.AF_UNIX, _csocket.SOCK_STREAM)
+    r.close()
+    w.close()
+
+
+def _c_core() -> None:
+    if ringcore.missing is not None:
+        raise OSError(ringcore.missing)
 
 
 def _readable(path: str) -> None:
@@ -178,24 +195,40 @@ def _readable(path: str) -> None:
         f.read(1)
 
 
+# Every fast-path connection needs the rendezvous and the owner check; the ring
+# transport also needs a sealed memfd (the rings), one AF_UNIX socket pair per
+# side (its wake-ups, what select/poll see) and the C core (copies, atomics, a
+# shared futex that parked receivers sleep on). Without the ring's parts a
+# connection uses the stream transport.
+_FAST_PATH = (
+    ("Abstract AF_UNIX names", _abstract_unix, "rendezvous"),
+    ("/proc/net/tcp readable", lambda: _readable("/proc/net/tcp"), "owner check (F10)"),
+    ("/proc/net/tcp6 readable", lambda: _readable("/proc/net/tcp6"), "owner check (F10), IPv6"),
+)
+_RING = (
+    ("memfd_create, sealed", _sealed_memfd, "ring transport: shared-memory rings"),
+    ("AF_UNIX socket pairs", _socket_pair, "ring transport: wake-ups, one pair per side"),
+    ("C core loopfast._ring", _c_core, "ring transport: copies, atomics, futex parking"),
+)
+
+
 def _fast_path_rows() -> tuple[Row, ...]:
-    checks = (
-        ("Abstract AF_UNIX names", _abstract_unix, "rendezvous"),
-        ("memfd_create", _memfd, "shared-memory ring"),
-        ("eventfd", _eventfd, "wake-ups"),
-        ("/proc/net/tcp readable", lambda: _readable("/proc/net/tcp"), "owner check (F10)"),
-        ("/proc/net/tcp6 readable", lambda: _readable("/proc/net/tcp6"), "owner check (F10)"),
-    )
-    rows = [Row(name, _probe(check), use) for name, check, use in checks]
-    ok = all(row.value == "available" for row in rows[:4])
+    base = [Row(name, _probe(check), use) for name, check, use in _FAST_PATH]
+    ring = [Row(name, _probe(check), use) for name, check, use in _RING]
+    ok = all(row.value == "available" for row in base[:2])  # IPv6's table: IPv6 only
+    ring_ok = all(row.value == "available" for row in ring)
     current = policy.current()
     rule = "on" if current.enabled else f"off ({current.reason or 'policy'})"
     if current.enabled and current.excluded_ports:
         rule += f", except ports {', '.join(map(str, sorted(current.excluded_ports)))}"
-    rows.append(Row("Policy", rule, "LOOPFAST_FAST_PATH / LOOPFAST_EXCLUDE_PORTS / policy file"))
-    rows.append(Row("Loopback fast path", "available" if ok and current.enabled
-                    else "unavailable", "all of the above"))
-    return tuple(rows)
+    works = ok and current.enabled
+    return (*base, *ring,
+            Row("Policy", rule, "LOOPFAST_FAST_PATH / LOOPFAST_EXCLUDE_PORTS / policy file"),
+            Row("Loopback fast path", "available" if works else "unavailable",
+                "rendezvous, owner check, policy"),
+            Row("Ring transport", "available" if works and ring_ok
+                else "unavailable (stream transport only)" if works else "unavailable",
+                "the fast path and the ring transport's rows"))
 
 
 def gather(measure: bool = True) -> Report:
