@@ -1,4 +1,5 @@
-"""SPEC F4: a destination outside loopback is reached by plain TCP, opted in or not.
+"""_core/addresses.py (SPEC F4): a destination outside loopback is reached by plain TCP,
+opted in or not; a listener on a non-loopback address publishes no rendezvous name.
 
 Real hosts: forked children, each in a network namespace of its own. Two of
 them are joined by a veth pair (addresses from the benchmarking ranges
@@ -32,7 +33,7 @@ import pytest
 import loopfast
 from loopfast._core.addresses import name_for
 
-from .netns import Child, ChildUnavailable, ip, wait_lower_up
+from ..netns import Child, ChildUnavailable, ip, wait_lower_up
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(60)]
 

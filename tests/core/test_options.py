@@ -1,4 +1,5 @@
-"""SPEC F8: docs/options.md and the code agree, row by row, on live connections."""
+"""_core/options.py (SPEC F8): docs/options.md and the code agree, row by row, on live
+connections."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ import pytest
 
 from loopfast._core.options import OPTIONS, Treatment
 
-from .conftest import Pair
+from ..conftest import Pair
 
-TABLE = pathlib.Path(__file__).resolve().parent.parent / "docs" / "options.md"
+TABLE = pathlib.Path(__file__).resolve().parents[2] / "docs" / "options.md"
 LEVELS = {"SOL_SOCKET": socket.SOL_SOCKET, "IPPROTO_TCP": socket.IPPROTO_TCP,
           "IPPROTO_IP": socket.IPPROTO_IP, "IPPROTO_IPV6": socket.IPPROTO_IPV6}
 

@@ -1,4 +1,5 @@
-"""loopfast.patch() and ``python -m loopfast run`` (SPEC A2): unchanged programs, as processes."""
+"""_core/patch.py and _tools/run.py: loopfast.patch() and ``python -m loopfast run`` (SPEC A2),
+unchanged programs, as processes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""SPEC F2 (both sides must opt in) and F5 (for life), with the server in another process."""
+"""_fastpath/connector.py against a server in another process: SPEC F2 (both sides must opt
+in) and F5 (for life)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 import loopfast
 
-from ._procs import child, receive
+from .._procs import child, receive
 
 TIMEOUT = 5.0
 

@@ -1,4 +1,4 @@
-"""The hello's wire format, as _handshake's docstring writes it down."""
+"""_fastpath/handshake.py: the hello's wire format, as the module's docstring writes it down."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""No fd, name or process-state growth across many fast-path connections (issue: foundation)."""
+"""The fast path's kernel parts (_fastpath/*) are released: no fd, name or process-state
+growth across many fast-path connections (issue: foundation)."""
 
 from __future__ import annotations
 

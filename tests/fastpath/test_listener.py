@@ -1,4 +1,5 @@
-"""The fast-path listener: accept modes, selectors, hostile arrivals, addresses (SPEC F2, F6)."""
+"""_fastpath/listener.py and its socket surface _core/sockets/listener.py: accept modes,
+selectors, hostile arrivals, addresses (SPEC F2, F6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""SPEC F10: a local process cannot catch fast-path clients of a port it does not own.
+"""_fastpath/owner.py (SPEC F10): a local process cannot catch fast-path clients of a port it
+does not own.
 
 Anyone in the network namespace can bind an abstract AF_UNIX name, so anyone can
 take a port's rendezvous name. A client trusts what answers there only when the
@@ -8,8 +9,8 @@ reaches; otherwise it closes the stream unused, logs a warning and uses TCP.
 The processes are real: forked children (``tests.netns.Child``), the squatters
 running as nobody (65534) while the test process and its listeners are root
 (where the test process cannot change uid, those tests skip and say why).
-What the client does to a squatter is asserted exactly as _connector.find does
-it: it connects (so the squatter's accept() does return one connection), reads
+What the client does to a squatter is asserted exactly as _fastpath/connector.py's find()
+does it: it connects (so the squatter's accept() does return one connection), reads
 the peer's credentials, and closes the stream before connect() returns, without
 writing a byte: the squatter reads EOF at once, and no hello.
 """
@@ -31,7 +32,7 @@ import loopfast._core.sockets  # the children (nobody) cannot import the stdlib 
 from loopfast._core.addresses import name_for
 from loopfast._fastpath import owner as _owner
 
-from .netns import NOBODY, Child, ChildUnavailable
+from ..netns import NOBODY, Child, ChildUnavailable
 
 pytestmark = pytest.mark.timeout(60)
 

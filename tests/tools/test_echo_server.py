@@ -1,4 +1,5 @@
-"""The seed's echo server (SPEC P10): 15 clients, the 16th queued, clients that vanish."""
+"""_tools/echo_server.py, the seed's echo server (SPEC P10): 15 clients, the 16th queued,
+clients that vanish."""
 
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ import pytest
 import loopfast
 from loopfast._tools.echo_server import EchoServer
 
-from ._procs import child
+from .._procs import child
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "poll_echo_server.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "poll_echo_server.py"
 
 
 def _started(cmd: list[str]) -> tuple[subprocess.Popen[str], int]:

@@ -1,4 +1,5 @@
-"""loopfast stat: listeners from /proc/net/unix, connections from their processes."""
+"""_tools/stat.py, ``loopfast stat``: listeners from /proc/net/unix, connections from their
+processes."""
 
 from __future__ import annotations
 

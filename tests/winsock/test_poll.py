@@ -1,4 +1,5 @@
-"""loopfast.poll (SPEC P1-P9) over real sockets, pipes, fds and processes.
+"""_winsock/poll.py, flags.py and socket_poll.py: loopfast.poll (SPEC P1-P9) and
+``sock.poll`` over real sockets, pipes, fds and processes.
 
 The only stand-in here is ``_RingProbe``: a small class of ours that speaks the
 ring-state protocol (``_loopfast_ready``) over a real socket, to test how poll
@@ -35,7 +36,7 @@ from loopfast import (
     PollFD,
 )
 
-from ._procs import child, receive
+from .._procs import child, receive
 
 Pair = tuple[loopfast.socket, loopfast.socket]
 

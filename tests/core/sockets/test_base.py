@@ -1,4 +1,5 @@
-"""Opting in: SPEC F1 (opt-in, errors of the switch) and F3 (timing, inheritance)."""
+"""_core/sockets/base.py, the switch: SPEC F1 (opt-in, errors of the switch) and F3 (timing,
+inheritance by accepted sockets; a listener's switch is _core/sockets/listener.py's)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 import loopfast
 
-from .conftest import Pair
+from ...conftest import Pair
 
 
 def test_off_by_default_is_plain_tcp(make_pair: Callable[..., Pair]) -> None:

@@ -1,5 +1,6 @@
-"""Ring-carried connections as a user sees them: peer death, Ctrl-C, threads, flow control,
-completion styles, and no growth over many connections (SPEC F7, F11, F13)."""
+"""_core/sockets/ring.py: ring-carried connections as a user sees them: peer death, Ctrl-C,
+threads, flow control, completion styles, and no growth over many connections (SPEC F7, F11,
+F13)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ import pytest
 
 import loopfast
 
-from ._procs import child, receive
-from .conftest import Pair
+from ..._procs import child, receive
+from ...conftest import Pair
 
 DEATH_BOUND = 1.0  # generous for CI; the measured figure is printed (F11 asks < 100 ms)
 

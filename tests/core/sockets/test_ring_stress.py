@@ -1,4 +1,5 @@
-"""Soak: ring connections carrying random-sized streams both ways for a while.
+"""_core/sockets/ring.py under a soak: ring connections carrying random-sized streams both
+ways for a while.
 
 Run with ``make stress`` (``pytest -m stress``); ``LOOPFAST_SOAK_SECONDS`` sets
 how long (default 30). It stops by itself: every loop is bounded by that time.
@@ -19,7 +20,7 @@ import pytest
 
 import loopfast
 
-from ._procs import child, receive
+from ..._procs import child, receive
 
 SECONDS = float(os.environ.get("LOOPFAST_SOAK_SECONDS", "30"))
 CONNECTIONS = 8
