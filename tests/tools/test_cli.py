@@ -1,4 +1,4 @@
-"""Tests of the ``loopfast`` command: in-process through main(), once through python -m."""
+"""_tools/cli.py, the ``loopfast`` command: in-process through main(), once through python -m."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""``loopfast info`` (SPEC C8): the system-wide equivalents of Windows' global TCP settings."""
+"""_tools/info.py, ``loopfast info`` (SPEC C8): the system-wide equivalents of Windows' global
+TCP settings."""
 
 from __future__ import annotations
 
