@@ -1,6 +1,9 @@
-"""``loopfast bench-poll``: loopfast.poll against select.poll, and wake-up latency (P8).
+"""loopfast.poll against select.poll, and wake-up latency (P8).
 
-Two measurements, printed as plain lines (not a timed test):
+    python -m loopfast.bench.poll_bench
+
+Two measurements, printed as plain lines (not a timed test, and not a mode of
+``loopfast bench``):
 
 1. Cost of one call over *n* plain sockets (loopfast.socket, TCP, fast path
    off), medians of interleaved rounds: select.poll registered once and polled

@@ -23,8 +23,9 @@ import secrets
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
+from .. import socket as _LoopfastSocket
 from .._core import ringcore
 from .channels import AdaptiveChannel, SpinChannel
 from .conn import Address, Conn, FastPathMismatchError, Row, RowUnavailableError
@@ -55,18 +56,9 @@ def _stdlib(family: socket.AddressFamily) -> socket.socket:
     return socket.socket(family, socket.SOCK_STREAM)
 
 
-def _loopfast_class() -> Callable[..., socket.socket]:
-    import loopfast
-
-    cls = getattr(loopfast, "socket", None)
-    if cls is None:
-        raise RowUnavailableError("loopfast.socket does not exist (the fast path is not built)")
-    return cast("Callable[..., socket.socket]", cls)
-
-
 def _loopfast(fast_path: bool | str) -> SocketFactory:
     def make(family: socket.AddressFamily) -> socket.socket:
-        return _loopfast_class()(family, socket.SOCK_STREAM, fast_path=fast_path)
+        return _LoopfastSocket(family, socket.SOCK_STREAM, fast_path=fast_path)
 
     return make
 
@@ -96,19 +88,14 @@ class SocketRow:
     fast_path: bool | None = None
     transport: str | None = None
     modes: frozenset[str] = field(default=frozenset({"echo"}))
+
     @property
     def optional(self) -> bool:
         """True for a ring row where loopfast has no C core: skipped, not failed."""
         return self.transport == "ring" and ringcore.ring is None
 
     def unavailable(self) -> str | None:
-        """Return why this row cannot run here, or ``None`` when it can."""
-        if self.fast_path is None:
-            return None
-        try:
-            _loopfast_class()
-        except RowUnavailableError as exc:
-            return str(exc)
+        """Return why this row cannot run here (a ring row without the C core), or ``None``."""
         if self.transport == "ring" and ringcore.ring is None:
             return f"no ring transport here: {ringcore.missing}"
         return None
@@ -117,7 +104,6 @@ class SocketRow:
         """Make the server's listening socket on loopback; return it with its address.
 
         Raises:
-            RowUnavailableError: if the row's socket class does not exist.
             OSError: if the socket cannot be made, bound or put in listening state.
         """
         sock = self.factory(self.family)
