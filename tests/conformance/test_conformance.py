@@ -71,16 +71,17 @@ _STREAM_ONLY: dict[str, str] = {
 }
 # Scenarios the ring cannot run: code that reads, writes or takes the fd itself.
 RING_REFUSES: dict[str, str] = {
-    "detach": "_ring_socket: detach() refuses (EOPNOTSUPP): the ring's fd carries no data",
-    "detach_rewrap_with_stdlib": "_ring_socket: detach() refuses (EOPNOTSUPP)",
-    "tls_over_connection": "_ring_socket: ssl.wrap_socket calls detach(), which refuses",
+    "detach": "_core/sockets/ring.py: detach() refuses (EOPNOTSUPP): the ring's fd carries no data",
+    "detach_rewrap_with_stdlib": "_core/sockets/ring.py: detach() refuses (EOPNOTSUPP)",
+    "tls_over_connection": "_core/sockets/ring.py: ssl.wrap_socket calls detach(), which refuses",
 }
 _RING_ONLY: dict[str, str] = {
     **RING_REFUSES,
     "msg_oob": "_ring.c: urgent data (MSG_OOB) is not carried by the rings (EOPNOTSUPP)",
     "oob_inline": "_ring.c: urgent data (MSG_OOB) is not carried by the rings (EOPNOTSUPP)",
     "os_level_read_write_on_fileno": (
-        "_ring_socket: os.read/os.write on the fd bypass the rings; the fd carries wake-ups"
+        "_core/sockets/ring.py: os.read/os.write on the fd bypass the rings; the fd carries "
+        "wake-ups"
     ),
     "shut_rd_readiness": (
         "_ring.c: after our own SHUT_RD the fd is readable (a wake-up byte, which os.read "
