@@ -22,7 +22,7 @@ __all__ = ["ProgressBar"]
 
 
 class ProgressBar:
-    """A :class:`loopfast.bench.runner.ProgressSink` that draws one bar per row.
+    """A :class:`loopfast.bench.results.ProgressSink` that draws one bar per row.
 
     Args:
         console: where to draw (stderr in the CLI).
