@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 import loopfast
 
+from ._tls import self_signed
+
 TIMEOUT = 5.0
 
 Pair = tuple[loopfast.socket, loopfast.socket]
+Closing = Callable[[socket.socket], socket.socket]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -36,7 +41,7 @@ def _no_policy(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPat
 
 
 @pytest.fixture
-def closing() -> Iterator[Callable[[socket.socket], socket.socket]]:
+def closing() -> Iterator[Closing]:
     """``closing(sock)`` registers *sock* to be closed at teardown and returns it."""
     made: list[socket.socket] = []
 
@@ -49,23 +54,65 @@ def closing() -> Iterator[Callable[[socket.socket], socket.socket]]:
         sock.close()
 
 
+@pytest.fixture(scope="session")
+def self_signed_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(certificate, key) files for ``localhost`` and ``127.0.0.1``; skips without openssl."""
+    files = self_signed(tmp_path_factory.mktemp("tls"))
+    if files is None:
+        pytest.skip("openssl is not installed: no certificate to test TLS with")
+    return files
+
+
 @pytest.fixture
-def make_pair(closing: Callable[[socket.socket], socket.socket]) -> Callable[..., Pair]:
+def make_server(closing: Closing) -> Callable[..., loopfast.socket]:
+    """``make_server(host="127.0.0.1", fast_path=True, **kw)`` -> a listening loopfast socket.
+
+    The port is the kernel's choice, *kw* goes to ``loopfast.create_server``; accept()
+    waits at most TIMEOUT.
+    """
+
+    def make(host: str = "127.0.0.1", fast_path: bool = True, **kw: Any) -> loopfast.socket:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        srv = closing(loopfast.create_server((host, 0), family=family, fast_path=fast_path, **kw))
+        srv.settimeout(TIMEOUT)
+        return srv
+
+    return make
+
+
+@pytest.fixture
+def connect_to(closing: Closing) -> Callable[..., Pair]:
+    """``connect_to(srv, cli=None, fast_path=True)`` -> connected (client, accepted).
+
+    *cli* (by default a new loopfast socket of the listener's family, opted in with
+    *fast_path*) connects to the listener *srv*, which accepts. Every socket waits at
+    most TIMEOUT and is closed at teardown.
+    """
+
+    def connect(srv: loopfast.socket, cli: loopfast.socket | None = None,
+                fast_path: bool | str = True) -> Pair:
+        if cli is None:
+            cli = loopfast.socket(srv.family, socket.SOCK_STREAM, fast_path=fast_path)
+        closing(cli)
+        cli.settimeout(TIMEOUT)
+        srv.settimeout(TIMEOUT)
+        cli.connect(srv.getsockname()[:2])
+        acc = closing(srv.accept()[0])
+        acc.settimeout(TIMEOUT)
+        return cli, acc
+
+    return connect
+
+
+@pytest.fixture
+def make_pair(make_server: Callable[..., loopfast.socket],
+              connect_to: Callable[..., Pair]) -> Callable[..., Pair]:
     """``make_pair(client_fp, server_fp, host="127.0.0.1")`` -> connected (client, server).
 
     *client_fp* is the client's ``fast_path=`` (True: the ring, "stream": AF_UNIX)."""
 
     def make(client_fp: bool | str = True, server_fp: bool = True,
              host: str = "127.0.0.1") -> Pair:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        srv = closing(loopfast.create_server((host, 0), family=family, fast_path=server_fp))
-        srv.settimeout(TIMEOUT)
-        cli = closing(loopfast.socket(family, socket.SOCK_STREAM, fast_path=client_fp))
-        cli.settimeout(TIMEOUT)
-        cli.connect(srv.getsockname()[:2])
-        acc, _ = srv.accept()
-        closing(acc)
-        acc.settimeout(TIMEOUT)
-        return cli, acc
+        return connect_to(make_server(host, fast_path=server_fp), fast_path=client_fp)
 
     return make

@@ -8,11 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import shutil
 import socket
 import ssl
-import subprocess
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -199,22 +197,12 @@ def test_start_server_with_a_loopfast_listener(run: Run) -> None:
 
 
 @pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ssl.SSLContext,
-                                                                     ssl.SSLContext]]:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl is not installed: no certificate to test TLS with")
-    where = tmp_path_factory.mktemp("tls")
-    cert, key = where / "cert.pem", where / "key.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-days", "1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=20)
+def tls(self_signed_cert: tuple[Path, Path]) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    cert, key = self_signed_cert
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server.load_cert_chain(cert, key)
     client = ssl.create_default_context(cafile=str(cert))
-    yield server, client
+    return server, client
 
 
 @pytest.mark.parametrize("server_fp", [True, False])

@@ -40,7 +40,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from enum import Enum
+from pathlib import Path
 from typing import Any
+
+from .._streams import recv_exactly
+from .._tls import self_signed
 
 V4 = "127.0.0.1"
 V6 = "::1"
@@ -394,19 +398,6 @@ def run(name: str, transport: Transport) -> Recorder:
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def recv_exactly(sock: socket.socket, n: int, limit: int = 100_000) -> bytes:
-    """Read ``n`` bytes (or up to EOF), bounded by ``limit`` recv calls."""
-    buf = bytearray()
-    for _ in range(limit):
-        if len(buf) >= n:
-            break
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            break
-        buf += chunk
-    return bytes(buf)
 
 
 def recv_until_eof(sock: socket.socket, limit: int = 100_000) -> tuple[int, str]:
@@ -1920,22 +1911,6 @@ def scenario_asyncio_streams(t: Transport, rec: Recorder) -> None:
     rec.call("echo over asyncio streams", asyncio.run, bounded())
 
 
-def _self_signed(directory: str) -> tuple[str, str] | None:
-    import shutil
-    import subprocess
-
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        return None
-    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-subj", "/CN=localhost", "-days", "1", "-keyout", key, "-out", cert],
-        check=True, capture_output=True, timeout=20,
-    )  # fmt: skip
-    return cert, key
-
-
 @scenario
 def scenario_tls_over_connection(t: Transport, rec: Recorder) -> None:
     import ssl
@@ -1952,7 +1927,7 @@ def scenario_tls_over_connection(t: Transport, rec: Recorder) -> None:
         return
     rec.note("detach (ssl.wrap_socket needs it)", "ok")
     with tempfile.TemporaryDirectory() as tmp:
-        files = _self_signed(tmp)
+        files = self_signed(Path(tmp))
         if files is None:
             rec.note("openssl missing: TLS not exercised", None)
             return

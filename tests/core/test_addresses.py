@@ -33,6 +33,7 @@ import pytest
 import loopfast
 from loopfast._core.addresses import name_for
 
+from .._streams import recv_exactly
 from ..netns import Child, ChildUnavailable, ip, wait_lower_up
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(60)]
@@ -94,16 +95,6 @@ def _describe(sock: loopfast.socket) -> dict[str, Any]:
     }
 
 
-def _recv_exactly(sock: stdsocket.socket, size: int) -> bytes:
-    data = b""
-    for _ in range(size):  # bounded: every pass gets at least one byte or ends
-        chunk = sock.recv(size - len(data))
-        data += chunk
-        if not chunk or len(data) == size:
-            break
-    return data
-
-
 def _connect(state: dict[str, Any], family: int, host: str, port: int,
              message: bytes) -> dict[str, Any]:
     client = loopfast.socket(family, stdsocket.SOCK_STREAM, fast_path=True)
@@ -121,13 +112,13 @@ def _accept(state: dict[str, Any], port: int, expect: bytes, answer: bytes) -> d
     conn.settimeout(TIMEOUT)
     info = _describe(conn)
     info["accept_address"] = addr
-    info["received"] = _recv_exactly(conn, len(expect))
+    info["received"] = recv_exactly(conn, len(expect))
     conn.sendall(answer)
     return info
 
 
 def _client_receives(state: dict[str, Any], size: int) -> bytes:
-    return _recv_exactly(state["client"], size)
+    return recv_exactly(state["client"], size)
 
 
 def _idle_servers(state: dict[str, Any]) -> list[int]:

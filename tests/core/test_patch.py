@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -227,33 +226,20 @@ TLS_SERVER = """
 """
 
 
-@pytest.fixture(scope="module")
-def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl is not installed: no certificate to test TLS with")
-    where = tmp_path_factory.mktemp("cert")
-    crt, key = where / "cert.pem", where / "key.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
-         "-days", "1", "-keyout", str(key), "-out", str(crt)],
-        check=True, capture_output=True, timeout=20)
-    return crt, key
-
-
 @pytest.mark.parametrize("transport", ["stream", "ring"])
-def test_blocking_tls_client(tmp_path: Path, cert: tuple[Path, Path], transport: str) -> None:
+def test_blocking_tls_client(tmp_path: Path, self_signed_cert: tuple[Path, Path],
+                             transport: str) -> None:
     """SSLContext.wrap_socket takes the fd (detach): the stream transport carries it; the
     ring refuses loudly (EOPNOTSUPP), as docs/asyncio.md says."""
+    cert, key = self_signed_cert
     srv = _script(tmp_path, "server.py", TLS_SERVER)
     cli = _script(tmp_path, "client.py", TLS_CLIENT)
-    server = _spawn([*RUN, "--transport", transport, str(srv), str(cert[0]), str(cert[1])],
+    server = _spawn([*RUN, "--transport", transport, str(srv), str(cert), str(key)],
                     tmp_path)
     try:
         port = _first_line(server, r"port (\d+)").group(1)
         client = subprocess.run(
-            [*RUN, "--transport", transport, "--report", str(cli), port, str(cert[0])],
+            [*RUN, "--transport", transport, "--report", str(cli), port, str(cert)],
             cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=STEP)
     finally:
         _stop(server)

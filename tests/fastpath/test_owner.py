@@ -32,6 +32,7 @@ import loopfast._core.sockets  # the children (nobody) cannot import the stdlib 
 from loopfast._core.addresses import name_for
 from loopfast._fastpath import owner as _owner
 
+from .._streams import recv_exactly
 from ..netns import NOBODY, Child, ChildUnavailable
 
 pytestmark = pytest.mark.timeout(60)
@@ -99,7 +100,7 @@ def _serve_one(state: dict[str, Any], size: int) -> dict[str, Any]:
     conn, _ = state["server"].accept()
     state["sockets"].append(conn)
     conn.settimeout(TIMEOUT)
-    data = _recv_exactly(conn, size)
+    data = recv_exactly(conn, size)
     conn.sendall(data[::-1])
     return {"fast_path_active": conn.fast_path_active, "data": data,
             "peer_credentials": tuple(conn.peer_credentials) if conn.fast_path_active else None}
@@ -117,16 +118,6 @@ def _tcp_listener(state: dict[str, Any], family: int, host: str, v6only: bool | 
 
 
 # -- helpers ----------------------------------------------------------------------------
-
-
-def _recv_exactly(sock: stdsocket.socket, size: int) -> bytes:
-    data = b""
-    for _ in range(size):  # bounded: every pass gets at least one byte or ends
-        chunk = sock.recv(size - len(data))
-        data += chunk
-        if not chunk or len(data) == size:
-            break
-    return data
 
 
 def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -147,9 +138,9 @@ def _assert_tcp_exchange(client: loopfast.socket, server: stdsocket.socket) -> N
         assert addr == client.getsockname()
         assert conn.getpeername() == client.getsockname()
         client.sendall(b"to the real server")
-        assert _recv_exactly(conn, 18) == b"to the real server"
+        assert recv_exactly(conn, 18) == b"to the real server"
         conn.sendall(b"from the real server")
-        assert _recv_exactly(client, 20) == b"from the real server"
+        assert recv_exactly(client, 20) == b"from the real server"
 
 
 def _child(uid: int | None) -> Child:
@@ -266,7 +257,7 @@ def test_server_owning_its_port_gets_the_fast_path(
         seen = owner.call(_serve_one, 11)
         assert seen == {"fast_path_active": True, "data": b"hello owner",
                         "peer_credentials": (os.getpid(), ME, os.getgid())}
-        assert _recv_exactly(client, 11) == b"renwo olleh"
+        assert recv_exactly(client, 11) == b"renwo olleh"
     assert _warnings(caplog) == []
 
 
@@ -325,7 +316,7 @@ def test_taken_wildcard_name_spares_the_other_family(
     assert conn.fast_path_active is False
     assert addr == ("::ffff:127.0.0.1", v4.getsockname()[1], 0, 0)
     v4.sendall(b"v4")
-    assert _recv_exactly(conn, 2) == b"v4"
+    assert recv_exactly(conn, 2) == b"v4"
     assert squatter.call(_squat_report, 1.0) == [
         {"pid": os.getpid(), "uid": ME, "state": "eof", "data": b""}]
     assert ["does not own" in m for m in _warnings(caplog)] == [True]
@@ -338,7 +329,7 @@ def test_taken_wildcard_name_spares_the_other_family(
     assert conn.fast_path_active is True
     assert addr == v6.getsockname()
     v6.sendall(b"v6")
-    assert _recv_exactly(conn, 2) == b"v6"
+    assert recv_exactly(conn, 2) == b"v6"
     assert squatter.call(_squat_report, 0.2) == []
 
 
