@@ -34,7 +34,7 @@ from ..._fastpath import connector, registry
 from ..._fastpath.connection import Connection
 from ..._fastpath.listener import Listener
 from ..._winsock.socket_poll import socket_poll
-from ...constants import SIO_LOOPBACK_FAST_PATH, SIO_SET_COMPATIBILITY_MODE
+from ...constants import SIO_LOOPBACK_FAST_PATH, SIO_SET_COMPATIBILITY_MODE, SO_BUSY_POLL
 from .. import addresses, filtering, options
 from ..stdlib import StdSocket, is_tcp
 
@@ -236,7 +236,7 @@ class socket(_stdsocket.socket):
         """Give the kept SO_BUSY_POLL to what carries the data (TCP: the kernel, if allowed)."""
         # Raising it needs CAP_NET_ADMIN; the kernel's busy polling is a bonus.
         with contextlib.suppress(PermissionError):
-            self._set_option(_stdsocket.SOL_SOCKET, options.SO_BUSY_POLL, self._busy or 0)
+            self._set_option(_stdsocket.SOL_SOCKET, SO_BUSY_POLL, self._busy or 0)
 
     def _connected(self) -> bool:
         try:
