@@ -35,6 +35,7 @@ from loopfast.constants import (
 from .conftest import TIMEOUT, Pair
 
 Closing = Callable[[socket.socket], Any]
+MakePair = Callable[..., Pair]
 Mode = loopfast.WSACompatibilityMode
 HOSTS = ["127.0.0.1", "::1"]
 VISTA_TARGETS = [NTDDI_VISTA, NTDDI_WIN10]
@@ -46,25 +47,25 @@ def _family(host: str) -> int:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def _pair(closing: Closing, host: str = "127.0.0.1", client: Mode | None = None,
-          server: Mode | None = None, client_rcvbuf: int | None = None) -> Pair:
-    """A TCP connection; *client*/*server* modes set before connect()/on the listener."""
-    family = _family(host)
-    srv = closing(loopfast.socket(family, socket.SOCK_STREAM))
-    srv.bind((host, 0))
-    srv.listen()
-    if server is not None:  # after listen(): it still reaches every later SYN
-        srv.ioctl(SIO_SET_COMPATIBILITY_MODE, server)
-    srv.settimeout(TIMEOUT)
-    cli = closing(loopfast.socket(family, socket.SOCK_STREAM, compatibility_mode=client))
-    if client_rcvbuf is not None:
-        cli.setsockopt(*RCVBUF, client_rcvbuf)
-    cli.settimeout(TIMEOUT)
-    cli.connect(srv.getsockname()[:2])
-    acc, _ = srv.accept()
-    closing(acc)
-    acc.settimeout(TIMEOUT)
-    return cli, acc
+@pytest.fixture
+def tcp_pair(closing: Closing, connect_to: MakePair) -> MakePair:
+    """``tcp_pair(host, client=None, server=None, client_rcvbuf=None)``: a TCP connection;
+    *client*/*server* modes set before connect()/on the listener."""
+
+    def make(host: str = "127.0.0.1", client: Mode | None = None, server: Mode | None = None,
+             client_rcvbuf: int | None = None) -> Pair:
+        family = _family(host)
+        srv = closing(loopfast.socket(family, socket.SOCK_STREAM))
+        srv.bind((host, 0))
+        srv.listen()
+        if server is not None:  # after listen(): it still reaches every later SYN
+            srv.ioctl(SIO_SET_COMPATIBILITY_MODE, server)
+        cli = closing(loopfast.socket(family, socket.SOCK_STREAM, compatibility_mode=client))
+        if client_rcvbuf is not None:
+            cli.setsockopt(*RCVBUF, client_rcvbuf)
+        return connect_to(srv, cli)
+
+    return make
 
 
 def _default_wscale() -> int:
@@ -128,8 +129,8 @@ def test_bad_keyword_raises_and_closes_the_socket() -> None:
 # -- timing and socket kind (C6) ---------------------------------------------------------
 
 
-def test_after_connect_and_on_accepted_is_eisconn(closing: Closing) -> None:
-    cli, acc = _pair(closing)
+def test_after_connect_and_on_accepted_is_eisconn(tcp_pair: MakePair) -> None:
+    cli, acc = tcp_pair()
     for sock in (cli, acc):
         with pytest.raises(OSError) as err:
             sock.ioctl(SIO_SET_COMPATIBILITY_MODE, Mode(WsaBehaviorAutoTuning, NTDDI_VISTA))
@@ -162,9 +163,9 @@ def test_going_back_from_pre_vista_autotuning_is_einval(closing: Closing) -> Non
 @pytest.mark.parametrize("target", VISTA_TARGETS)
 @pytest.mark.parametrize("side", ["client", "listener"])
 def test_autotuning_vista_offers_scale_2(side: str, target: int, host: str,
-                                         closing: Closing) -> None:
+                                         tcp_pair: MakePair) -> None:
     mode = Mode(WsaBehaviorAutoTuning, target)
-    cli, acc = _pair(closing, host, **{"client" if side == "client" else "server": mode})
+    cli, acc = tcp_pair(host, **{"client" if side == "client" else "server": mode})
     mine, peer = (cli, acc) if side == "client" else (acc, cli)
     assert _tcpinfo.read(mine).rcv_wscale == 2
     assert _tcpinfo.read(peer).snd_wscale == 2
@@ -176,9 +177,9 @@ def test_autotuning_vista_offers_scale_2(side: str, target: int, host: str,
 @pytest.mark.parametrize("target", PRE_VISTA_TARGETS)
 @pytest.mark.parametrize("side", ["client", "listener"])
 def test_autotuning_pre_vista_offers_no_scaling(side: str, target: int, host: str,
-                                                closing: Closing) -> None:
+                                                tcp_pair: MakePair) -> None:
     mode = Mode(WsaBehaviorAutoTuning, target)
-    cli, acc = _pair(closing, host, **{"client" if side == "client" else "server": mode})
+    cli, acc = tcp_pair(host, **{"client" if side == "client" else "server": mode})
     mine, peer = (cli, acc) if side == "client" else (acc, cli)
     assert _tcpinfo.read(mine).rcv_wscale == 0
     assert _tcpinfo.read(peer).snd_wscale == 0
@@ -186,24 +187,22 @@ def test_autotuning_pre_vista_offers_no_scaling(side: str, target: int, host: st
 
 
 @pytest.mark.parametrize("order", ["rcvbuf-after-mode", "rcvbuf-before-mode"])
-def test_pre_vista_ignores_a_larger_rcvbuf(order: str, closing: Closing) -> None:
+def test_pre_vista_ignores_a_larger_rcvbuf(order: str, closing: Closing,
+                                           make_server: Callable[..., loopfast.socket],
+                                           connect_to: MakePair) -> None:
     cli = closing(loopfast.socket())
     if order == "rcvbuf-before-mode":
         cli.setsockopt(*RCVBUF, 1 << 20)
     cli.ioctl(SIO_SET_COMPATIBILITY_MODE, Mode(WsaBehaviorAutoTuning, NTDDI_WINXP).to_bytes())
     if order == "rcvbuf-after-mode":
         cli.setsockopt(*RCVBUF, 1 << 20)
-    srv = closing(loopfast.create_server(("127.0.0.1", 0)))
-    srv.settimeout(TIMEOUT)
-    cli.settimeout(TIMEOUT)
-    cli.connect(srv.getsockname())
-    closing(srv.accept()[0])
+    connect_to(make_server(fast_path=False), cli)
     assert cli.getsockopt(*RCVBUF) == min(2 << 20, 2 * _rmem_max())
     assert _tcpinfo.read(cli).rcv_wscale == 0
 
 
-def test_without_mode_the_kernel_default_scale(closing: Closing) -> None:
-    cli, acc = _pair(closing)
+def test_without_mode_the_kernel_default_scale(tcp_pair: MakePair) -> None:
+    cli, acc = tcp_pair()
     assert _tcpinfo.read(cli).rcv_wscale == _default_wscale()
     assert _tcpinfo.read(acc).rcv_wscale == _default_wscale()
 
@@ -248,8 +247,8 @@ def _shrink(sock: socket.socket) -> int | None:
 ], ids=lambda v: f"{v.behavior_id.name}-{v.target_os_version:#x}" if isinstance(v, Mode)
     else repr(v))
 def test_receive_buffering_shrink_after_connect(mode: Mode | None, allowed: bool,
-                                                closing: Closing) -> None:
-    cli, _ = _pair(closing, client=mode, client_rcvbuf=262_144)
+                                                tcp_pair: MakePair) -> None:
+    cli, _ = tcp_pair(client=mode, client_rcvbuf=262_144)
     assert cli.getsockopt(*RCVBUF) == 524_288
     assert _shrink(cli) == (32_768 if allowed else None)
     if not allowed:
@@ -266,18 +265,18 @@ def test_shrinking_before_connect_is_always_allowed(closing: Closing) -> None:
     assert sock.getsockopt(*RCVBUF) == 16_384
 
 
-def test_receive_buffering_on_the_listener_reaches_accepted(closing: Closing) -> None:
-    _, acc = _pair(closing, server=Mode(WsaBehaviorReceiveBuffering, NTDDI_VISTA))
+def test_receive_buffering_on_the_listener_reaches_accepted(tcp_pair: MakePair) -> None:
+    _, acc = tcp_pair(server=Mode(WsaBehaviorReceiveBuffering, NTDDI_VISTA))
     assert _shrink(acc) is not None
-    _, acc = _pair(closing, server=Mode(WsaBehaviorReceiveBuffering, NTDDI_WS03))
+    _, acc = tcp_pair(server=Mode(WsaBehaviorReceiveBuffering, NTDDI_WS03))
     assert _shrink(acc) is None
 
 
 @pytest.mark.parametrize(("target", "wscale", "allowed"), [(NTDDI_VISTA, 2, True),
                                                            (NTDDI_WINXP, 0, False)])
 def test_behavior_all_applies_both(target: int, wscale: int, allowed: bool,
-                                   closing: Closing) -> None:
-    cli, _ = _pair(closing, client=Mode(WsaBehaviorAll, target))
+                                   tcp_pair: MakePair) -> None:
+    cli, _ = tcp_pair(client=Mode(WsaBehaviorAll, target))
     assert _tcpinfo.read(cli).rcv_wscale == wscale
     assert (_shrink(cli) is not None) is allowed
 
@@ -289,8 +288,8 @@ def test_two_calls_combine_behaviours(closing: Closing) -> None:
     assert compat.settings_of(sock) == compat.CompatibilitySettings(NTDDI_WINXP, NTDDI_VISTA)
 
 
-def test_rcvbuf_as_bytes_follows_the_rule(closing: Closing) -> None:
-    cli, _ = _pair(closing, client_rcvbuf=262_144)
+def test_rcvbuf_as_bytes_follows_the_rule(tcp_pair: MakePair) -> None:
+    cli, _ = tcp_pair(client_rcvbuf=262_144)
     with pytest.raises(OSError) as err:
         cli.setsockopt(*RCVBUF, (16_384).to_bytes(4, "little"))
     assert err.value.errno == errno.EINVAL
@@ -329,10 +328,10 @@ def _bulk(cli: socket.socket, acc: socket.socket, total: int) -> tuple[int, int]
 
 
 @pytest.mark.parametrize("side", ["client", "listener"])
-def test_bulk_pre_vista_never_exceeds_65535(side: str, closing: Closing) -> None:
+def test_bulk_pre_vista_never_exceeds_65535(side: str, tcp_pair: MakePair) -> None:
     mode = Mode(WsaBehaviorAutoTuning, NTDDI_WINXP)
     # The receiver is the side with the mode: data flows towards it.
-    recv, send = _pair(closing, **{"client" if side == "client" else "server": mode})
+    recv, send = tcp_pair(**{"client" if side == "client" else "server": mode})
     if side == "listener":
         send, recv = recv, send
     before = recv.getsockopt(*RCVBUF)
@@ -343,7 +342,7 @@ def test_bulk_pre_vista_never_exceeds_65535(side: str, closing: Closing) -> None
 
 
 @pytest.mark.stress  # flaky under load: see the docstring
-def test_bulk_vista_caps_at_262140_with_autotuning_on(closing: Closing) -> None:
+def test_bulk_vista_caps_at_262140_with_autotuning_on(tcp_pair: MakePair) -> None:
     """Vista AutoTuning: scaled window, never past 262,140, buffer grows.
 
     Under load (2 CPUs shared with other test runs) this was seen to fail about one
@@ -351,7 +350,7 @@ def test_bulk_vista_caps_at_262140_with_autotuning_on(closing: Closing) -> None:
     both ends report window scale 2 (tests/test_compat.py's other tests check the
     scale); unexplained, so it runs with the stress tests (make stress), not in CI.
     """
-    send, recv = _pair(closing, server=Mode(WsaBehaviorAutoTuning, NTDDI_VISTA))
+    send, recv = tcp_pair(server=Mode(WsaBehaviorAutoTuning, NTDDI_VISTA))
     before = recv.getsockopt(*RCVBUF)
     window, flight = _bulk(send, recv, 32 << 20)
     assert 65_535 < window <= 262_140  # scaled, and never past 65,535 << 2

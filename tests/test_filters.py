@@ -56,24 +56,16 @@ def register() -> Iterator[Callable[[ConnectionFilter], ConnectionFilter]]:
 
 
 @pytest.fixture
-def server(closing: Callable[..., loopfast.socket]) -> loopfast.socket:
-    srv = closing(loopfast.create_server(("127.0.0.1", 0), fast_path=True))
-    srv.settimeout(5)
-    return srv
-
-
-def _connect(srv: loopfast.socket, closing: Callable[..., loopfast.socket]) -> Pair:
-    cli = closing(loopfast.create_connection(srv.getsockname(), timeout=5, fast_path=True))
-    acc = closing(srv.accept()[0])
-    acc.settimeout(5)
-    return cli, acc
+def server(make_server: Callable[..., loopfast.socket]) -> loopfast.socket:
+    """A fast-path listener on 127.0.0.1; ``connect_to(server)`` makes a connection."""
+    return make_server()
 
 
 def test_covered_connection_takes_tcp_and_filter_sees_every_byte(
-        server: loopfast.socket, closing: Callable[..., loopfast.socket],
+        server: loopfast.socket, connect_to: Callable[..., Pair],
         register: Callable[[ConnectionFilter], ConnectionFilter]) -> None:
     flt = register(Recorder(server.getsockname()[1]))
-    cli, acc = _connect(server, closing)
+    cli, acc = connect_to(server)
     assert not cli.fast_path_active and not acc.fast_path_active
     cli.sendall(b"ping")
     assert acc.recv(100) == b"ping"
@@ -86,20 +78,20 @@ def test_covered_connection_takes_tcp_and_filter_sees_every_byte(
     assert roles == ["client", "server"]
 
 
-def test_filter_rewrites_data(server: loopfast.socket, closing: Callable[..., loopfast.socket],
+def test_filter_rewrites_data(server: loopfast.socket, connect_to: Callable[..., Pair],
                               register: Callable[[ConnectionFilter], ConnectionFilter]) -> None:
     register(Recorder(server.getsockname()[1], upper=True))
-    cli, acc = _connect(server, closing)
+    cli, acc = connect_to(server)
     with cli.makefile("wb") as w:
         w.write(b"hello\n")
     assert acc.recv(100) == b"HELLO\n"
 
 
 def test_inbound_growth_is_delivered_across_recvs(
-        server: loopfast.socket, closing: Callable[..., loopfast.socket],
+        server: loopfast.socket, connect_to: Callable[..., Pair],
         register: Callable[[ConnectionFilter], ConnectionFilter]) -> None:
     register(Recorder(server.getsockname()[1], double_in=True))
-    cli, acc = _connect(server, closing)
+    cli, acc = connect_to(server)
     cli.sendall(b"abc")
     got = b""
     for _ in range(6):
@@ -136,9 +128,9 @@ def test_server_side_block_drops_tcp_arrivals(
 
 
 def test_filter_registered_after_listen_withdraws_the_fast_path(
-        server: loopfast.socket, closing: Callable[..., loopfast.socket],
+        server: loopfast.socket, connect_to: Callable[..., Pair],
         register: Callable[[ConnectionFilter], ConnectionFilter]) -> None:
-    cli, _acc = _connect(server, closing)
+    cli, _acc = connect_to(server)
     assert cli.fast_path_active  # before: fast path
     # Covers only the server's role: the client alone would still ask for the fast path.
     class ServerOnly(Recorder):
@@ -146,15 +138,15 @@ def test_filter_registered_after_listen_withdraws_the_fast_path(
             return role == "server" and super().covers(role, service)
 
     register(ServerOnly(server.getsockname()[1]))
-    cli2, acc2 = _connect(server, closing)
+    cli2, acc2 = connect_to(server)
     assert not cli2.fast_path_active and not acc2.fast_path_active
 
 
 def test_filtered_socket_refuses_what_would_bypass_it(
-        server: loopfast.socket, closing: Callable[..., loopfast.socket],
+        server: loopfast.socket, connect_to: Callable[..., Pair],
         register: Callable[[ConnectionFilter], ConnectionFilter]) -> None:
     register(Recorder(server.getsockname()[1]))
-    cli, _ = _connect(server, closing)
+    cli, _ = connect_to(server)
     for call in (lambda: cli.recv(1, socket.MSG_PEEK), lambda: cli.recvmsg(10),
                  lambda: cli.sendmsg([b"x"])):
         with pytest.raises(OSError) as err:

@@ -24,28 +24,26 @@ def test_switch_off_forces_tcp(make_pair: Callable[..., Pair],
     assert acc.recv(1) == b"x"
 
 
-def test_excluded_port_on_the_client_side(closing: Callable[..., loopfast.socket],
+def test_excluded_port_on_the_client_side(make_server: Callable[..., loopfast.socket],
+                                          connect_to: Callable[..., Pair],
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    srv = closing(loopfast.create_server(("127.0.0.1", 0), fast_path=True))
-    srv.settimeout(5)
+    srv = make_server()
     port = srv.getsockname()[1]
     monkeypatch.setenv("LOOPFAST_EXCLUDE_PORTS", f"1-10, {port}")
-    cli = closing(loopfast.create_connection(("127.0.0.1", port), timeout=5, fast_path=True))
-    acc = closing(srv.accept()[0])
+    cli, acc = connect_to(srv)
     assert not cli.fast_path_active and not acc.fast_path_active
 
 
 def test_excluded_port_on_the_server_side_publishes_nothing(
-        closing: Callable[..., loopfast.socket], monkeypatch: pytest.MonkeyPatch) -> None:
+        closing: Callable[..., loopfast.socket], connect_to: Callable[..., Pair],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     probe = closing(loopfast.create_server(("127.0.0.1", 0)))
     port = probe.getsockname()[1]
     probe.close()
     monkeypatch.setenv("LOOPFAST_EXCLUDE_PORTS", str(port))
     srv = closing(loopfast.create_server(("127.0.0.1", port), fast_path=True))
-    srv.settimeout(5)
     monkeypatch.delenv("LOOPFAST_EXCLUDE_PORTS")  # the client alone would take the fast path
-    cli = closing(loopfast.create_connection(("127.0.0.1", port), timeout=5, fast_path=True))
-    acc = closing(srv.accept()[0])
+    cli, acc = connect_to(srv)
     assert not cli.fast_path_active and not acc.fast_path_active
 
 

@@ -21,17 +21,12 @@ from loopfast._core.addresses import name_for
 from loopfast._fastpath import handshake as _handshake
 
 Closing = Callable[..., socket.socket]
+MakeServer = Callable[..., loopfast.socket]
 
 
-def _server(closing: Closing, host: str = "127.0.0.1", **kw: object) -> loopfast.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    srv = closing(loopfast.create_server((host, 0), family=family, fast_path=True, **kw))
-    srv.settimeout(5)
-    return srv
-
-
-def test_selector_driven_server_sees_both_kinds_of_arrival(closing: Closing) -> None:
-    srv = _server(closing)
+def test_selector_driven_server_sees_both_kinds_of_arrival(closing: Closing,
+                                                           make_server: MakeServer) -> None:
+    srv = make_server()
     srv.setblocking(False)
     fast = closing(loopfast.create_connection(srv.getsockname(), timeout=5, fast_path=True))
     plain = closing(socket.create_connection(srv.getsockname(), timeout=5))
@@ -47,8 +42,8 @@ def test_selector_driven_server_sees_both_kinds_of_arrival(closing: Closing) -> 
     assert fast.fast_path_active and not isinstance(plain, loopfast.socket)
 
 
-def test_accept_timeout_and_non_blocking(closing: Closing) -> None:
-    srv = _server(closing)
+def test_accept_timeout_and_non_blocking(make_server: MakeServer) -> None:
+    srv = make_server()
     srv.settimeout(0.1)
     started = time.monotonic()
     with pytest.raises(TimeoutError):
@@ -60,8 +55,9 @@ def test_accept_timeout_and_non_blocking(closing: Closing) -> None:
     assert err.value.errno == errno.EAGAIN
 
 
-def test_blocking_accept_wakes_for_a_client_arriving_later(closing: Closing) -> None:
-    srv = _server(closing)
+def test_blocking_accept_wakes_for_a_client_arriving_later(closing: Closing,
+                                                           make_server: MakeServer) -> None:
+    srv = make_server()
     srv.settimeout(None)
     clients: list[socket.socket] = []
 
@@ -81,8 +77,9 @@ def test_blocking_accept_wakes_for_a_client_arriving_later(closing: Closing) -> 
     assert acc.fast_path_active and addr == clients[0].getsockname()
 
 
-def test_blocking_accept_is_the_default_for_accepted_sockets(closing: Closing) -> None:
-    srv = _server(closing)
+def test_blocking_accept_is_the_default_for_accepted_sockets(closing: Closing,
+                                                             make_server: MakeServer) -> None:
+    srv = make_server()
     closing(loopfast.create_connection(srv.getsockname(), timeout=5, fast_path=True))
     acc = closing(srv.accept()[0])
     assert acc.gettimeout() is None and acc.getblocking()
@@ -98,9 +95,10 @@ def _rendezvous(srv: socket.socket) -> socket.socket:
 @pytest.mark.parametrize("garbage", [b"GET / HTTP/1.0\r\n\r\n" + bytes(40),
                                      _handshake.MAGIC + bytes(44),
                                      _handshake.MAGIC + b"\x00\x07" + bytes(42)])
-def test_malformed_hello_is_refused_and_logged(closing: Closing, garbage: bytes,
+def test_malformed_hello_is_refused_and_logged(closing: Closing,
+                                               make_server: MakeServer, garbage: bytes,
                                                caplog: pytest.LogCaptureFixture) -> None:
-    srv = _server(closing)
+    srv = make_server()
     raw = closing(_rendezvous(srv))
     raw.sendall(garbage[:_handshake.HELLO_SIZE])
     srv.settimeout(0.3)
@@ -113,8 +111,9 @@ def test_malformed_hello_is_refused_and_logged(closing: Closing, garbage: bytes,
     assert closing(srv.accept()[0]).fast_path_active and good.fast_path_active
 
 
-def test_half_a_hello_does_not_spin_or_block_others(closing: Closing) -> None:
-    srv = _server(closing)
+def test_half_a_hello_does_not_spin_or_block_others(closing: Closing,
+                                                    make_server: MakeServer) -> None:
+    srv = make_server()
     raw = closing(_rendezvous(srv))
     raw.sendall(b"LFP")
     srv.settimeout(0.5)
@@ -128,8 +127,8 @@ def test_half_a_hello_does_not_spin_or_block_others(closing: Closing) -> None:
     assert closing(srv.accept()[0]).fast_path_active and good.fast_path_active
 
 
-def test_client_gone_before_accept_is_skipped(closing: Closing) -> None:
-    srv = _server(closing)
+def test_client_gone_before_accept_is_skipped(closing: Closing, make_server: MakeServer) -> None:
+    srv = make_server()
     gone = loopfast.create_connection(srv.getsockname(), timeout=5, fast_path=True)
     gone.close()
     stays = closing(loopfast.create_connection(srv.getsockname(), timeout=5, fast_path=True))
@@ -144,8 +143,9 @@ def test_client_gone_before_accept_is_skipped(closing: Closing) -> None:
 @pytest.mark.parametrize(("bind", "connect"), [("0.0.0.0", "127.0.0.2"),
                                                ("127.0.0.3", "127.0.0.3"),
                                                ("::", "::1")])
-def test_exact_and_wildcard_binds(closing: Closing, bind: str, connect: str) -> None:
-    srv = _server(closing, bind)
+def test_exact_and_wildcard_binds(closing: Closing,
+                                  make_server: MakeServer, bind: str, connect: str) -> None:
+    srv = make_server(bind)
     port = srv.getsockname()[1]
     family = socket.AF_INET6 if ":" in connect else socket.AF_INET
     cli = closing(loopfast.socket(family, socket.SOCK_STREAM, fast_path=True))
@@ -157,26 +157,26 @@ def test_exact_and_wildcard_binds(closing: Closing, bind: str, connect: str) -> 
     assert acc.getsockname()[:2] == (connect, port)
 
 
-def test_v6only_listener_offers_nothing_to_ipv4(closing: Closing) -> None:
-    srv = _server(closing, "::")
+def test_v6only_listener_offers_nothing_to_ipv4(make_server: MakeServer) -> None:
+    srv = make_server("::")
     assert srv.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
     with pytest.raises(ConnectionRefusedError):
         loopfast.create_connection(("127.0.0.1", srv.getsockname()[1]), timeout=5,
                                    fast_path=True)
 
 
-def test_close_frees_the_rendezvous_name(closing: Closing) -> None:
-    srv = _server(closing)
+def test_close_frees_the_rendezvous_name(make_server: MakeServer) -> None:
+    srv = make_server()
     port = srv.getsockname()[1]
     srv.close()
-    again = _server(closing)
+    again = make_server()
     again.close()
     with socket.socket(socket.AF_UNIX) as squat:
         squat.bind(name_for("127.0.0.1", port))  # free again: no EADDRINUSE
 
 
-def test_detach_hands_back_a_tcp_listener(closing: Closing) -> None:
-    srv = _server(closing)
+def test_detach_hands_back_a_tcp_listener(closing: Closing, make_server: MakeServer) -> None:
+    srv = make_server()
     addr = srv.getsockname()
     fd = srv.detach()
     tcp = closing(socket.socket(fileno=fd))
@@ -187,8 +187,8 @@ def test_detach_hands_back_a_tcp_listener(closing: Closing) -> None:
     assert not cli.fast_path_active
 
 
-def test_dup_of_a_fast_path_listener_accepts_too(closing: Closing) -> None:
-    srv = _server(closing)
+def test_dup_of_a_fast_path_listener_accepts_too(closing: Closing, make_server: MakeServer) -> None:
+    srv = make_server()
     twin = closing(srv.dup())
     srv.close()  # the twin keeps the listener, both kinds of arrival, alive
     cli = closing(loopfast.create_connection(twin.getsockname(), timeout=5, fast_path=True))
@@ -196,8 +196,8 @@ def test_dup_of_a_fast_path_listener_accepts_too(closing: Closing) -> None:
     assert cli.fast_path_active and acc.fast_path_active
 
 
-def test_listener_fds_are_released(closing: Closing) -> None:
+def test_listener_fds_are_released(make_server: MakeServer) -> None:
     before = len(os.listdir("/proc/self/fd"))
     for _ in range(50):
-        _server(closing).close()
+        make_server().close()
     assert len(os.listdir("/proc/self/fd")) == before

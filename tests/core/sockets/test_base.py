@@ -91,24 +91,18 @@ def test_accepted_socket_inherits_the_listeners_setting(
 
 
 def test_listener_may_opt_in_after_listen_before_accept(
-        closing: Callable[[socket.socket], socket.socket]) -> None:
-    srv = closing(loopfast.create_server(("127.0.0.1", 0)))
+        make_server: Callable[..., loopfast.socket], connect_to: Callable[..., Pair]) -> None:
+    srv = make_server(fast_path=False)
     srv.ioctl(loopfast.SIO_LOOPBACK_FAST_PATH, True)
-    cli = closing(loopfast.create_connection(srv.getsockname(), timeout=5, fast_path=True))
-    srv.settimeout(5)
-    acc, _ = srv.accept()
-    closing(acc)
+    cli, acc = connect_to(srv)
     assert cli.fast_path_active and acc.fast_path_active
 
 
 def test_listener_opting_out_serves_tcp_again(
-        closing: Callable[[socket.socket], socket.socket]) -> None:
-    srv = closing(loopfast.create_server(("127.0.0.1", 0), fast_path=True))
+        make_server: Callable[..., loopfast.socket], connect_to: Callable[..., Pair]) -> None:
+    srv = make_server()
     srv.ioctl(loopfast.SIO_LOOPBACK_FAST_PATH, False)
-    cli = closing(loopfast.create_connection(srv.getsockname(), timeout=5, fast_path=True))
-    srv.settimeout(5)
-    acc, _ = srv.accept()
-    closing(acc)
+    cli, acc = connect_to(srv)
     assert not cli.fast_path_active and not acc.fast_path_active
     cli.sendall(b"tcp")
     assert acc.recv(3) == b"tcp"

@@ -162,13 +162,11 @@ def test_busy_poll_rejects_bad_values(bad: object) -> None:
 
 
 @pytest.mark.parametrize("rcvbuf", [16384, 65536])
-def test_flow_control_bounds_bytes_in_flight(closing: Callable[..., socket.socket],
-                                            rcvbuf: int) -> None:
-    srv = closing(loopfast.create_server(("127.0.0.1", 0), fast_path=True))
+def test_flow_control_bounds_bytes_in_flight(make_server: Callable[..., loopfast.socket],
+                                            connect_to: Callable[..., Pair], rcvbuf: int) -> None:
+    srv = make_server()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    cli = closing(loopfast.create_connection(srv.getsockname(), timeout=5, fast_path=True))
-    srv.settimeout(5)
-    acc = closing(srv.accept()[0])
+    cli, acc = connect_to(srv)
     assert cli.fast_path_transport == "ring"
     receiver_buf = acc.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
     cli.setblocking(False)
@@ -222,12 +220,9 @@ def _rss_kib() -> int:
 
 
 @pytest.mark.parametrize("blocked", ["recv", "send"])
-def test_close_from_another_thread_wakes_a_blocked_call(closing: Callable[..., socket.socket],
+def test_close_from_another_thread_wakes_a_blocked_call(make_pair: Callable[..., Pair],
                                                        blocked: str) -> None:
-    srv = closing(loopfast.create_server(("127.0.0.1", 0), fast_path=True))
-    cli = loopfast.create_connection(srv.getsockname(), timeout=5, fast_path=True)
-    srv.settimeout(5)
-    closing(srv.accept()[0])
+    cli, _ = make_pair()
     cli.settimeout(None)
     outcome: list[BaseException | bytes | None] = []
 
