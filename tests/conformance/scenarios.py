@@ -251,21 +251,32 @@ class Transport:
         """An unconnected client socket (fast path opted in by keyword)."""
         return self._new(family)
 
+    def connect(self, lst: socket.socket, family: int = socket.AF_INET) -> socket.socket:
+        """A client socket with IO_TIMEOUT, connected to the listener ``lst`` (not accepted)."""
+        client = self.client_socket(family)
+        client.settimeout(IO_TIMEOUT)
+        client.connect(lst.getsockname()[:2])
+        return client
+
     def accept(self, lst: socket.socket) -> tuple[socket.socket, Any]:
         conn, addr = lst.accept()
         self.track(conn)
         return conn, addr
 
+    def accept_checked(self, lst: socket.socket,
+                       *clients: socket.socket) -> tuple[socket.socket, Any]:
+        """``accept`` on ``lst``; the accepted socket and ``clients`` are this transport's."""
+        conn, addr = self.accept(lst)
+        self.check_connected(*clients, conn)
+        return conn, addr
+
     def pair(self, family: int = socket.AF_INET) -> tuple[socket.socket, socket.socket]:
         """(client, server): a connected pair, both with IO_TIMEOUT."""
         lst = self.listener(family)
-        client = self.client_socket(family)
-        client.settimeout(IO_TIMEOUT)
-        client.connect(lst.getsockname()[:2])
-        server, _ = self.accept(lst)
+        client = self.connect(lst, family)
+        server, _ = self.accept_checked(lst, client)
         lst.close()
         server.settimeout(IO_TIMEOUT)
-        self.check_connected(client, server)
         return client, server
 
     def create_server(self, address: Any, **kwargs: Any) -> socket.socket:
@@ -1148,8 +1159,7 @@ def scenario_fd_blocking_flag_follows_timeout(t: Transport, rec: Recorder) -> No
     rec.note("fd non-blocking once a timeout is set", os.get_blocking(c.fileno()))
     c.connect(lst.getsockname())
     rec.note("still non-blocking after connect", os.get_blocking(c.fileno()))
-    s, _ = t.accept(lst)
-    t.check_connected(c, s)
+    s, _ = t.accept_checked(lst, c)
     rec.note("accepted fd is blocking", os.get_blocking(s.fileno()))
     c.settimeout(None)
     rec.note("blocking again after settimeout(None)", os.get_blocking(c.fileno()))
@@ -1159,20 +1169,14 @@ def scenario_fd_blocking_flag_follows_timeout(t: Transport, rec: Recorder) -> No
 def scenario_accepted_socket_timeout_inheritance(t: Transport, rec: Recorder) -> None:
     lst = t.listener()
     lst.settimeout(2.5)
-    c = t.client_socket()
-    c.settimeout(IO_TIMEOUT)
-    c.connect(lst.getsockname())
-    s, _ = t.accept(lst)
-    t.check_connected(c, s)
+    c = t.connect(lst)
+    s, _ = t.accept_checked(lst, c)
     rec.note("listener timeout 2.5: accepted gettimeout", s.gettimeout())
     rec.note("listener timeout 2.5: accepted getblocking", s.getblocking())
     lst.setblocking(False)
-    c2 = t.client_socket()
-    c2.settimeout(IO_TIMEOUT)
-    c2.connect(lst.getsockname())
+    c2 = t.connect(lst)
     rec.call("listener readable", readable, lst, WAIT)
-    s2, _ = t.accept(lst)
-    t.check_connected(c2, s2)
+    s2, _ = t.accept_checked(lst, c2)
     rec.note("non-blocking listener: accepted gettimeout", s2.gettimeout())
     rec.note("non-blocking listener: accepted getblocking", s2.getblocking())
     rec.note("non-blocking listener: accepted fd blocking", os.get_blocking(s2.fileno()))
@@ -1233,12 +1237,9 @@ def scenario_poll_flags_through_close(t: Transport, rec: Recorder) -> None:
 def scenario_listener_readable_when_pending(t: Transport, rec: Recorder) -> None:
     lst = t.listener()
     rec.call("listener readable with nobody waiting", readable, lst, 0)
-    c = t.client_socket()
-    c.settimeout(IO_TIMEOUT)
-    c.connect(lst.getsockname())
+    c = t.connect(lst)
     rec.call("listener readable with a pending connection", readable, lst, WAIT)
-    s, _ = t.accept(lst)
-    t.check_connected(c, s)
+    t.accept_checked(lst, c)
     rec.call("listener not readable after accept", readable, lst, 0)
 
 
@@ -1310,11 +1311,8 @@ def scenario_setsockopt_bad_values(t: Transport, rec: Recorder) -> None:
 @scenario
 def scenario_addresses_on_both_ends(t: Transport, rec: Recorder) -> None:
     lst = t.listener()
-    c = t.client_socket()
-    c.settimeout(IO_TIMEOUT)
-    c.connect(lst.getsockname())
-    s, accepted_addr = t.accept(lst)
-    t.check_connected(c, s)
+    c = t.connect(lst)
+    s, accepted_addr = t.accept_checked(lst, c)
     rec.addr("client getsockname", c.getsockname)
     rec.addr("client getpeername", c.getpeername)
     rec.addr("server getsockname", s.getsockname)
@@ -1335,8 +1333,7 @@ def scenario_client_bind_before_connect(t: Transport, rec: Recorder) -> None:
     rec.call("bind", c.bind, (V4, 0))
     bound = c.getsockname()
     c.connect(lst.getsockname())
-    s, _ = t.accept(lst)
-    t.check_connected(c, s)
+    s, _ = t.accept_checked(lst, c)
     rec.note("sockname kept after connect", c.getsockname() == bound)
     rec.note("server sees the bound address", s.getpeername() == bound)
 
@@ -1349,8 +1346,7 @@ def scenario_fileno_stable_across_connect(t: Transport, rec: Recorder) -> None:
     before = c.fileno()
     rec.note("fileno valid before connect", before >= 0)
     c.connect(lst.getsockname())
-    s, _ = t.accept(lst)
-    t.check_connected(c, s)
+    s, _ = t.accept_checked(lst, c)
     rec.note("same fileno after connect", c.fileno() == before)
     rec.note("accepted fileno valid", s.fileno() >= 0)
 
@@ -1383,12 +1379,9 @@ def scenario_accept_nonblocking(t: Transport, rec: Recorder) -> None:
     lst = t.listener()
     lst.setblocking(False)
     rec.call("accept with nobody waiting", lst.accept)
-    c = t.client_socket()
-    c.settimeout(IO_TIMEOUT)
-    c.connect(lst.getsockname())
+    c = t.connect(lst)
     rec.call("listener readable", readable, lst, WAIT)
-    s, _ = t.accept(lst)
-    t.check_connected(c, s)
+    s, _ = t.accept_checked(lst, c)
     c.sendall(b"hi")
     rec.call("accepted socket works", s.recv, 10)
 
@@ -1398,14 +1391,11 @@ def scenario_accept_order_of_clients(t: Transport, rec: Recorder) -> None:
     lst = t.listener()
     clients = []
     for i in range(3):
-        c = t.client_socket()
-        c.settimeout(IO_TIMEOUT)
-        c.connect(lst.getsockname())
+        c = t.connect(lst)
         c.sendall(bytes([48 + i]))
         clients.append(c)
     for i in range(3):
-        s, _ = t.accept(lst)
-        t.check_connected(clients[i], s)
+        s, _ = t.accept_checked(lst, clients[i])
         s.settimeout(IO_TIMEOUT)
         rec.call(f"accepted #{i} reads", s.recv, 10)
         rec.note(f"accepted #{i} is client #{i}", s.getpeername() == clients[i].getsockname())
@@ -1418,8 +1408,7 @@ def scenario_connect_completes_before_accept(t: Transport, rec: Recorder) -> Non
     c.settimeout(IO_TIMEOUT)
     rec.call("connect, nobody accepting yet", c.connect, lst.getsockname())
     rec.call("send before accept", c.send, b"early")
-    s, _ = t.accept(lst)
-    t.check_connected(c, s)
+    s, _ = t.accept_checked(lst, c)
     s.settimeout(IO_TIMEOUT)
     rec.call("accepted socket reads early data", s.recv, 10)
 
@@ -1445,9 +1434,8 @@ def scenario_nonblocking_connect_ex(t: Transport, rec: Recorder) -> None:
     rec.call("writable", writable, c, WAIT)
     rec.call("SO_ERROR once writable", c.getsockopt, socket.SOL_SOCKET, socket.SO_ERROR)
     rec.addr("getpeername", c.getpeername)
-    s, _ = t.accept(lst)
+    s, _ = t.accept_checked(lst, c)
     s.settimeout(IO_TIMEOUT)
-    t.check_connected(c, s)
     rec.call("send", c.send, b"hi")
     rec.call("peer recv", s.recv, 10)
 
@@ -1468,9 +1456,8 @@ def scenario_nonblocking_connect(t: Transport, rec: Recorder) -> None:
     rec.call("connect", connect)
     rec.call("writable", writable, c, WAIT)
     rec.call("connect again when done", c.connect_ex, lst.getsockname())
-    s, _ = t.accept(lst)
+    s, _ = t.accept_checked(lst, c)
     s.settimeout(IO_TIMEOUT)
-    t.check_connected(c, s)
     s.sendall(b"hello")
     rec.call("readable", readable, c, WAIT)
     rec.call("recv", c.recv, 10)
@@ -1507,8 +1494,7 @@ def scenario_create_connection_and_server(t: Transport, rec: Recorder) -> None:
     )
     rec.note("listener family", srv.family)
     c = t.create_connection(srv.getsockname(), timeout=2.5)
-    s, _ = t.accept(srv)
-    t.check_connected(c, s)
+    s, _ = t.accept_checked(srv, c)
     s.settimeout(IO_TIMEOUT)
     rec.note("client gettimeout", c.gettimeout())
     rec.note("client family", c.family)
@@ -1523,8 +1509,7 @@ def scenario_create_connection_and_server(t: Transport, rec: Recorder) -> None:
 def scenario_create_connection_source_address(t: Transport, rec: Recorder) -> None:
     srv = t.create_server((V4, 0))
     c = t.create_connection(srv.getsockname(), source_address=(V4, 0))
-    s, _ = t.accept(srv)
-    t.check_connected(c, s)
+    s, _ = t.accept_checked(srv, c)
     rec.addr("client sockname", c.getsockname)
     rec.note("server sees client's sockname", s.getpeername() == c.getsockname())
 
@@ -1540,8 +1525,7 @@ def scenario_create_server_options(t: Transport, rec: Recorder) -> None:
     rec.addr("ipv6 server address", srv6.getsockname)
     rec.call("IPV6_V6ONLY", srv6.getsockopt, socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
     c = t.create_connection(srv6.getsockname()[:2])
-    s, _ = t.accept(srv6)
-    t.check_connected(c, s)
+    s, _ = t.accept_checked(srv6, c)
     rec.note("client family", c.family)
     rec.addr("server peername", s.getpeername)
 
@@ -1788,11 +1772,8 @@ def scenario_pair_on_127_0_0_2(t: Transport, rec: Recorder) -> None:
     lst.settimeout(IO_TIMEOUT)
     lst.bind(("127.0.0.2", 0))
     lst.listen(4)
-    c = t.client_socket()
-    c.settimeout(IO_TIMEOUT)
-    c.connect(lst.getsockname())
-    s, _ = t.accept(lst)
-    t.check_connected(c, s)
+    c = t.connect(lst)
+    s, _ = t.accept_checked(lst, c)
     rec.addr("client getpeername", c.getpeername)
     rec.addr("client getsockname", c.getsockname)
     rec.addr("server getsockname", s.getsockname)
@@ -1808,8 +1789,7 @@ def scenario_v4_mapped_client_to_v4_listener(t: Transport, rec: Recorder) -> Non
     c = t.client_socket(socket.AF_INET6)
     c.settimeout(IO_TIMEOUT)
     rec.call("connect to ::ffff:127.0.0.1", c.connect, ("::ffff:127.0.0.1", lst.getsockname()[1]))
-    s, _ = t.accept(lst)
-    t.check_connected(c, s)
+    s, _ = t.accept_checked(lst, c)
     rec.addr("client getpeername", c.getpeername)
     rec.addr("client getsockname", c.getsockname)
     rec.addr("server getpeername", s.getpeername)
@@ -1823,8 +1803,7 @@ def scenario_v4_mapped_client_to_v4_listener(t: Transport, rec: Recorder) -> Non
 def scenario_create_connection_localhost(t: Transport, rec: Recorder) -> None:
     srv = t.create_server((V4, 0))
     c = t.create_connection(("localhost", srv.getsockname()[1]))
-    s, _ = t.accept(srv)
-    t.check_connected(c, s)
+    s, _ = t.accept_checked(srv, c)
     rec.addr("client getpeername", c.getpeername)
     rec.note("client family", c.family)
     c.sendall(b"localhost")
@@ -1989,9 +1968,7 @@ def scenario_listener_fromfd_accepts(t: Transport, rec: Recorder) -> None:
     twin.settimeout(IO_TIMEOUT)
     rec.addr("fromfd getsockname", twin.getsockname)
     rec.call("fromfd SO_ACCEPTCONN", twin.getsockopt, socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
-    c = t.client_socket()
-    c.settimeout(IO_TIMEOUT)
-    c.connect(lst.getsockname())
+    c = t.connect(lst)
     c.sendall(b"via twin")
 
     def accept_on_twin() -> Any:
@@ -2013,16 +1990,13 @@ def scenario_listener_dup_accepts(t: Transport, rec: Recorder) -> None:
         rec.note("dup listener", exc_token(exc))
     else:
         rec.note("dup listener", "ok")
-    c = t.client_socket()
-    c.settimeout(IO_TIMEOUT)
-    c.connect(lst.getsockname())
+    c = t.connect(lst)
     c.sendall(b"dup")
     if twin is None:
         rec.note("no twin", None)
         return
     twin.settimeout(IO_TIMEOUT)
-    s, _ = t.accept(twin)
-    t.check_connected(c, s)
+    s, _ = t.accept_checked(twin, c)
     s.settimeout(IO_TIMEOUT)
     rec.call("accepted on the dup reads", s.recv, 10)
 
@@ -2033,11 +2007,8 @@ def scenario_accepted_inherits_listener_options(t: Transport, rec: Recorder) -> 
     lst.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     lst.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     lst.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-    c = t.client_socket()
-    c.settimeout(IO_TIMEOUT)
-    c.connect(lst.getsockname())
-    s, _ = t.accept(lst)
-    t.check_connected(c, s)
+    c = t.connect(lst)
+    s, _ = t.accept_checked(lst, c)
     rec.call("accepted TCP_NODELAY", s.getsockopt, socket.IPPROTO_TCP, socket.TCP_NODELAY)
     rec.call("accepted SO_KEEPALIVE", s.getsockopt, socket.SOL_SOCKET, socket.SO_KEEPALIVE)
     rec.call("accepted SO_RCVBUF", s.getsockopt, socket.SOL_SOCKET, socket.SO_RCVBUF)
@@ -2159,9 +2130,8 @@ def accept_child(
 ) -> tuple[socket.socket, subprocess.Popen[bytes]]:
     """Start a child client in ``mode``; (accepted socket, child process)."""
     proc = t.spawn_client(lst.getsockname(), mode)
-    s, _ = t.accept(lst)
+    s, _ = t.accept_checked(lst)
     s.settimeout(IO_TIMEOUT)
-    t.check_connected(s)
     reported = child_line(proc)
     want = {"tcp": "None", "fastpath": "True", "fastpath-stream": "True", "loopfast-off": "False"}[
         t.name
@@ -2227,9 +2197,7 @@ def scenario_selector_echo_server_many_clients(t: Transport, rec: Recorder) -> N
     count = 20
     clients = []
     for _ in range(count):
-        c = t.client_socket()
-        c.settimeout(IO_TIMEOUT)
-        c.connect(lst.getsockname())
+        c = t.connect(lst)
         clients.append(c)
     conns = []
     for _ in range(count):
@@ -2370,14 +2338,11 @@ def scenario_listener_operations_after_close(t: Transport, rec: Recorder) -> Non
 @scenario
 def scenario_accept_connection_already_closed_by_client(t: Transport, rec: Recorder) -> None:
     lst = t.listener()
-    c = t.client_socket()
-    c.settimeout(IO_TIMEOUT)
-    c.connect(lst.getsockname())
+    c = t.connect(lst)
     c.sendall(b"gone")
     c.close()
     time.sleep(0.02)
-    s, _ = t.accept(lst)
-    t.check_connected(s)
+    s, _ = t.accept_checked(lst)
     s.settimeout(IO_TIMEOUT)
     rec.addr("accepted getpeername", s.getpeername)
     rec.call("reads what the client sent", s.recv, 10)
@@ -2396,9 +2361,8 @@ def scenario_small_buffers_bound_bytes_in_flight(t: Transport, rec: Recorder) ->
     c.settimeout(IO_TIMEOUT)
     rec.call("client SO_SNDBUF 16 KiB", c.setsockopt, SOL, socket.SO_SNDBUF, 16 * 1024)
     c.connect(lst.getsockname())
-    s, _ = t.accept(lst)
+    s, _ = t.accept_checked(lst, c)
     s.settimeout(IO_TIMEOUT)
-    t.check_connected(c, s)
     rec.call("accepted SO_RCVBUF", s.getsockopt, SOL, socket.SO_RCVBUF)
     c.setblocking(False)
     chunk = payload(4096, seed=12)
