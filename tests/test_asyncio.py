@@ -105,17 +105,24 @@ async def _echo_round(port: int, **kw: Any) -> tuple[bool, Any]:
         await _close(writer)
 
 
-@pytest.mark.parametrize("transport", [True, "ring", "stream"])
-def test_echo_over_the_fast_path(run: Run, transport: bool | str) -> None:
-    echo = Echo()
+def _served_round(run: Run, echo: Echo, server_fp: bool, **client_kw: Any) -> tuple[bool, Any]:
+    """*echo* started with ``fast_path=server_fp`` serves one ``_echo_round`` (*client_kw*
+    go to open_connection) and stops; the client's (fast_path_active, socket)."""
 
     async def main() -> tuple[bool, Any]:
-        port = await echo.start(fast_path=True)
-        result = await _echo_round(port, fast_path=transport)
+        port = await echo.start(fast_path=server_fp)
+        result = await _echo_round(port, **client_kw)
         await echo.stop()
         return result
 
-    client_active, client_sock = run(main)
+    result: tuple[bool, Any] = run(main)
+    return result
+
+
+@pytest.mark.parametrize("transport", [True, "ring", "stream"])
+def test_echo_over_the_fast_path(run: Run, transport: bool | str) -> None:
+    echo = Echo()
+    client_active, client_sock = _served_round(run, echo, True, fast_path=transport)
     assert client_active and echo.active == [True]
     want = "stream" if transport == "stream" else "ring"
     assert client_sock.fast_path_transport == want
@@ -126,28 +133,16 @@ def test_echo_over_the_fast_path(run: Run, transport: bool | str) -> None:
 @pytest.mark.parametrize(("client", "server"), [(False, True), (True, False), (False, False)])
 def test_fall_back_to_tcp(run: Run, client: bool, server: bool) -> None:
     echo = Echo()
-
-    async def main() -> bool:
-        port = await echo.start(fast_path=server)
-        active, _ = await _echo_round(port, fast_path=client)
-        await echo.stop()
-        return active
-
-    assert run(main) is False
+    active, _ = _served_round(run, echo, server, fast_path=client)
+    assert active is False
     assert echo.active == [False]
 
 
 def test_policy_off_falls_back(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOOPFAST_FAST_PATH", "off")
     echo = Echo()
-
-    async def main() -> bool:
-        port = await echo.start(fast_path=True)
-        active, _ = await _echo_round(port, fast_path=True)
-        await echo.stop()
-        return active
-
-    assert run(main) is False
+    active, _ = _served_round(run, echo, True, fast_path=True)
+    assert active is False
     assert echo.active == [False]
 
 
