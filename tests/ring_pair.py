@@ -1,6 +1,6 @@
 """Both Channels of one ring connection in one process, and raw access to its shared memory.
 
-``RingPair`` wires the two sides as ``fastpath._ring_link.RingOffer`` does for
+``RingPair`` wires the two sides as ``_fastpath.ring_link.RingOffer`` does for
 two processes: each side has its own socketpair (r, w), r with the smallest
 send buffer, and holds its own copy (a dup) of the peer's w, so closing one
 side's fds here does what its process exit would do there.
@@ -61,7 +61,7 @@ def no_fd_leaks() -> Iterator[None]:
 
 
 def make_pair_fds() -> tuple[socket.socket, socket.socket]:
-    """One side's wake-up pair (r, w), as ``_ring_link._pair`` makes it."""
+    """One side's wake-up pair (r, w), as ``_fastpath.ring_link._pair`` makes it."""
     r, w = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     r.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1)
     return r, w
