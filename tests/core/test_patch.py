@@ -149,7 +149,7 @@ def test_http_server_and_urllib(tmp_path: Path, server_run: bool, transport: str
 
 
 ASYNC_SERVER = """
-    import asyncio
+    import asyncio, ssl, sys
 
     async def echo(reader, writer):
         writer.write(await reader.readline())
@@ -157,7 +157,11 @@ ASYNC_SERVER = """
         writer.close()
 
     async def main():
-        server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        context = None
+        if len(sys.argv) == 3:  # a certificate and its key: serve TLS
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(sys.argv[1], sys.argv[2])
+        server = await asyncio.start_server(echo, "127.0.0.1", 0, ssl=context)
         print("port", server.sockets[0].getsockname()[1], flush=True)
         async with server:
             await server.serve_forever()
@@ -206,25 +210,6 @@ TLS_CLIENT = """
             print(tls.recv(100).decode(), tls.version(), end="")
 """
 
-TLS_SERVER = """
-    import asyncio, ssl, sys
-
-    async def echo(reader, writer):
-        writer.write(await reader.readline())
-        await writer.drain()
-        writer.close()
-
-    async def main():
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(sys.argv[1], sys.argv[2])
-        server = await asyncio.start_server(echo, "127.0.0.1", 0, ssl=context)
-        print("port", server.sockets[0].getsockname()[1], flush=True)
-        async with server:
-            await server.serve_forever()
-
-    asyncio.run(main())
-"""
-
 
 @pytest.mark.parametrize("transport", ["stream", "ring"])
 def test_blocking_tls_client(tmp_path: Path, self_signed_cert: tuple[Path, Path],
@@ -232,7 +217,7 @@ def test_blocking_tls_client(tmp_path: Path, self_signed_cert: tuple[Path, Path]
     """SSLContext.wrap_socket takes the fd (detach): the stream transport carries it; the
     ring refuses loudly (EOPNOTSUPP), as docs/asyncio.md says."""
     cert, key = self_signed_cert
-    srv = _script(tmp_path, "server.py", TLS_SERVER)
+    srv = _script(tmp_path, "server.py", ASYNC_SERVER)
     cli = _script(tmp_path, "client.py", TLS_CLIENT)
     server = _spawn([*RUN, "--transport", transport, str(srv), str(cert), str(key)],
                     tmp_path)
