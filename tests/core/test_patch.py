@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import loopfast
-from loopfast._core import patch as _patch
+from loopfast._core.stdlib import StdSocket
 
 RUN = [sys.executable, "-m", "loopfast", "run"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -36,7 +36,7 @@ def patched() -> Iterator[None]:
 
 @pytest.mark.usefixtures("patched")
 def test_patch_makes_tcp_sockets_opt_in() -> None:
-    original = _patch._ORIGINAL
+    original = StdSocket
     with socket.socket() as tcp, socket.socket(socket.AF_INET6) as tcp6, \
             socket.socket(type=socket.SOCK_DGRAM) as udp, \
             socket.socket(socket.AF_UNIX) as unix:
@@ -53,7 +53,7 @@ def test_patch_makes_tcp_sockets_opt_in() -> None:
 def test_isinstance_answers_as_without_the_patch(patched: None) -> None:
     import ssl
 
-    with _patch._ORIGINAL() as plain:
+    with StdSocket() as plain:
         assert isinstance(plain, socket.socket)
     assert issubclass(ssl.SSLSocket, socket.socket)
     assert not isinstance(object(), socket.socket)
@@ -63,7 +63,7 @@ def test_unpatch_restores_the_class() -> None:
     loopfast.patch("ring")
     assert loopfast.patched()
     loopfast.unpatch()
-    assert socket.socket is _patch._ORIGINAL and not loopfast.patched()
+    assert socket.socket is StdSocket and not loopfast.patched()
 
 
 def test_patch_refuses_an_unknown_transport() -> None:

@@ -24,7 +24,6 @@ put back by ``unpatch()``; the per-process counters are three integers.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import socket as _stdsocket
 import threading
@@ -32,10 +31,10 @@ from typing import Any
 
 from ..constants import SIO_LOOPBACK_FAST_PATH
 from .sockets import TRANSPORTS, socket
+from .stdlib import StdSocket, is_tcp
 
 __all__ = ["connection_counts", "patch", "patched", "unpatch"]
 
-_ORIGINAL: type[_stdsocket.socket] = _stdsocket.socket
 _INET = (_stdsocket.AF_INET, _stdsocket.AF_INET6)
 _lock = threading.Lock()
 _counts = {"ring": 0, "stream": 0, "tcp": 0}
@@ -47,12 +46,12 @@ class _SocketClass(type):
 
     def __instancecheck__(cls, obj: Any) -> bool:
         if cls is PatchedSocket:
-            return isinstance(obj, _ORIGINAL)
+            return isinstance(obj, StdSocket)
         return type.__instancecheck__(cls, obj)
 
     def __subclasscheck__(cls, sub: type) -> bool:
         if cls is PatchedSocket:
-            return issubclass(sub, _ORIGINAL)
+            return issubclass(sub, StdSocket)
         return type.__subclasscheck__(cls, sub)
 
 
@@ -66,14 +65,12 @@ class PatchedSocket(socket, metaclass=_SocketClass):
         if PatchedSocket not in self.__class__.__mro__:
             # An unbound call through the module name (socket.socket.__init__(obj, ...))
             # on some other socket object: what the original class does.
-            _ORIGINAL.__init__(self, family, type, proto, fileno)
+            StdSocket.__init__(self, family, type, proto, fileno)
             return
         super().__init__(family, type, proto, fileno, **kw)
-        if (fileno is None and not kw and self.family in _INET
-                and self.type == _stdsocket.SOCK_STREAM):
+        if fileno is None and not kw and is_tcp(self):  # not MPTCP, UDP, AF_UNIX, ...
             self._transport = _transport
-            with contextlib.suppress(OSError):  # e.g. MPTCP: it stays as the program made it
-                self.ioctl(SIO_LOOPBACK_FAST_PATH, True)
+            self.ioctl(SIO_LOOPBACK_FAST_PATH, True)
 
     def connect(self, address: Any) -> None:
         """``loopfast.socket.connect``, counted for ``connection_counts()``."""
@@ -117,7 +114,7 @@ def patch(transport: str | bool = "stream") -> None:
 
 def unpatch() -> None:
     """Put the stdlib's ``socket.socket`` back; sockets made meanwhile keep their setting."""
-    _stdsocket.socket = _ORIGINAL  # type: ignore[misc]
+    _stdsocket.socket = StdSocket  # type: ignore[misc]
 
 
 def patched() -> bool:
