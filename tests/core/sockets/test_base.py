@@ -112,3 +112,22 @@ def test_repr_says_the_state(make_pair: Callable[..., Pair]) -> None:
     cli, _ = make_pair()
     assert repr(cli).startswith("<loopfast.socket fast_path=active fd=")
     assert "raddr=('127.0.0.1'," in repr(cli)
+
+
+# dup() kept only the switch and the mode: the duplicate connected over the ring (issue 10).
+def test_dup_keeps_the_stream_transport_and_spin(
+        closing: Callable[[socket.socket], socket.socket]) -> None:
+    srv = closing(loopfast.create_server(("127.0.0.1", 0), fast_path=True))
+    srv.settimeout(10.0)
+    original = closing(loopfast.socket(socket.AF_INET, socket.SOCK_STREAM, fast_path="stream",
+                                       busy_poll_us=7))
+    twin = closing(original.dup())
+    twin.settimeout(10.0)
+    twin.connect(srv.getsockname())
+    acc, _ = srv.accept()
+    closing(acc)
+    assert twin.fast_path_transport == "stream"
+    assert twin.getsockopt(socket.SOL_SOCKET, loopfast.SO_BUSY_POLL) == 7
+    twin.sendall(b"over the stream")
+    acc.settimeout(10.0)
+    assert acc.recv(100) == b"over the stream"
