@@ -1316,10 +1316,15 @@ static PyObject *recv_into_keywords(Channel *ch, PyObject *const *args, Py_ssize
         for (int i = 0; i < 3; i++)
             if (PyUnicode_CompareWithASCIIString(key, names[i]) == 0)
                 found = i;
-        if (found < 0 || slots[found] != NULL) {
-            PyErr_Format(PyExc_TypeError, found < 0
-                         ? "recv_into() got an unexpected keyword argument '%U'"
-                         : "argument for recv_into() given by name ('%U') and position", key);
+        if (found < 0) {
+            PyErr_Format(PyExc_TypeError, "'%U' is an invalid keyword argument for recv_into()",
+                         key);
+            return NULL;
+        }
+        if (slots[found] != NULL) {
+            PyErr_Format(PyExc_TypeError,
+                         "argument for recv_into() given by name ('%U') and position (%d)", key,
+                         found + 1);
             return NULL;
         }
         slots[found] = args[nargs + k];

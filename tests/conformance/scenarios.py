@@ -558,6 +558,46 @@ def scenario_recv_into_nbytes(t: Transport, rec: Recorder) -> None:
     rec.call("recv_into negative", s.recv_into, bytearray(2), -1)
 
 
+def _error_of(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """What calling ``fn`` raised, with its message; the data methods' own words count."""
+    try:
+        fn(*args, **kwargs)
+    except Exception as exc:
+        return type(exc).__name__, str(exc)
+    return "no error"
+
+
+@scenario
+def scenario_data_method_argument_errors(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    for label, fn, args, kwargs in [
+        ("send str", c.send, ("text",), {}),
+        ("send nothing", c.send, (), {}),
+        ("send three arguments", c.send, (b"x", 0, 1), {}),
+        ("send flags by name", c.send, (b"x",), {"flags": 0}),
+        ("send flags too big", c.send, (b"x", 2**40), {}),
+        ("sendall str", c.sendall, ("text",), {}),
+        ("sendall strided view", c.sendall, (memoryview(b"abcd")[::2],), {}),
+        ("recv nothing", s.recv, (), {}),
+        ("recv three arguments", s.recv, (1, 0, 1), {}),
+        ("recv float", s.recv, (1.5,), {}),
+        ("recv negative", s.recv, (-1,), {}),
+        ("recv bufsize by name", s.recv, (), {"bufsize": 1}),
+        ("recv_into bytes", s.recv_into, (b"xx",), {}),
+        ("recv_into str", s.recv_into, ("xx",), {}),
+        ("recv_into four arguments", s.recv_into, (bytearray(2), 1, 0, 1), {}),
+        ("recv_into unknown name", s.recv_into, (bytearray(2),), {"size": 1}),
+        ("recv_into buffer twice", s.recv_into, (bytearray(2),), {"buffer": bytearray(2)}),
+        ("recv_into no buffer", s.recv_into, (), {"nbytes": 1}),
+    ]:
+        rec.note(label, _error_of(fn, *args, **kwargs))
+    c.sendall(b"abc")
+    buf = bytearray(b"....")
+    rec.call("recv_into by name", s.recv_into, buffer=buf, nbytes=2, flags=0)
+    rec.note("buffer", buf)
+    rec.call("recv the rest", s.recv, 10)
+
+
 @scenario
 def scenario_recv_into_whole_buffer(t: Transport, rec: Recorder) -> None:
     c, s = t.pair()
