@@ -62,3 +62,11 @@ def test_a_module_in_no_layer_is_reported(tmp_path: Path) -> None:
     (tree / "_stray.py").write_text('"""Nobody placed me."""\n', encoding="utf-8")
     problems = _checker().check(tree)
     assert any("module '_stray' is in no layer" in p for p in problems), problems
+
+
+def test_the_benchmark_may_use_only_the_public_api(tmp_path: Path) -> None:
+    tree = _copy_tree(tmp_path)
+    _append(tree / "bench" / "rows.py", "from .._core import ringcore  # noqa")
+    problems = _checker().check(tree)
+    assert any("bench.rows imports _core.ringcore, which is not loopfast's public API" in p
+               for p in problems), problems

@@ -45,6 +45,16 @@ def module_names(src: Path) -> dict[str, Path]:
     return names
 
 
+# Modules of the tools layer that may import the public modules and each other only.
+PUBLIC = {"", "constants", "policy", "filters", "compat", "asyncio"}
+PUBLIC_ONLY = ["bench", "bench.*"]
+
+
+def public_only(name: str) -> bool:
+    """True for a module that may import only the public API (the benchmark)."""
+    return any(name.startswith(p[:-1]) if p.endswith(".*") else name == p for p in PUBLIC_ONLY)
+
+
 def layer_of(name: str) -> int:
     """The index in LAYERS of module *name*.
 
@@ -112,6 +122,9 @@ def check(src: Path) -> list[str]:
                 theirs = layer_of(target)
             except LookupError:
                 continue  # reported for the target's own file
+            if public_only(name) and not public_only(target) and target not in PUBLIC:
+                problems.append(f"{path}:{line}: {name} imports {target}, which is not loopfast's "
+                                "public API (the benchmark uses only that)")
             if theirs > mine:
                 problems.append(
                     f"{path}:{line}: {name or PACKAGE} (layer {LAYERS[mine][0]}) imports "
