@@ -30,12 +30,14 @@ def test_stat_lists_a_live_connection_and_not_after_close(
     assert acc.recv(10) == b"x" * 10
     port = acc.getsockname()[1]
     report = _stat_json()
-    assert {"local": ["127.0.0.1", port], "pid": os.getpid()} in report["listeners"]
+    me = os.getuid()
+    assert {"local": ["127.0.0.1", port], "pid": os.getpid(), "uid": me,
+            "tcp_uid": me} in report["listeners"]
     ours = [c for c in report["connections"] if port in (c["local"][1], c["peer"][1])]
     assert len(ours) == 2
     client = next(c for c in ours if c["peer"][1] == port)
     assert client["pid"] == client["peer_pid"] == os.getpid()
-    assert client["transport"] == "ring"
+    assert client["transport"] == "ring" and client["uid"] == me
     assert client["bytes_out"] == 1000 and client["tx_fill"] == 990
     text = subprocess.run(STAT, capture_output=True, text=True, timeout=15).stdout
     assert f"127.0.0.1:{cli.getsockname()[1]}" in text and "990/" in text

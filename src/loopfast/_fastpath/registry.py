@@ -7,11 +7,16 @@ abstract AF_UNIX sockets (``@loopfast/1/<ip>/<port>``) listed in
 Connections live in process memory, so each process that has one answers for
 itself: ``register(sock)`` (called when a socket becomes a fast-path
 connection) keeps a weak reference and, the first time, starts one daemon
-thread listening on the abstract name ``@loopfast-stat/<pid>``. A query there
-gets the live connections as JSON, and only when the asker's uid is the
+thread listening on the abstract name ``@loopfast-stat/<pid>/<token>``. A query
+there gets the live connections as JSON, and only when the asker's uid is the
 process's or root (SO_PEERCRED): "processes the user may inspect". The name
 dies with the process; nothing is left behind. The registry costs one WeakSet
 insertion per connection; reading ring statistics happens only when asked.
+
+Anyone in the network namespace may bind any abstract name, so the name is no
+proof: ``<token>`` is random, so nobody can take a process's name before it
+does, and ``loopfast stat`` finds the names by their prefix and believes one
+only when the kernel says (SO_PEERCRED) that the pid in it is the listener's.
 """
 
 from __future__ import annotations
@@ -20,18 +25,24 @@ import contextlib
 import json
 import logging
 import os
+import re
+import secrets
 import socket as _stdsocket
 import threading
+import time
 import weakref
 from typing import Any
 
 from .._core.stdlib import StdSocket, peer_credentials
 
-__all__ = ["LISTENER_PREFIX", "QUERY_PREFIX", "QUERY_TIMEOUT", "connections", "register"]
+__all__ = ["LISTENER_PREFIX", "QUERY_PREFIX", "QUERY_TIMEOUT", "connections", "endpoint_pid",
+           "register"]
 
 LISTENER_PREFIX = "@loopfast/1/"  # as /proc/net/unix shows the rendezvous names
 QUERY_PREFIX = "@loopfast-stat/"
-QUERY_TIMEOUT = 2.0
+QUERY_TIMEOUT = 1.0  # how long the endpoint waits for an asker to take its answer
+_TOKEN_BYTES = 8
+_NAME = re.compile(rf"{re.escape(QUERY_PREFIX)}([1-9][0-9]{{0,9}})/[0-9a-f]{{{2 * _TOKEN_BYTES}}}")
 _log = logging.getLogger("loopfast")  # loopfast.patch() may rebind the module's name
 
 
@@ -96,10 +107,22 @@ def connections() -> list[dict[str, Any]]:
     return _registry.snapshot()
 
 
+def endpoint_pid(name: str) -> int | None:
+    """The pid a query endpoint's *name* (as /proc/net/unix shows it) claims, or None if
+    *name* is not of the form ``@loopfast-stat/<pid>/<token>``. Only a claim: the
+    asker checks it against the listener's SO_PEERCRED."""
+    match = _NAME.fullmatch(name)
+    return None if match is None else int(match.group(1))
+
+
 def _listen(pid: int) -> _stdsocket.socket:
     endpoint = StdSocket(_stdsocket.AF_UNIX, _stdsocket.SOCK_STREAM)
-    endpoint.bind(b"\0" + f"{QUERY_PREFIX[1:]}{pid}".encode())
-    endpoint.listen(8)
+    try:
+        endpoint.bind(b"\0" + f"{QUERY_PREFIX[1:]}{pid}/{secrets.token_hex(_TOKEN_BYTES)}".encode())
+        endpoint.listen(8)
+    except BaseException:
+        endpoint.close()
+        raise
     return endpoint
 
 
@@ -109,7 +132,10 @@ def _serve(endpoint: _stdsocket.socket) -> None:
         try:
             conn, _ = endpoint.accept()
         except OSError:
-            return  # closed after fork
+            if endpoint.fileno() == -1:
+                return  # closed after fork
+            time.sleep(0.1)  # EMFILE and the like: the endpoint outlives them
+            continue
         with conn:
             conn.settimeout(QUERY_TIMEOUT)
             if peer_credentials(conn).uid not in (me, 0):
