@@ -26,9 +26,18 @@
  *     peer's copy of X's w reports POLLHUP exactly when X's r is closed for
  *     the last time (X's last close, or its death): that is how a side learns
  *     its peer is gone (SPEC F11), and what close() relies on.
- *   * bells counts bell bytes in the consumer's r queue. A ringer sends the
- *     byte first and increments after, so every counted byte is queued; the
- *     consumer drains exactly the counted bytes and subtracts them.
+ *   * bells is a token per ring: a ringer that turns it from 0 to 1 sends one
+ *     byte, so 1 means "a bell is queued or on its way". The consumer empties
+ *     its r (every byte: anyone holding a copy of its w, the peer included,
+ *     can put foreign bytes there), then stores 0, then looks at the ring
+ *     again. It empties r when a bell is held, and whenever a call found
+ *     nothing (EAGAIN, timeout): a readable r with an empty ring is drained
+ *     by the first recv that sees it, so foreign bytes cost one spurious
+ *     wake-up, never a spin. An extra byte (a ringer's, arriving after the
+ *     drain) is harmless in the same way; a missing one cannot happen: the
+ *     token is 0 only once r was emptied, and the look after the store sees
+ *     every ringer's data that came before. A peer that pins the token at a
+ *     non-zero value only stops its own bells.
  *   * consumer_waiting says what a producer must do after it publishes
  *     (full fence between its head store and this load: the Dekker pairing
  *     with the consumer's store, fence, load of head): CW_SPINNING (inside
@@ -36,7 +45,7 @@
  *     a shared futex) FUTEX_WAKE; CW_OUTSIDE (not in recv, perhaps in
  *     select) ring a bell unless one is counted. On leaving recv the
  *     consumer makes readiness true (ring a bell at itself) when it leaves
- *     data, EOF or an error behind, and false (drain counted bells, then
+ *     data, EOF or an error behind, and false (empty r, give the token back,
  *     re-check) when the ring is empty. A parked recv also wakes for close()
  *     and SHUT_RD from another thread, the peer's SHUT_WR, and a dead peer
  *     (the watcher's mark_dead, or its own check every LIVENESS_NS).
@@ -268,31 +277,33 @@ static void copy_in(Channel *ch, const char *src, size_t n) {
         memcpy(ch->tx_data, src + first, n - first);
 }
 
-/* Ring a bell at the side whose r queue `w` feeds, counted in *bells. */
+/* Ring a bell at the side whose r queue `w` feeds. *bells is a token: whoever
+ * turns it from 0 to 1 sends one byte, so 1 means "a bell is queued or on its
+ * way"; the consumer turns it back to 0 only after emptying its r. */
 static void ring_bell(int w, _Atomic uint32_t *bells) {
-    if (w < 0)
-        return;
-    if (atomic_load_explicit(bells, memory_order_acquire) != 0)
+    uint32_t none = 0;
+    if (w < 0 || !atomic_compare_exchange_strong(bells, &none, 1))
         return;
     char byte = '!';
-    if (send(w, &byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1)
-        atomic_fetch_add_explicit(bells, 1, memory_order_acq_rel);
+    if (send(w, &byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL) != 1)
+        atomic_store(bells, 0); /* r is gone, or its queue is full (then it is readable) */
 }
 
-/* Take exactly the counted bells out of our r queue. */
-static void drain_bells(Channel *ch) {
-    uint32_t n = atomic_load_explicit(&ch->rx->bells, memory_order_acquire);
-    char scratch[256];
-    uint32_t taken = 0;
-    while (taken < n) {
-        size_t want = n - taken < sizeof scratch ? n - taken : sizeof scratch;
-        ssize_t got = recv(ch->own_r, scratch, want, MSG_DONTWAIT);
+/* Empty our r's queue: our bells, and any byte someone else put there (the
+ * peer holds a copy of our w). Bounded: a peer that keeps writing only keeps
+ * us readable, as a TCP peer that keeps sending does. Returns bytes taken. */
+static size_t drain_r(Channel *ch) {
+    char scratch[4096];
+    size_t taken = 0;
+    for (int i = 0; i < 64; i++) {
+        ssize_t got = recv(ch->own_r, scratch, sizeof scratch, MSG_DONTWAIT);
         if (got <= 0)
             break;
-        taken += (uint32_t)got;
+        taken += (size_t)got;
+        if ((size_t)got < sizeof scratch)
+            break;
     }
-    if (taken)
-        atomic_fetch_sub_explicit(&ch->rx->bells, taken, memory_order_acq_rel);
+    return taken;
 }
 
 /* Empty a w socket's queue of filler: makes the side that filled it writable. */
@@ -341,8 +352,10 @@ static int rx_has_news(Channel *ch, int64_t avail) {
     return avail != 0 || (flags & (WR_SHUT | RESET)) || ch->peer_dead || ch->fault || ch->rd_shut;
 }
 
-/* Leaving recv: make our readiness say what the ring holds (level-true). */
-static void settle_readable(Channel *ch) {
+/* Leaving recv: make our readiness say what the ring holds (level-true).
+ * sweep: the call found nothing (EAGAIN, timeout), so whatever made our r
+ * readable was no bell of ours: empty r even when no bell is counted. */
+static void settle_readable(Channel *ch, int sweep) {
     atomic_store_explicit(&ch->rx->consumer_waiting, CW_OUTSIDE, memory_order_seq_cst);
     atomic_thread_fence(memory_order_seq_cst);
     int64_t avail = rx_avail(ch);
@@ -350,9 +363,13 @@ static void settle_readable(Channel *ch) {
         ring_bell(ch->own_w, &ch->rx->bells);
         return;
     }
-    if (atomic_load_explicit(&ch->rx->bells, memory_order_acquire) == 0)
+    if (!sweep && atomic_load_explicit(&ch->rx->bells, memory_order_acquire) == 0)
         return;
-    drain_bells(ch);
+    /* Empty r first, then give the token back, then look again: a ringer that
+     * took the token before our store published first, so the look sees its
+     * data; one that takes it after our store sends a byte we did not take. */
+    drain_r(ch);
+    atomic_store_explicit(&ch->rx->bells, 0, memory_order_seq_cst);
     atomic_thread_fence(memory_order_seq_cst);
     if (rx_has_news(ch, rx_avail(ch)))
         ring_bell(ch->own_w, &ch->rx->bells);
@@ -546,6 +563,7 @@ static Py_ssize_t do_recv(Channel *ch, char *dst, Py_ssize_t n, int flags) {
     int nowait = (flags & MSG_DONTWAIT) || ch->timeout_ns == 0, kernel;
     int64_t deadline = deadline_for(ch, ch->rcvtimeo_ns, &kernel);
     Py_ssize_t done = 0;
+    int found_nothing = 0; /* the call ends in EAGAIN or a timeout */
     if (ch->closed)
         return raise_errno(EBADF, NULL), -1;
     if (take(ch->rx_lock) < 0)
@@ -632,6 +650,7 @@ static Py_ssize_t do_recv(Channel *ch, char *dst, Py_ssize_t n, int flags) {
                 if (ch->peer_dead)
                     continue;
             }
+            found_nothing = 1;
             raise_errno(EAGAIN, NULL);
             break;
         }
@@ -643,6 +662,7 @@ static Py_ssize_t do_recv(Channel *ch, char *dst, Py_ssize_t n, int flags) {
                 result = done;
                 break;
             }
+            found_nothing = 1;
             if (kernel)
                 raise_errno(EAGAIN, NULL); /* SO_RCVTIMEO, as the kernel reports it */
             else
@@ -650,7 +670,7 @@ static Py_ssize_t do_recv(Channel *ch, char *dst, Py_ssize_t n, int flags) {
             break;
         }
     }
-    settle_readable(ch);
+    settle_readable(ch, found_nothing);
     PyThread_release_lock(ch->rx_lock);
     return result;
 }
@@ -1130,7 +1150,7 @@ PyDoc_STRVAR(settle_doc,
 static PyObject *Channel_settle(Channel *self, PyObject *Py_UNUSED(ignored)) {
     if (!usable(self))
         return NULL;
-    settle_readable(self);
+    settle_readable(self, 0);
     Py_RETURN_NONE;
 }
 

@@ -1,0 +1,83 @@
+"""Issue 14 on the ring: foreign bytes in a wake-up socket, rings a peer asks to be huge,
+and the memory a drained ring keeps. Real sockets and processes, nothing mocked."""
+
+from __future__ import annotations
+
+import resource
+import selectors
+import socket
+import time
+from collections.abc import Callable
+
+import pytest
+
+import loopfast
+
+from ...conftest import Pair
+
+SPIN_WINDOW = 0.5
+SPIN_LIMIT = 0.1  # of a core: a spinning loop would use all of it
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _serve_with_selectors(sock: socket.socket, seconds: float) -> tuple[float, int, bytes]:
+    """A selectors read loop on *sock* for *seconds*: (CPU fraction, wake-ups, bytes read)."""
+    sock.setblocking(False)
+    got = bytearray()
+    wakeups = 0
+    with selectors.DefaultSelector() as sel:
+        sel.register(sock, selectors.EVENT_READ)
+        start, cpu0 = time.monotonic(), _cpu()
+        while (left := start + seconds - time.monotonic()) > 0:
+            for _key, _ev in sel.select(timeout=left):
+                wakeups += 1
+                try:
+                    got += sock.recv(65536)
+                except BlockingIOError:
+                    pass
+        elapsed = time.monotonic() - start
+        return (_cpu() - cpu0) / elapsed, wakeups, bytes(got)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("when", ["idle", "after-data"])
+def test_a_foreign_byte_in_the_wake_up_socket_does_not_spin(
+        make_pair: Callable[..., Pair], when: str, capsys: pytest.CaptureFixture[str]) -> None:
+    cli, acc = make_pair()
+    assert cli.fast_path_transport == "ring"
+    if when == "after-data":
+        cli.sendall(b"hello")
+        assert acc.recv(5) == b"hello"
+    # The client holds a copy of the server's w: one junk byte lands in the server's r.
+    cli._state.link.peer_w.send(b"J")  # type: ignore[attr-defined]
+    cpu, wakeups, got = _serve_with_selectors(acc, SPIN_WINDOW)
+    with capsys.disabled():
+        print(f"\n  foreign byte ({when}): selectors loop used {cpu * 100:.1f}% of a core, "
+              f"{wakeups} wake-ups in {SPIN_WINDOW} s")
+    assert got == b""
+    assert cpu < SPIN_LIMIT and wakeups <= 2
+    cli.sendall(b"still works")  # and readiness still comes when data does
+    cpu, wakeups, got = _serve_with_selectors(acc, 0.2)
+    assert got == b"still works" and wakeups >= 1
+
+
+@pytest.mark.timeout(30)
+def test_a_flood_of_foreign_bytes_does_not_spin_once_it_stops(
+        make_pair: Callable[..., Pair]) -> None:
+    cli, acc = make_pair()
+    peer_w = cli._state.link.peer_w  # type: ignore[attr-defined]
+    peer_w.setblocking(False)
+    for _ in range(100):
+        try:
+            peer_w.send(b"J" * 65536)
+        except BlockingIOError:
+            break
+    cpu, _wakeups, got = _serve_with_selectors(acc, SPIN_WINDOW)
+    assert got == b""
+    assert cpu < 0.5  # it drains the flood a few hundred KiB per wake-up, then sleeps
+    cpu, wakeups, _ = _serve_with_selectors(acc, SPIN_WINDOW)
+    assert cpu < SPIN_LIMIT and wakeups == 0
