@@ -50,8 +50,10 @@ _ACCEPTCON = 0x10000
 _TRANSPORTS = frozenset({"ring", "stream"})
 _COUNTERS = ("bytes_out", "bytes_in", "rx_fill", "tx_fill", "rx_size", "tx_size")
 _WILDCARD = {"0.0.0.0": "127.0.0.1", "::": "::1"}
-_ESCAPE = re.compile(r"(\x1b|\x9b)(\[[0-?]*[ -/]*[@-~]?|\][^\x07\x1b\x9c]*(\x07|\x1b\\|\x9c)?|.)?",
-                     re.DOTALL)
+_ESCAPE = re.compile(
+    r"(\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"  # CSI
+    r"|(\x1b[]PX^_]|[\x90\x98\x9d-\x9f])[^\x07\x1b\x9c]*(\x07|\x1b\\|\x9c)?"  # OSC, DCS, ...
+    r"|\x1b.?", re.DOTALL)  # any other escape
 
 # Why an endpoint or a row was left out, as the summary says it.
 OTHER_UID = "endpoint of another uid"
@@ -185,7 +187,10 @@ def _count(value: object, low: int = 0) -> bool:
 
 def _valid_row(row: object, pid: int, uid: int) -> dict[str, Any] | None:
     """*row* checked field by field and rebuilt from the checked values, or None."""
-    if not isinstance(row, dict) or row.get("transport") not in _TRANSPORTS:
+    if not isinstance(row, dict):
+        return None
+    transport = row.get("transport")
+    if not isinstance(transport, str) or transport not in _TRANSPORTS:
         return None
     if row.get("pid") != pid or not _count(row.get("peer_pid")):
         return None
@@ -201,7 +206,7 @@ def _valid_row(row: object, pid: int, uid: int) -> dict[str, Any] | None:
     counters = {key: row.get(key) for key in _COUNTERS}
     if not all(value is None or _count(value) for value in counters.values()):
         return None
-    return {"transport": row["transport"], "local": ends[0], "peer": ends[1], "pid": pid,
+    return {"transport": transport, "local": ends[0], "peer": ends[1], "pid": pid,
             "peer_pid": row["peer_pid"], "uid": uid, **counters}
 
 
