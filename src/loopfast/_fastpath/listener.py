@@ -34,7 +34,7 @@ from .._core import addresses, options
 from .._core.stdlib import PeerCredentials, StdSocket, close_fds, peer_credentials, recv_fds
 from . import handshake
 from .connection import Connection, Inherited
-from .ring_link import RingConnection, server_link
+from .ring_link import RingConnection, check_ring_sizes, server_link
 
 HELLO_DEADLINE = 5.0
 MAX_PENDING = 1024
@@ -241,6 +241,8 @@ class Listener:
                 raise handshake.HandshakeError(
                     errno.ECONNREFUSED, f"hello carried {len(fds)} fds, the handshake says "
                     f"{handshake.RING_FDS if hello.ring else 0}")
+            if hello.ring is not None:  # rings larger than this server maps for a client
+                check_ring_sizes(hello.ring, self.tcp)
             if not _offer_allowed(self.host, self.port):
                 raise handshake.HandshakeError(errno.ECONNREFUSED, "a filter now covers this port")
             return FastArrival(conn, hello, peer_credentials(conn), fds)

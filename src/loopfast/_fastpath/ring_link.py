@@ -57,6 +57,49 @@ def ring_size(rcvbuf: int | None) -> int:
     return min(max(size, lowest), highest)
 
 
+def _kernel_rcvbuf_cap() -> int:
+    """The largest SO_RCVBUF an unprivileged socket can get: twice net.core.rmem_max."""
+    try:
+        with open("/proc/sys/net/core/rmem_max", "rb") as f:
+            return 2 * int(f.read())
+    except (OSError, ValueError):
+        return 2 * 212_992  # the kernel's default rmem_max
+
+
+def ring_limits(server: _stdsocket.socket) -> tuple[int, int]:
+    """The largest (receive, send) rings a listening *server* maps for one client.
+
+    A client sizes the server's receive ring from the listener's SO_RCVBUF
+    (``connector``), or takes DEFAULT_RING when it could not learn it; its own
+    receive ring, which the server fills and so keeps resident, from its own
+    SO_RCVBUF, which an unprivileged process cannot raise above twice
+    net.core.rmem_max. Larger rings are a client asking the server to hold
+    memory on its behalf, and are refused (``check_ring_sizes``).
+
+    Raises:
+        OSError: EOPNOTSUPP without the C core; getsockopt's errors.
+    """
+    rcvbuf = server.getsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_RCVBUF)
+    sndbuf = server.getsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_SNDBUF)
+    receive = max(ring_size(rcvbuf), DEFAULT_RING)
+    send = max(ring_size(sndbuf), ring_size(_kernel_rcvbuf_cap()), DEFAULT_RING)
+    return receive, send
+
+
+def check_ring_sizes(sizes: tuple[int, int], server: _stdsocket.socket) -> None:
+    """Refuse a hello whose rings (c2s, s2c) exceed what *server* maps for a client.
+
+    Raises:
+        ConnectionRefusedError: a ring is larger than ``ring_limits(server)``.
+    """
+    c2s, s2c = sizes
+    receive, send = ring_limits(server)
+    if c2s > receive or s2c > send:
+        raise ConnectionRefusedError(
+            errno.ECONNREFUSED, f"hello asks for rings of {c2s} and {s2c} bytes; this server "
+            f"maps at most {receive} and {send}")
+
+
 def _pair() -> tuple[_csocket.socket, _csocket.socket]:
     # The C socket type: a connection makes several of these, and the Python
     # wrapper's enum conversions showed in the connection-setup profile.

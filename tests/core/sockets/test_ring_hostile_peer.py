@@ -3,6 +3,9 @@ and the memory a drained ring keeps. Real sockets and processes, nothing mocked.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import resource
 import selectors
 import socket
@@ -12,6 +15,7 @@ from collections.abc import Callable
 import pytest
 
 import loopfast
+from loopfast._fastpath import connector, ring_link
 
 from ...conftest import Pair
 
@@ -35,10 +39,8 @@ def _serve_with_selectors(sock: socket.socket, seconds: float) -> tuple[float, i
         while (left := start + seconds - time.monotonic()) > 0:
             for _key, _ev in sel.select(timeout=left):
                 wakeups += 1
-                try:
+                with contextlib.suppress(BlockingIOError):
                     got += sock.recv(65536)
-                except BlockingIOError:
-                    pass
         elapsed = time.monotonic() - start
         return (_cpu() - cpu0) / elapsed, wakeups, bytes(got)
 
@@ -81,3 +83,46 @@ def test_a_flood_of_foreign_bytes_does_not_spin_once_it_stops(
     assert cpu < 0.5  # it drains the flood a few hundred KiB per wake-up, then sleeps
     cpu, wakeups, _ = _serve_with_selectors(acc, SPIN_WINDOW)
     assert cpu < SPIN_LIMIT and wakeups == 0
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("sizes", [(64 << 20, 4096), (4096, 64 << 20)])
+def test_a_hello_asking_for_oversized_rings_is_refused(
+        make_server: Callable[..., loopfast.socket], sizes: tuple[int, int],
+        caplog: pytest.LogCaptureFixture) -> None:
+    srv = make_server()
+    port = srv.getsockname()[1]
+    receive, send = ring_link.ring_limits(srv._state.tcp)  # type: ignore[attr-defined]
+    assert sizes[0] > receive or sizes[1] > send
+    before = _open_fds()
+    found = connector.find(socket.AF_INET, "127.0.0.1", port, 5.0)
+    assert found is not None
+    offer = ring_link.RingOffer(*sizes)
+    with found.stream:
+        found.say_hello(socket.AF_INET, ("127.0.0.1", 40000), ("127.0.0.1", port),
+                        offer.sizes, offer.fds_for_server())
+    own_r = os.dup(offer.client_r.fileno())
+    link = offer.client_link(own_r)
+    try:
+        srv.settimeout(0.5)
+        with caplog.at_level(logging.WARNING, logger="loopfast"), pytest.raises(TimeoutError):
+            srv.accept()  # the server refuses it, closing the stream and every fd it brought
+        assert any("maps at most" in r.getMessage() for r in caplog.records)
+        link.channel.timeout = 5.0
+        with pytest.raises(ConnectionResetError):  # the client sees a reset
+            link.channel.recv(10)
+    finally:
+        link.release()
+        os.close(own_r)
+    assert _open_fds() == before
+
+
+def test_rings_within_the_server_limits_are_accepted(make_pair: Callable[..., Pair]) -> None:
+    cli, acc = make_pair()
+    assert cli.fast_path_transport == "ring"
+    cli.sendall(b"ok")
+    assert acc.recv(2) == b"ok"
