@@ -54,6 +54,11 @@ _BOTH_FAST_PATHS: dict[str, str] = {
         "README: blocking ssl.wrap_socket takes the fd; over the stream transport TLS works "
         "but getpeername() names the AF_UNIX peer, over the ring detach() refuses"
     ),
+    "connect_to_full_backlog_times_out": (
+        "README: a fast-path listener has two backlogs, its rendezvous and its TCP one; a "
+        "client that finds the rendezvous full for 50 ms takes TCP (a squatter with a full "
+        "backlog must not hang clients), so the second connect goes through, over TCP"
+    ),
 }
 _STREAM_ONLY: dict[str, str] = {
     "detach_rewrap_with_stdlib": (

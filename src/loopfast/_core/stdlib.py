@@ -66,18 +66,23 @@ def send_fds(sock: _csocket.socket, data: bytes, fds: list[int]) -> None:
 def recv_fds(sock: _csocket.socket, size: int, maxfds: int) -> tuple[bytes, list[int]]:
     """Receive up to *size* bytes and the fds that came with them (close-on-exec).
 
-    Fds beyond *maxfds* are cut off by the kernel; then every fd that did
+    Fds the kernel could not hand over are cut off: those beyond *maxfds*, or
+    all of them when this process is at its fd limit. Then every fd that did
     arrive is closed and the call fails, so nothing leaks.
 
     Raises:
         ConnectionRefusedError: more than *maxfds* fds came (ECONNREFUSED).
-        OSError: as ``recvmsg``.
+        OSError: EMFILE: this process could not take the fds (its fd limit);
+            as ``recvmsg``.
     """
     data, ancdata, msg_flags, _addr = sock.recvmsg(
         size, socket.CMSG_SPACE(maxfds * 4), socket.MSG_CMSG_CLOEXEC)
     fds = take_fds(ancdata)
     if msg_flags & socket.MSG_CTRUNC:
         close_fds(fds)
+        if len(fds) < maxfds:  # room was left: the kernel could not install them here
+            raise OSError(errno.EMFILE, "the fds a message carried could not be received: "
+                          "this process is at its limit of open files")
         raise ConnectionRefusedError(errno.ECONNREFUSED,
                                      f"a message carried more than {maxfds} fds")
     return data, fds

@@ -38,6 +38,9 @@ _log = logging.getLogger("loopfast")
 # uid misses the cache (the uid is in the key); one of the same uid could pass
 # the check anyway (F10 is a uid check).
 OWNER_TTL = 1.0
+# How long a client waits for room in a rendezvous backlog before it takes TCP:
+# the client does not choose it, so a squatter with a full backlog costs this, no more.
+RENDEZVOUS_WAIT = 0.05
 _recent_owners: dict[tuple[int, str, int, int], tuple[float, owner.Owner]] = {}
 _SNDTIMEO = (_stdsocket.SOL_SOCKET, _stdsocket.SO_SNDTIMEO)
 _no_core_warned = False
@@ -89,8 +92,11 @@ def connect(app: _stdsocket.socket, host: str, port: int, transport: str,
     describes the connection (a ``RingConnection`` when *transport* is "ring";
     without the C core "ring" means "stream", see ``available_transport``).
 
+    Everything that can fail for want of resources (fds, memory) is made
+    before the hello goes out, and such a failure means TCP, which needs
+    nothing more than the socket the application has.
+
     Raises:
-        TimeoutError: the rendezvous did not answer within *app*'s timeout.
         OSError: the rings could not be mapped after the hello went out.
     """
     found = find(app.family, host, port, app.gettimeout())
@@ -98,10 +104,13 @@ def connect(app: _stdsocket.socket, host: str, port: int, transport: str,
         return None
     transport = available_transport(transport)
     with found.stream:
-        offer = None
+        offer = reservation = None
         try:
             local = _reserve_local(app, host)
             target = addresses.tcp_style(app.family, host, port)
+            # The TCP socket keeps the local port reserved (unique, visible to ss).
+            reservation = StdSocket(app.family, _stdsocket.SOCK_STREAM, app.proto,
+                                    fileno=os.dup(app.fileno()))
             if transport == "ring":
                 rcvbuf = StdSocket.getsockopt(app, _stdsocket.SOL_SOCKET, _stdsocket.SO_RCVBUF)
                 offer = RingOffer(ring_size(found.server_rcvbuf),
@@ -109,12 +118,13 @@ def connect(app: _stdsocket.socket, host: str, port: int, transport: str,
                 found.say_hello(app.family, local, target, offer.sizes, offer.fds_for_server())
             else:
                 found.say_hello(app.family, local, target)
-        except OSError:
+        except OSError as exc:
             if offer is not None:
                 offer.discard()
+            if reservation is not None:
+                reservation.close()
+            _log.debug("loopfast: fast path to %s:%s not taken (%s); using TCP", host, port, exc)
             return None
-        reservation = StdSocket(app.family, _stdsocket.SOCK_STREAM, app.proto,
-                                fileno=os.dup(app.fileno()))
         carrier = offer.client_r if offer is not None else found.stream
         os.dup2(carrier.fileno(), app.fileno(), inheritable=False)
     StdSocket.settimeout(app, app.gettimeout())  # the new file description needs O_NONBLOCK
@@ -164,57 +174,55 @@ def _reserve_local(app: _stdsocket.socket, host: str) -> tuple[Any, ...]:
 def find(family: int, host: str, port: int, timeout: float | None) -> Rendezvous | None:
     """Reach a fast-path listener of *host*:*port* (numeric, loopback), or None for TCP.
 
-    *timeout* is the application socket's: 0.0 never waits (a full backlog
-    means TCP), None waits, a number bounds the wait.
-
-    Raises:
-        TimeoutError: the rendezvous did not answer within *timeout*.
+    Every name is tried, most specific first, until one's peer passes the
+    owner check: a squatter on one name costs its clients nothing but the
+    look. A name whose backlog stays full for ``RENDEZVOUS_WAIT`` seconds
+    (or at once when *timeout*, the application's, is 0.0), and any failure
+    to make the stream (EMFILE, ...), mean TCP: no peer and no limit can make
+    a client hang or fail where TCP would connect.
     """
     for name in addresses.client_names(family, host, port):
-        stream = StdSocket(_stdsocket.AF_UNIX, _stdsocket.SOCK_STREAM)
+        try:
+            stream = StdSocket(_stdsocket.AF_UNIX, _stdsocket.SOCK_STREAM)
+        except OSError:
+            return None  # e.g. EMFILE: TCP needs no new fd
         try:
             _connect(stream, name, timeout)
+            credentials = peer_credentials(stream)
         except (ConnectionRefusedError, FileNotFoundError):
             stream.close()
-            continue
-        except BlockingIOError:  # backlog full and the caller does not wait
+            continue  # nobody there
+        except OSError:
             stream.close()
-            return None
+            return None  # backlog full for too long, or the peer went away
         except BaseException:
             stream.close()
             raise
-        credentials = peer_credentials(stream)
-        owner = _owner_matching(family, host, port, credentials)
-        if owner is not None:
-            return Rendezvous(stream, credentials, owner.rcvbuf)
+        holder = _owner_matching(family, host, port, credentials)
+        if holder is not None:
+            return Rendezvous(stream, credentials, holder.rcvbuf)
         stream.close()
-        return None
     return None
 
 
 def _connect(stream: _stdsocket.socket, name: bytes, timeout: float | None) -> None:
-    """Connect *stream* to *name*, waiting for backlog room as a TCP SYN would.
+    """Connect *stream* to *name*, waiting for backlog room at most ``RENDEZVOUS_WAIT``.
 
     A non-blocking AF_UNIX connect to a full backlog fails with EAGAIN instead
-    of waiting, and CPython's timeout mode makes the fd non-blocking; so a
-    timeout is given to the kernel as SO_SNDTIMEO, which bounds the connect's
-    wait for room, and the fd stays blocking.
+    of waiting, so the bound is given to the kernel as SO_SNDTIMEO, which
+    bounds a blocking connect's wait for room.
+
+    Raises:
+        BlockingIOError: the backlog stayed full; OSError: as ``connect``.
     """
     if timeout == 0.0:
         stream.setblocking(False)
         stream.connect(name)
         return
-    if timeout is None:
-        stream.connect(name)
-        return
-    whole = int(timeout)
-    micros = max(int((timeout - whole) * 1e6), 0 if whole else 1)
-    stream.setsockopt(*_SNDTIMEO, struct.pack("ll", whole, micros))
-    try:
-        stream.connect(name)
-    except BlockingIOError:
-        raise TimeoutError("timed out") from None
-    # The stream becomes the application's socket: no kernel send timeout of ours on it.
+    wait = RENDEZVOUS_WAIT if timeout is None else min(timeout, RENDEZVOUS_WAIT)
+    stream.setsockopt(*_SNDTIMEO, struct.pack("ll", 0, max(int(wait * 1e6), 1)))
+    stream.connect(name)
+    # The stream may become the application's socket: no kernel send timeout of ours on it.
     stream.setsockopt(*_SNDTIMEO, bytes(16))
 
 
@@ -236,6 +244,12 @@ def _owner_matching(family: int, host: str, port: int,
         _log.warning(
             "loopfast: a process (pid %d, uid %d) holds the fast-path name of %s:%s but no "
             "TCP listener is there; using TCP", creds.pid, creds.uid, host, port)
+        return None
+    if owner.unmapped(creds.uid) or owner.unmapped(holder.uid):
+        _log.warning(
+            "loopfast: the fast-path peer of %s:%s (pid %d) or its TCP listener shows the "
+            "overflow uid %d: this process is in a user namespace that does not map it, so "
+            "the owner cannot be proven; using TCP", host, port, creds.pid, owner.overflow_uid())
         return None
     if holder.uid != creds.uid:
         _log.warning(

@@ -13,8 +13,15 @@ Invariants:
   ``restore_tcp``.
 - An arrival moves from ``pending`` to the caller only with a whole, valid
   hello consumed from its stream and nothing more.
-- A pending arrival older than HELLO_DEADLINE is dropped, and at most
-  MAX_PENDING are held, so silent clients cannot pin memory or fds.
+- Nothing an arrival sends or fails to send makes ``next_arrival`` raise,
+  block or spin: a bad hello is refused (its stream and every fd it brought
+  closed, the refusal logged rate-limited per uid); a slow one waits in
+  ``arrivals.Pending``, bounded per uid and in time, and is looked at only
+  when epoll says its stream moved; one call accepts at most
+  ``ACCEPT_BURST`` arrivals per name, so a flood never holds up the caller.
+- At the fd limit (EMFILE/ENFILE on a rendezvous accept) the names are
+  withdrawn for ``EXHAUSTED_BACKOFF`` seconds: new clients take TCP (one fd
+  here instead of several), and nothing keeps the bundle readable meanwhile.
 """
 
 from __future__ import annotations
@@ -32,12 +39,14 @@ from typing import Any, NamedTuple
 from .. import filters, policy
 from .._core import addresses, options
 from .._core.stdlib import PeerCredentials, StdSocket, close_fds, peer_credentials, recv_fds
-from . import handshake
+from . import handshake, owner
+from .arrivals import HELLO_DEADLINE, Pending, Refusals
 from .connection import Connection, Inherited
 from .ring_link import RingConnection, check_ring_sizes, server_link
 
-HELLO_DEADLINE = 5.0
-MAX_PENDING = 1024
+ACCEPT_BURST = 64  # arrivals one call takes from one rendezvous name at most
+EXHAUSTED_BACKOFF = 1.0
+_FD_LIMIT = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 _log = logging.getLogger("loopfast")
 
@@ -67,9 +76,13 @@ class Listener:
         self.family = tcp.family
         self.host, self.port, self.dual_stack = host, port, dual_stack
         self.rendezvous: list[_stdsocket.socket] = []
-        self.pending: dict[int, tuple[_csocket.socket, float]] = {}
         self.epoll = select.epoll()
         self.epoll.register(tcp.fileno(), select.EPOLLIN)
+        self.pending = Pending(self.epoll)
+        self.refusals = Refusals(host, port)
+        self._moved: set[int] = set()  # held arrivals epoll reported, not yet looked at
+        self._backlog = _stdsocket.SOMAXCONN
+        self._exhausted_until: float | None = None
         self._tcp_turn = False
         self._inherit: Inherited | None = None
         self.users = 1  # socket objects sharing this listener (dup)
@@ -102,7 +115,12 @@ class Listener:
         return self
 
     def offer(self, backlog: int) -> bool:
-        """Publish the rendezvous names if the policy and filters allow; True if any is held."""
+        """Publish the rendezvous names if the policy and filters allow; True if any is held.
+
+        Raises:
+            OSError: a name's socket could not be made (EMFILE, ...).
+        """
+        self._backlog = backlog
         if not self.rendezvous and _offer_allowed(self.host, self.port):
             for name in addresses.listener_names(self.family, self.host, self.port,
                                                   self.dual_stack):
@@ -150,8 +168,16 @@ class Listener:
         self._inherit = None
 
     def wait(self, timeout: float | None) -> None:
-        """Park until something may be ready (-1 = forever), or *timeout* seconds pass."""
-        self.epoll.poll(-1 if timeout is None else timeout, 1)
+        """Park until something may be ready, or *timeout* seconds pass (None: no limit)."""
+        if self._exhausted_until is not None:  # wake to offer the names again
+            until = self._exhausted_until - time.monotonic()
+            timeout = max(until, 0.0) if timeout is None else min(timeout, max(until, 0.0))
+        self._note(self.epoll.poll(-1 if timeout is None else timeout, ACCEPT_BURST))
+
+    def _note(self, events: list[tuple[int, int]]) -> None:
+        # A held arrival is edge-triggered: an event taken from the epoll instance
+        # is its only word that bytes came, so it is kept until looked at.
+        self._moved.update(fd for fd, _ in events if fd in self.pending)
 
     def accepted(self, arrival: FastArrival) -> tuple[int, Connection]:
         """The fd an accepted socket takes for *arrival*, and its connection state.
@@ -193,47 +219,102 @@ class Listener:
             return None
 
     def _accept_fast(self) -> FastArrival | None:
-        for unix in self.rendezvous:
-            while len(self.pending) < MAX_PENDING:
-                try:
-                    fd, _ = unix._accept()  # type: ignore[attr-defined]
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError as exc:  # EMFILE and friends: leave it queued, say so
-                    _log.warning("loopfast: accepting a fast-path arrival failed: %s", exc)
-                    break
-                conn = _csocket.socket(_csocket.AF_UNIX, _csocket.SOCK_STREAM, 0, fd)
-                conn.setblocking(False)
-                size = _hello_size(conn)
-                if size > 0:  # the usual case: the hello came with the connection
-                    arrival = self._validate(conn, size)
-                    if arrival is not None:
-                        return arrival
-                elif size < 0:
-                    conn.close()
-                else:
-                    self.pending[fd] = (conn, time.monotonic() + HELLO_DEADLINE)
-                    # Edge-triggered: half a hello must not keep accept() spinning.
-                    self.epoll.register(fd, select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET)
-        return self._take_hello()
-
-    def _take_hello(self) -> FastArrival | None:
         now = time.monotonic()
-        for fd, (conn, deadline) in list(self.pending.items()):
+        self._offer_again(now)
+        for conn, uid in self.pending.expired(now):
+            conn.close()
+            self.refusals.note(uid, f"no whole hello within {HELLO_DEADLINE:.0f} s")
+        self._note(self.epoll.poll(0, ACCEPT_BURST))
+        while self._moved:
+            arrival = self._look_at(self._moved.pop())
+            if arrival is not None:
+                return arrival
+        for unix in list(self.rendezvous):
+            arrival = self._accept_from(unix)
+            if arrival is not None:
+                return arrival
+        return None
+
+    def _look_at(self, fd: int) -> FastArrival | None:
+        conn = self.pending.get(fd)
+        if conn is None:
+            return None  # dropped since epoll reported it
+        size = _hello_size(conn)
+        if size == 0:
+            return None  # half a hello: the next edge says more came
+        conn, uid = self.pending.take(fd)
+        if size < 0:
+            conn.close()
+            self.refusals.note(uid, "the stream ended before a whole hello")
+            return None
+        return self._validate(conn, size)
+
+    def _accept_from(self, unix: _stdsocket.socket) -> FastArrival | None:
+        for _ in range(ACCEPT_BURST):
+            try:
+                fd, _ = unix._accept()  # type: ignore[attr-defined]
+            except (BlockingIOError, InterruptedError):
+                return None
+            except OSError as exc:
+                if exc.errno in _FD_LIMIT:
+                    self._exhausted(exc)
+                else:
+                    self.refusals.note(None, f"accepting it failed: {exc}")
+                return None
+            conn = _csocket.socket(_csocket.AF_UNIX, _csocket.SOCK_STREAM, 0, fd)
+            conn.setblocking(False)
             size = _hello_size(conn)
-            if size > 0:
-                self._forget(fd)
+            if size > 0:  # the usual case: the hello came with the connection
                 arrival = self._validate(conn, size)
                 if arrival is not None:
                     return arrival
-            elif size < 0 or now > deadline:
-                self._forget(fd)
+            elif size < 0:
                 conn.close()
+            else:
+                self._hold(conn)
         return None
+
+    def _hold(self, conn: _csocket.socket) -> None:
+        try:
+            uid = peer_credentials(conn).uid
+            dropped = self.pending.hold(conn, uid)
+        except OSError as exc:
+            conn.close()
+            self.refusals.note(None, f"it could not be held: {exc}")
+            return
+        for old, old_uid in dropped:
+            old.close()
+            self.refusals.note(old_uid, "too many arrivals without a whole hello; dropped the "
+                               "oldest")
+
+    def _exhausted(self, exc: OSError) -> None:
+        """At the fd limit: stop offering the fast path for a while (see the module docstring)."""
+        self.withdraw()
+        self._exhausted_until = time.monotonic() + EXHAUSTED_BACKOFF
+        self.refusals.note(None, f"this process is at its fd limit ({exc}); fast-path clients "
+                           f"use TCP for {EXHAUSTED_BACKOFF:.0f} s")
+
+    def _offer_again(self, now: float) -> None:
+        if self._exhausted_until is None or now < self._exhausted_until:
+            return
+        self._exhausted_until = None
+        try:
+            self.offer(self._backlog)
+        except OSError as exc:
+            if exc.errno not in _FD_LIMIT:
+                raise
+            self._exhausted(exc)
 
     def _validate(self, conn: _csocket.socket, size: int) -> FastArrival | None:
         fds: list[int] = []
+        uid = None
         try:
+            credentials = peer_credentials(conn)
+            uid = credentials.uid
+            if owner.unmapped(uid):
+                raise handshake.HandshakeError(
+                    errno.ECONNREFUSED, f"the client's uid is not mapped in this user namespace "
+                    f"(it shows as the overflow uid {uid}), so it cannot be told apart")
             data, fds = recv_fds(conn, size, handshake.RING_FDS)
             hello = handshake.decode(data)
             self._check(hello)
@@ -245,12 +326,11 @@ class Listener:
                 check_ring_sizes(hello.ring, self.tcp)
             if not _offer_allowed(self.host, self.port):
                 raise handshake.HandshakeError(errno.ECONNREFUSED, "a filter now covers this port")
-            return FastArrival(conn, hello, peer_credentials(conn), fds)
+            return FastArrival(conn, hello, credentials, fds)
         except OSError as exc:
-            _log.warning("loopfast: refused a fast-path client of %s:%s: %s",
-                         self.host, self.port, exc)
             close_fds(fds)
             conn.close()
+            self.refusals.note(uid, exc)
             return None
 
     def _check(self, hello: handshake.Hello) -> None:
@@ -265,10 +345,6 @@ class Listener:
         if self.family == _stdsocket.AF_INET6 and ipv4 and not self.dual_stack:
             raise refuse(errno.ECONNREFUSED, "IPv4 client at an IPv6-only listener")
 
-    def _forget(self, fd: int) -> None:
-        del self.pending[fd]
-        self.epoll.unregister(fd)
-
     def withdraw(self, unregister: bool = True) -> None:
         """Stop offering the fast path: close the rendezvous names and pending arrivals.
 
@@ -280,11 +356,8 @@ class Listener:
                 self.epoll.unregister(unix.fileno())
             unix.close()
         self.rendezvous.clear()
-        for fd, (conn, _) in list(self.pending.items()):
-            del self.pending[fd]
-            if unregister:
-                self.epoll.unregister(fd)
-            conn.close()
+        self.pending.clear(unregister)
+        self._moved.clear()
 
     def shutdown(self, how: int) -> None:
         """shutdown() the TCP listener and the rendezvous: a blocked accept() wakes with EINVAL."""

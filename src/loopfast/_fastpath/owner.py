@@ -16,6 +16,7 @@ the fall-back when netlink is not available.
 from __future__ import annotations
 
 import _socket as _csocket
+import functools
 import socket as _stdsocket
 import struct
 from typing import NamedTuple
@@ -39,6 +40,38 @@ _MSG_UID_OFFSET = 4 + 48 + 12
 _MSG_SIZE = 4 + 48 + 20  # struct inet_diag_msg
 _INET_DIAG_SKMEMINFO = 7
 _EXT_SKMEMINFO = 1 << (_INET_DIAG_SKMEMINFO - 1)
+
+
+@functools.cache
+def overflow_uid() -> int:
+    """The uid the kernel shows for a uid not mapped in this user namespace (65534 usually)."""
+    try:
+        with open("/proc/sys/kernel/overflowuid", encoding="ascii") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 65534
+
+
+def unmapped(uid: int) -> bool:
+    """True when *uid*, as the kernel reported it here, may stand for any unmapped uid.
+
+    Inside a user namespace (Flatpak, bubblewrap, rootless containers) every
+    uid the namespace does not map shows as the overflow uid, so two processes
+    of different users look alike: a fast-path peer or listener owner seen so
+    cannot be told apart from a squatter, and the fast path is not taken. In
+    the initial namespace every uid is mapped, and the overflow uid is a real
+    user (nobody).
+    """
+    return uid == overflow_uid() and not _initial_user_namespace()
+
+
+def _initial_user_namespace() -> bool:
+    # Read each time (a process may unshare): only the initial namespace maps all 2**32 - 1.
+    try:
+        with open("/proc/self/uid_map", encoding="ascii") as f:
+            return f.read().split() == ["0", "0", "4294967295"]
+    except OSError:
+        return False
 
 
 class Owner(NamedTuple):
