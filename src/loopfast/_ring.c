@@ -102,6 +102,8 @@
 #define MAX_RING (64ULL << 20)
 #define REQUIRED_SEALS (F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW)
 #define LIVENESS_NS 50000000LL /* a parked recv looks at its peer at least this often */
+#define PUNCH_AFTER (64u << 10)  /* a ring that drains after this many bytes gives its pages back */
+#define PUNCH_WAIT_NS 1000000000LL /* a producer waits this long at most for a punch to end */
 
 /* consumer_waiting, per ring (written by the consumer, read by the producer):
  * what a producer must do after it publishes so the consumer learns of it. */
@@ -124,7 +126,9 @@ typedef struct {
     char pad2[CACHELINE - 8];
     _Atomic uint32_t producer_waiting;
     _Atomic uint32_t flags;
-    char pad3[CACHELINE - 8];
+    _Atomic uint32_t writing;  /* producer: between reading tail and storing head */
+    _Atomic uint32_t punching; /* consumer: giving the drained ring's pages back */
+    char pad3[CACHELINE - 16];
 } ring_ctl;
 
 typedef struct {
@@ -148,6 +152,7 @@ typedef struct {
     uint64_t rx_head_seen; /* last validated producer position */
     uint64_t tx_head;      /* private: our producer position */
     uint64_t tx_tail_seen;
+    uint64_t rx_punched; /* rx_tail when the rx ring's pages were last given back */
     int own_r, own_w, peer_w;
     int64_t timeout_ns;  /* -1 blocks, 0 never waits */
     int64_t spin_ns;     /* current spin budget */
@@ -393,6 +398,67 @@ static void announce(Channel *ch) {
         ring_bell(ch->peer_w, &ch->tx->bells);
 }
 
+/* ---- giving drained pages back ----------------------------------------- */
+
+/* The producer's half of the punch exclusion (Dekker: writing, then punching).
+ * Returns 0 to go on writing, -1 after marking a fault: a consumer that holds
+ * `punching` longer than PUNCH_WAIT_NS is broken (an honest one takes
+ * microseconds), and writing anyway could let its punch zero our bytes. */
+static int begin_write(Channel *ch) {
+    atomic_exchange_explicit(&ch->tx->writing, 1, memory_order_seq_cst);
+    uint32_t held = atomic_load_explicit(&ch->tx->punching, memory_order_seq_cst);
+    if (held == 0)
+        return 0;
+    int64_t until = now_ns() + PUNCH_WAIT_NS;
+    Py_BEGIN_ALLOW_THREADS
+    while (held != 0) {
+        int64_t left = until - now_ns();
+        if (left <= 0)
+            break;
+        futex_wait(&ch->tx->punching, held, left < LIVENESS_NS ? left : LIVENESS_NS);
+        held = atomic_load_explicit(&ch->tx->punching, memory_order_seq_cst);
+    }
+    Py_END_ALLOW_THREADS
+    if (held == 0)
+        return 0;
+    atomic_store_explicit(&ch->tx->writing, 0, memory_order_release);
+    set_fault(ch, "the peer kept the ring locked (punching) for more than a second; "
+                  "connection reset");
+    return -1;
+}
+
+static void end_write(Channel *ch) {
+    atomic_store_explicit(&ch->tx->writing, 0, memory_order_release);
+}
+
+/* Give the rx ring's pages back (MADV_REMOVE punches them out of the memfd)
+ * when more than PUNCH_AFTER bytes went through since the last time and the
+ * ring is empty, so an idle connection keeps no burst resident. Called by the
+ * consumer with the rx lock held, only when idle (a parked recv's liveness
+ * tick, the watcher's sweep through trim()): never per message, where
+ * re-faulting the pages halved the throughput. Without the GIL when
+ * `nogil`. Safe only while the producer writes nothing: we raise `punching`,
+ * fence, and punch only if `writing` is down and head still equals our tail
+ * (the ring is empty: no unread byte is lost); a producer raises `writing`,
+ * fences, and waits while `punching` is up (begin_write). Returns 1 if punched. */
+static int give_pages_back(Channel *ch, int nogil) {
+    if (ch->rx_tail - ch->rx_punched <= PUNCH_AFTER)
+        return 0;
+    int done = 0;
+    atomic_exchange_explicit(&ch->rx->punching, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&ch->rx->writing, memory_order_seq_cst) == 0 &&
+        atomic_load_explicit(&ch->rx->head, memory_order_acquire) == ch->rx_tail) {
+        PyThreadState *save = nogil ? NULL : PyEval_SaveThread();
+        done = madvise(ch->rx_data, (size_t)ch->rx_size, MADV_REMOVE) == 0;
+        if (save != NULL)
+            PyEval_RestoreThread(save);
+        ch->rx_punched = ch->rx_tail; /* a failure keeps the pages, and we do not retry */
+    }
+    atomic_store_explicit(&ch->rx->punching, 0, memory_order_seq_cst);
+    futex_wake(&ch->rx->punching);
+    return done;
+}
+
 /* ---- waiting ------------------------------------------------------------ */
 
 typedef int (*ready_fn)(Channel *);
@@ -466,6 +532,7 @@ static int wait_for(Channel *ch, ready_fn ready, int for_space, int64_t deadline
                 save = PyEval_SaveThread();
             } else if (errno == ETIMEDOUT) {
                 check_peer(ch);
+                give_pages_back(ch, 1); /* idle for a liveness period */
             }
         }
     }
@@ -712,7 +779,13 @@ static Py_ssize_t do_send(Channel *ch, const char *src, Py_ssize_t n, int flags,
             raise_errno(done ? ECONNRESET : EPIPE, NULL);
             break;
         }
+        if (begin_write(ch) < 0) {
+            raise_errno(ch->fault, ch->fault_why);
+            break;
+        }
         int64_t free = tx_free(ch);
+        if (free <= 0)
+            end_write(ch);
         if (free < 0) {
             raise_errno(ch->fault, ch->fault_why);
             break;
@@ -722,6 +795,7 @@ static Py_ssize_t do_send(Channel *ch, const char *src, Py_ssize_t n, int flags,
             copy_in(ch, src + done, put);
             ch->tx_head += put;
             atomic_store_explicit(&ch->tx->head, ch->tx_head, memory_order_release);
+            end_write(ch);
             ch->bytes_out += put;
             announce(ch);
             done += (Py_ssize_t)put;
@@ -870,6 +944,7 @@ static int Channel_init(Channel *self, PyObject *args, PyObject *kwds) {
     self->rx_tail = atomic_load_explicit(&self->rx->tail, memory_order_acquire);
     self->tx_head = atomic_load_explicit(&self->tx->head, memory_order_acquire);
     self->rx_head_seen = self->rx_tail;
+    self->rx_punched = self->rx_tail;
     self->tx_tail_seen = atomic_load_explicit(&self->tx->tail, memory_order_acquire);
     if (self->rx_tail != 0 || self->tx_tail_seen > self->tx_head ||
         self->tx_head - self->tx_tail_seen > self->tx_size)
@@ -1128,6 +1203,24 @@ static PyObject *Channel_stats(Channel *self, PyObject *Py_UNUSED(ignored)) {
                          "tx_size", (unsigned long long)self->tx_size);
 }
 
+PyDoc_STRVAR(trim_doc,
+"trim($self, /)\n--\n\n"
+"Give the receive ring's pages back to the kernel if it is empty and more\n"
+"than 64 KiB went through it since the last time; never waits (a call in\n"
+"progress keeps them). True if pages were given back. The peer watcher\n"
+"calls it for idle connections.");
+
+static PyObject *Channel_trim(Channel *self, PyObject *Py_UNUSED(ignored)) {
+    int done = 0;
+    if (self->base != NULL && !self->closed && self->rx_tail - self->rx_punched > PUNCH_AFTER &&
+        PyThread_acquire_lock(self->rx_lock, NOWAIT_LOCK)) {
+        if (self->base != NULL && !self->closed)
+            done = give_pages_back(self, 0);
+        PyThread_release_lock(self->rx_lock);
+    }
+    return PyBool_FromLong(done);
+}
+
 PyDoc_STRVAR(rehome_doc,
 "rehome($self, fd, /)\n--\n\n"
 "Our r now sits at fd (a dup of the old number, which someone else took).");
@@ -1258,6 +1351,7 @@ static PyMethodDef Channel_methods[] = {
     {"stats", (PyCFunction)Channel_stats, METH_NOARGS, stats_doc},
     {"settle", (PyCFunction)Channel_settle, METH_NOARGS, settle_doc},
     {"rehome", (PyCFunction)Channel_rehome, METH_O, rehome_doc},
+    {"trim", (PyCFunction)Channel_trim, METH_NOARGS, trim_doc},
     {NULL, NULL, 0, NULL},
 };
 

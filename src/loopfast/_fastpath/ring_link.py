@@ -15,6 +15,7 @@ import os
 import select
 import socket as _stdsocket
 import threading
+import time
 import weakref
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ if TYPE_CHECKING:  # the stub's types; at run time the C core comes from ringcor
     from .._ring import Channel
 
 DEFAULT_RING = 128 * 1024
+TRIM_PERIOD = 0.5  # seconds between the watcher's sweeps that give idle rings' pages back
 _log = logging.getLogger("loopfast")
 
 
@@ -248,7 +250,8 @@ def server_link(fds: list[int], sizes: tuple[int, int]) -> RingLink:
 
 
 class _Watcher:
-    """One daemon thread per process that tells select/poll users when a peer died.
+    """One daemon thread per process that tells select/poll users when a peer died,
+    and gives the pages of idle, drained rings back every TRIM_PERIOD (``Channel.trim``).
 
     A peer that is killed cannot ring our bell, so our fileno would never turn
     readable for an application waiting in select(). The thread waits for
@@ -290,9 +293,22 @@ class _Watcher:
             if self._channels.pop(fd, None) is not None and self._epoll is not None:
                 self._epoll.unregister(fd)
 
+    def _sweep(self) -> None:
+        with self._lock:
+            refs = list(self._channels.values())
+        for ref in refs:
+            channel = ref()
+            if channel is not None:
+                channel.trim()  # never waits; a closed channel says no
+
     def _run(self, epoll: select.epoll) -> None:
+        next_sweep = time.monotonic() + TRIM_PERIOD
         while True:
-            for fd, _events in epoll.poll():
+            events = epoll.poll(max(next_sweep - time.monotonic(), 0.0))
+            if time.monotonic() >= next_sweep:
+                self._sweep()
+                next_sweep = time.monotonic() + TRIM_PERIOD
+            for fd, _events in events:
                 with self._lock:
                     # The event may be for a link closed meanwhile, its fd number
                     # already reused: ask the fd as it is now (forget() runs before

@@ -18,6 +18,7 @@ import loopfast
 from loopfast._fastpath import connector, ring_link
 
 from ...conftest import Pair
+from ...ring_pair import C2S, RING_CTL_AT, RING_CTL_SIZE, RingPair
 
 SPIN_WINDOW = 0.5
 SPIN_LIMIT = 0.1  # of a core: a spinning loop would use all of it
@@ -126,3 +127,84 @@ def test_rings_within_the_server_limits_are_accepted(make_pair: Callable[..., Pa
     assert cli.fast_path_transport == "ring"
     cli.sendall(b"ok")
     assert acc.recv(2) == b"ok"
+
+
+def _resident_kib(memfd: int) -> float:
+    return os.fstat(memfd).st_blocks * 512 / 1024
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("chunk", [4096, 65536, 1 << 20])
+def test_a_drained_ring_gives_its_pages_back(chunk: int,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    size = 128 * 1024
+    with RingPair.open(size, size, timeout=5.0) as pair:
+        client, server = pair.client.channel, pair.server.channel
+        burst = os.urandom(size)
+        client.sendall(burst)
+        during = _resident_kib(pair.memfd)
+        got = bytearray()
+        while len(got) < size:
+            got += server.recv(chunk)
+        kept = _resident_kib(pair.memfd)
+        assert server.trim()  # what the watcher does for an idle connection
+        after = _resident_kib(pair.memfd)
+        with capsys.disabled():
+            print(f"\n  128 KiB burst read in {chunk} B chunks: memfd resident {during:.0f} KiB "
+                  f"while full, {kept:.0f} KiB drained, {after:.0f} KiB after trim()")
+        assert got == burst
+        assert during >= 128 and after < 10
+        assert not server.trim()  # nothing went through since
+        client.sendall(b"after the punch")  # the ring works on, on fresh pages
+        assert server.recv(100) == b"after the punch"
+
+
+PUNCHING_AT = 204  # ring_ctl.punching: after producer_waiting, flags, writing
+
+
+@pytest.mark.timeout(30)
+def test_a_peer_that_never_ends_its_punch_resets_the_connection() -> None:
+    with RingPair.open(4096, 4096, timeout=5.0) as pair:
+        header = pair.header()
+        header.set_u32(RING_CTL_AT + C2S * RING_CTL_SIZE + PUNCHING_AT, 1)
+        start, cpu0 = time.monotonic(), _cpu()
+        with pytest.raises(ConnectionResetError, match="punching"):
+            pair.client.channel.send(b"x")
+        waited, cpu = time.monotonic() - start, _cpu() - cpu0
+        assert 0.9 < waited < 3 and cpu < 0.2  # a bounded wait, asleep
+
+
+def _ring_mappings_kib() -> list[float]:
+    """Resident KiB of each memfd ring this process maps (the memfd's own blocks)."""
+    sizes = []
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            if "loopfast-ring" in line:
+                fd = os.open(f"/proc/self/map_files/{line.split()[0]}", os.O_RDONLY)
+                try:
+                    sizes.append(os.fstat(fd).st_blocks * 512 / 1024)
+                finally:
+                    os.close(fd)
+    return sizes
+
+
+@pytest.mark.timeout(30)
+def test_an_idle_connection_after_a_burst_keeps_no_ring_memory(
+        make_pair: Callable[..., Pair], capsys: pytest.CaptureFixture[str]) -> None:
+    before = set(_ring_mappings_kib())  # other tests' rings, if any: not ours to judge
+    cli, acc = make_pair()
+    burst = os.urandom(128 * 1024)
+    cli.sendall(burst)
+    got = bytearray()
+    while len(got) < len(burst):
+        got += acc.recv(65536)
+    assert got == burst
+    deadline = time.monotonic() + 5 * ring_link.TRIM_PERIOD
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        ours = [kib for kib in _ring_mappings_kib() if kib not in before]
+        if ours and max(ours) < 10:
+            break
+    with capsys.disabled():
+        print(f"\n  idle connection after a 128 KiB burst: memfd resident {ours} KiB")
+    assert ours and max(ours) < 10
