@@ -8,8 +8,21 @@
  *
  * - head (bytes ever published) is stored only by the ring's producer, tail
  *   (bytes ever consumed) only by its consumer. Each side keeps its own
- *   position in private memory and never reads it back from shared memory,
- *   so a peer scribbling over the header cannot move our own position.
+ *   positions in its side page (side_state: a MAP_SHARED|MAP_ANONYMOUS page
+ *   made with the Channel) and never reads them back from the header, so a
+ *   peer scribbling over the header cannot move our own position. fork()
+ *   hands the side page on, the peer can never map it.
+ * - Every process holding one end shares that end's positions and direction
+ *   locks (process-shared, robust pthread mutexes in the side page, taken
+ *   after the per-process lock, waited for without the GIL in LIVENESS_NS
+ *   steps so close() and Ctrl-C end the wait). Two processes using one end
+ *   behave as two holders of one TCP socket: each call's bytes go to
+ *   whichever process calls first, whole and in order, none duplicated or
+ *   lost; readiness (r) is shared too and stays level-true, as the call that
+ *   empties the ring drains r. A holder killed inside a call hands the lock
+ *   on (EOWNERDEAD): the positions it stored stand, bytes it had copied out
+ *   went with it (as read(2) then death). A process killed between taking a
+ *   lock and its first store leaves nothing to repair.
  * - The producer copies payload, then stores head with release order; the
  *   consumer loads head with acquire order, then copies. Symmetrically for
  *   tail and free space.
@@ -43,7 +56,7 @@
  *     with the consumer's store, fence, load of head): CW_SPINNING (inside
  *     recv, spinning) nothing; CW_PARKED (asleep in recv on this very word,
  *     a shared futex) FUTEX_WAKE; CW_OUTSIDE (not in recv, perhaps in
- *     select) ring a bell unless one is counted. On leaving recv the
+ *     select) ring a bell unless the token is taken. On leaving recv the
  *     consumer makes readiness true (ring a bell at itself) when it leaves
  *     data, EOF or an error behind, and false (empty r, give the token back,
  *     re-check) when the ring is empty. A parked recv also wakes for close()
@@ -54,6 +67,18 @@
  *     re-checks free space. A consumer that frees space fences and, when it
  *     takes producer_waiting (exchange), drains the producer's filler from
  *     its copy of the producer's w, which makes the producer writable.
+ * - Giving pages back: a consumer whose ring is empty and that has consumed
+ *   more than PUNCH_AFTER bytes since the last time punches the whole rx
+ *   ring out of the memfd (MADV_REMOVE), only when idle (a parked recv's
+ *   liveness tick; trim(), which the peer watcher calls every 0.5 s). It
+ *   may, because no byte there is unread (head == our tail, re-read after
+ *   raising `punching`) and the producer writes nothing meanwhile: the
+ *   producer raises `writing` before it reads tail and lowers it after it
+ *   stores head; each side raises its word, fences, then reads the other's
+ *   (Dekker), the consumer punches only with `writing` down, the producer
+ *   waits (futex) while `punching` is up, at most PUNCH_WAIT_NS, then resets
+ *   the connection rather than risk its bytes. A peer pinning `writing` only
+ *   keeps its own pages.
  * - The GIL is released only to spin or park; the shared mapping lives until
  *   the Channel is closed, and close() first takes both direction locks, so
  *   no thread is inside a ring when it is unmapped. close() wakes parked
@@ -64,6 +89,8 @@
 #include <Python.h>
 #include <structmember.h>
 #include "pythread.h"
+
+#include <pthread.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -141,18 +168,28 @@ typedef struct {
 
 _Static_assert(sizeof(shm_header) <= HEADER_SIZE, "header fits its page");
 
+/* What every process holding one end shares, and the peer never sees: our
+ * positions and the direction locks. A MAP_SHARED|MAP_ANONYMOUS page made with
+ * the Channel, so fork() hands it on and nothing else can map it. */
+typedef struct {
+    pthread_mutex_t rx_mu, tx_mu; /* process-shared, robust */
+    uint64_t rx_tail;      /* our consumer position */
+    uint64_t rx_head_seen; /* last validated producer position */
+    uint64_t tx_head;      /* our producer position */
+    uint64_t tx_tail_seen;
+    uint64_t rx_punched;   /* rx_tail when the rx ring's pages were last given back */
+} side_state;
+
+_Static_assert(sizeof(side_state) <= 4096, "side state fits its page");
+
 typedef struct {
     PyObject_HEAD
+    side_state *st;
     char *base;
     size_t map_len;
     ring_ctl *rx, *tx;
     char *rx_data, *tx_data;
     uint64_t rx_size, tx_size;
-    uint64_t rx_tail;      /* private: our consumer position */
-    uint64_t rx_head_seen; /* last validated producer position */
-    uint64_t tx_head;      /* private: our producer position */
-    uint64_t tx_tail_seen;
-    uint64_t rx_punched; /* rx_tail when the rx ring's pages were last given back */
     int own_r, own_w, peer_w;
     int64_t timeout_ns;  /* -1 blocks, 0 never waits */
     int64_t spin_ns;     /* current spin budget */
@@ -245,25 +282,25 @@ static void set_fault(Channel *ch, const char *why) {
 /* Bytes waiting in rx, validated; -1 after marking a fault. */
 static int64_t rx_avail(Channel *ch) {
     uint64_t head = atomic_load_explicit(&ch->rx->head, memory_order_acquire);
-    if (head < ch->rx_head_seen || head - ch->rx_tail > ch->rx_size) {
+    if (head < ch->st->rx_head_seen || head - ch->st->rx_tail > ch->rx_size) {
         set_fault(ch, "the peer corrupted the shared ring (impossible producer position); "
                       "connection reset");
         return -1;
     }
-    ch->rx_head_seen = head;
-    return (int64_t)(head - ch->rx_tail);
+    ch->st->rx_head_seen = head;
+    return (int64_t)(head - ch->st->rx_tail);
 }
 
 /* Free space in tx, validated; -1 after marking a fault. */
 static int64_t tx_free(Channel *ch) {
     uint64_t tail = atomic_load_explicit(&ch->tx->tail, memory_order_acquire);
-    if (tail < ch->tx_tail_seen || tail > ch->tx_head || ch->tx_head - tail > ch->tx_size) {
+    if (tail < ch->st->tx_tail_seen || tail > ch->st->tx_head || ch->st->tx_head - tail > ch->tx_size) {
         set_fault(ch, "the peer corrupted the shared ring (impossible consumer position); "
                       "connection reset");
         return -1;
     }
-    ch->tx_tail_seen = tail;
-    return (int64_t)(ch->tx_size - (ch->tx_head - tail));
+    ch->st->tx_tail_seen = tail;
+    return (int64_t)(ch->tx_size - (ch->st->tx_head - tail));
 }
 
 static void copy_out(Channel *ch, char *dst, uint64_t from, size_t n) {
@@ -275,7 +312,7 @@ static void copy_out(Channel *ch, char *dst, uint64_t from, size_t n) {
 }
 
 static void copy_in(Channel *ch, const char *src, size_t n) {
-    uint64_t at = ch->tx_head & (ch->tx_size - 1);
+    uint64_t at = ch->st->tx_head & (ch->tx_size - 1);
     size_t first = (size_t)(ch->tx_size - at) < n ? (size_t)(ch->tx_size - at) : n;
     memcpy(ch->tx_data + at, src, first);
     if (n > first)
@@ -442,17 +479,17 @@ static void end_write(Channel *ch) {
  * (the ring is empty: no unread byte is lost); a producer raises `writing`,
  * fences, and waits while `punching` is up (begin_write). Returns 1 if punched. */
 static int give_pages_back(Channel *ch, int nogil) {
-    if (ch->rx_tail - ch->rx_punched <= PUNCH_AFTER)
+    if (ch->st->rx_tail - ch->st->rx_punched <= PUNCH_AFTER)
         return 0;
     int done = 0;
     atomic_exchange_explicit(&ch->rx->punching, 1, memory_order_seq_cst);
     if (atomic_load_explicit(&ch->rx->writing, memory_order_seq_cst) == 0 &&
-        atomic_load_explicit(&ch->rx->head, memory_order_acquire) == ch->rx_tail) {
+        atomic_load_explicit(&ch->rx->head, memory_order_acquire) == ch->st->rx_tail) {
         PyThreadState *save = nogil ? NULL : PyEval_SaveThread();
         done = madvise(ch->rx_data, (size_t)ch->rx_size, MADV_REMOVE) == 0;
         if (save != NULL)
             PyEval_RestoreThread(save);
-        ch->rx_punched = ch->rx_tail; /* a failure keeps the pages, and we do not retry */
+        ch->st->rx_punched = ch->st->rx_tail; /* a failure keeps the pages, and we do not retry */
     }
     atomic_store_explicit(&ch->rx->punching, 0, memory_order_seq_cst);
     futex_wake(&ch->rx->punching);
@@ -609,6 +646,63 @@ static int take(PyThread_type_lock lock) {
     return st == PY_LOCK_ACQUIRED ? 0 : -1;
 }
 
+/* Take a process-shared direction lock (the local one is held: one thread per
+ * process gets here). Waits without the GIL in LIVENESS_NS steps, so close()
+ * from another thread (EBADF) and signals (Ctrl-C) end the wait. A holder
+ * that died (killed in the middle of a call) hands the lock on (robust mutex,
+ * EOWNERDEAD): the positions it stored stay, the bytes it had copied out went
+ * with it, as with a process killed right after read(2). Returns 0, or -1 with
+ * an exception set. */
+static int take_shared(Channel *ch, pthread_mutex_t *mu) {
+    int rc = pthread_mutex_trylock(mu);
+    while (rc == EBUSY) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += LIVENESS_NS;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec += 1;
+            ts.tv_nsec -= 1000000000L;
+        }
+        Py_BEGIN_ALLOW_THREADS
+        rc = pthread_mutex_clocklock(mu, CLOCK_MONOTONIC, &ts);
+        Py_END_ALLOW_THREADS
+        if (rc == ETIMEDOUT) {
+            if (ch->closed) {
+                raise_errno(EBADF, NULL);
+                return -1;
+            }
+            if (PyErr_CheckSignals() < 0)
+                return -1;
+            rc = EBUSY;
+        }
+    }
+    if (rc == EOWNERDEAD)
+        rc = pthread_mutex_consistent(mu);
+    if (rc != 0) {
+        raise_errno(rc, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+/* Both locks of a direction, local first; 0, or -1 with an exception set. */
+static int lock_dir(Channel *ch, PyThread_type_lock local, pthread_mutex_t *shared) {
+    if (take(local) < 0) {
+        raise_errno(EDEADLK, NULL);
+        return -1;
+    }
+    if (take_shared(ch, shared) < 0) {
+        PyThread_release_lock(local);
+        return -1;
+    }
+    return 0;
+}
+
+static void unlock_dir(PyThread_type_lock local, pthread_mutex_t *shared) {
+    pthread_mutex_unlock(shared);
+    PyThread_release_lock(local);
+}
+
 /* ---- receiving ---------------------------------------------------------- */
 
 /* MSG_WAITALL with bytes in hand may wait for more only while more can come. */
@@ -633,8 +727,8 @@ static Py_ssize_t do_recv(Channel *ch, char *dst, Py_ssize_t n, int flags) {
     int found_nothing = 0; /* the call ends in EAGAIN or a timeout */
     if (ch->closed)
         return raise_errno(EBADF, NULL), -1;
-    if (take(ch->rx_lock) < 0)
-        return raise_errno(EDEADLK, NULL), -1;
+    if (lock_dir(ch, ch->rx_lock, &ch->st->rx_mu) < 0)
+        return -1;
     Py_ssize_t result = -1;
     for (;;) {
         if (ch->closed) { /* another thread closed the socket while we waited */
@@ -652,10 +746,10 @@ static Py_ssize_t do_recv(Channel *ch, char *dst, Py_ssize_t n, int flags) {
         int64_t avail = rx_avail(ch);
         if (avail > 0) {
             size_t take_n = (size_t)(n - done) < (uint64_t)avail ? (size_t)(n - done) : (size_t)avail;
-            copy_out(ch, dst + done, ch->rx_tail, take_n);
+            copy_out(ch, dst + done, ch->st->rx_tail, take_n);
             if (!peek) {
-                ch->rx_tail += take_n;
-                atomic_store_explicit(&ch->rx->tail, ch->rx_tail, memory_order_release);
+                ch->st->rx_tail += take_n;
+                atomic_store_explicit(&ch->rx->tail, ch->st->rx_tail, memory_order_release);
                 ch->bytes_in += take_n;
                 release_space(ch);
             }
@@ -738,7 +832,7 @@ static Py_ssize_t do_recv(Channel *ch, char *dst, Py_ssize_t n, int flags) {
         }
     }
     settle_readable(ch, found_nothing);
-    PyThread_release_lock(ch->rx_lock);
+    unlock_dir(ch->rx_lock, &ch->st->rx_mu);
     return result;
 }
 
@@ -755,8 +849,8 @@ static Py_ssize_t do_send(Channel *ch, const char *src, Py_ssize_t n, int flags,
     Py_ssize_t done = 0, result = -1;
     if (ch->closed)
         return raise_errno(EBADF, NULL), -1;
-    if (take(ch->tx_lock) < 0)
-        return raise_errno(EDEADLK, NULL), -1;
+    if (lock_dir(ch, ch->tx_lock, &ch->st->tx_mu) < 0)
+        return -1;
     for (;;) {
         uint32_t tflags = atomic_load_explicit(&ch->tx->flags, memory_order_acquire);
         if (ch->closed) { /* another thread closed the socket while we waited */
@@ -793,8 +887,8 @@ static Py_ssize_t do_send(Channel *ch, const char *src, Py_ssize_t n, int flags,
         if (free > 0) {
             size_t put = (size_t)(n - done) < (uint64_t)free ? (size_t)(n - done) : (size_t)free;
             copy_in(ch, src + done, put);
-            ch->tx_head += put;
-            atomic_store_explicit(&ch->tx->head, ch->tx_head, memory_order_release);
+            ch->st->tx_head += put;
+            atomic_store_explicit(&ch->tx->head, ch->st->tx_head, memory_order_release);
             end_write(ch);
             ch->bytes_out += put;
             announce(ch);
@@ -840,7 +934,7 @@ static Py_ssize_t do_send(Channel *ch, const char *src, Py_ssize_t n, int flags,
             break;
         }
     }
-    PyThread_release_lock(ch->tx_lock);
+    unlock_dir(ch->tx_lock, &ch->st->tx_mu);
     return result;
 }
 
@@ -884,6 +978,21 @@ PyDoc_STRVAR(Channel_doc,
 "until close(). Raises OSError(EINVAL) when the memfd is not sealed, has the\n"
 "wrong size, or a size is not a power of two in [4096, 64 MiB].");
 
+static int init_side_state(side_state *st) {
+    pthread_mutexattr_t attr;
+    if (pthread_mutexattr_init(&attr) != 0)
+        return -1;
+    int rc = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+    if (rc == 0)
+        rc = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+    if (rc == 0)
+        rc = pthread_mutex_init(&st->rx_mu, &attr);
+    if (rc == 0)
+        rc = pthread_mutex_init(&st->tx_mu, &attr);
+    pthread_mutexattr_destroy(&attr);
+    return rc;
+}
+
 static int Channel_init(Channel *self, PyObject *args, PyObject *kwds) {
     int memfd, server, own_r, own_w, peer_w;
     unsigned long long c2s, s2c;
@@ -922,13 +1031,22 @@ static int Channel_init(Channel *self, PyObject *args, PyObject *kwds) {
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
+    void *page = mmap(NULL, sizeof(side_state), PROT_READ | PROT_WRITE,
+                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (page == MAP_FAILED) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        munmap(base, len);
+        return -1;
+    }
     self->rx_lock = PyThread_allocate_lock();
     self->tx_lock = PyThread_allocate_lock();
-    if (!self->rx_lock || !self->tx_lock) {
+    if (!self->rx_lock || !self->tx_lock || init_side_state(page) != 0) {
+        munmap(page, sizeof(side_state));
         munmap(base, len);
         PyErr_NoMemory();
         return -1;
     }
+    self->st = page;
     shm_header *h = (shm_header *)base;
     self->base = base;
     self->map_len = len;
@@ -941,13 +1059,13 @@ static int Channel_init(Channel *self, PyObject *args, PyObject *kwds) {
     self->rx_size = server ? c2s : s2c;
     /* Positions start where the peer's are now (the client may have sent
      * already); validated like any other read. */
-    self->rx_tail = atomic_load_explicit(&self->rx->tail, memory_order_acquire);
-    self->tx_head = atomic_load_explicit(&self->tx->head, memory_order_acquire);
-    self->rx_head_seen = self->rx_tail;
-    self->rx_punched = self->rx_tail;
-    self->tx_tail_seen = atomic_load_explicit(&self->tx->tail, memory_order_acquire);
-    if (self->rx_tail != 0 || self->tx_tail_seen > self->tx_head ||
-        self->tx_head - self->tx_tail_seen > self->tx_size)
+    self->st->rx_tail = atomic_load_explicit(&self->rx->tail, memory_order_acquire);
+    self->st->tx_head = atomic_load_explicit(&self->tx->head, memory_order_acquire);
+    self->st->rx_head_seen = self->st->rx_tail;
+    self->st->rx_punched = self->st->rx_tail;
+    self->st->tx_tail_seen = atomic_load_explicit(&self->tx->tail, memory_order_acquire);
+    if (self->st->rx_tail != 0 || self->st->tx_tail_seen > self->st->tx_head ||
+        self->st->tx_head - self->st->tx_tail_seen > self->tx_size)
         set_fault(self, "the shared ring was not fresh at the handshake; connection reset");
     self->own_r = own_r;
     self->own_w = own_w;
@@ -974,6 +1092,8 @@ static void Channel_dealloc(Channel *self) {
     if (self->weakrefs != NULL)
         PyObject_ClearWeakRefs((PyObject *)self);
     unmap(self);
+    if (self->st != NULL) /* other processes may hold the locks: they are never destroyed */
+        munmap(self->st, sizeof(side_state));
     if (self->rx_lock)
         PyThread_free_lock(self->rx_lock);
     if (self->tx_lock)
@@ -1180,8 +1300,16 @@ PyDoc_STRVAR(ready_doc,
 static PyObject *Channel_ready(Channel *self, PyObject *Py_UNUSED(ignored)) {
     if (self->base == NULL)
         return Py_BuildValue("(OOO)", Py_True, Py_True, Py_True);
-    int r = rx_ready(self), w = tx_ready(self);
+    /* No lock is held here (another process may be inside a call): look, never
+     * store, and never judge the peer's positions (a call does that). */
+    uint64_t head = atomic_load_explicit(&self->rx->head, memory_order_acquire);
+    uint64_t tail = atomic_load_explicit(&self->tx->tail, memory_order_acquire);
     uint32_t flags = atomic_load_explicit(&self->rx->flags, memory_order_acquire);
+    uint32_t tflags = atomic_load_explicit(&self->tx->flags, memory_order_acquire);
+    int r = self->closed || head != self->st->rx_tail || (flags & (WR_SHUT | RESET)) ||
+            self->peer_dead || self->fault || self->rd_shut;
+    int w = self->closed || self->st->tx_head - tail < self->tx_size ||
+            (tflags & (RD_SHUT | WR_SHUT)) || self->peer_dead || self->fault;
     int eof = (flags & (WR_SHUT | RESET)) || self->peer_dead;
     return Py_BuildValue("(OOO)", r ? Py_True : Py_False, w ? Py_True : Py_False,
                          eof ? Py_True : Py_False);
@@ -1194,8 +1322,8 @@ PyDoc_STRVAR(stats_doc,
 static PyObject *Channel_stats(Channel *self, PyObject *Py_UNUSED(ignored)) {
     long long rx_fill = 0, tx_fill = 0;
     if (self->base != NULL) {
-        rx_fill = (long long)(atomic_load(&self->rx->head) - self->rx_tail);
-        tx_fill = (long long)(self->tx_head - atomic_load(&self->tx->tail));
+        rx_fill = (long long)(atomic_load(&self->rx->head) - self->st->rx_tail);
+        tx_fill = (long long)(self->st->tx_head - atomic_load(&self->tx->tail));
     }
     return Py_BuildValue("{sKsKsLsLsKsK}", "bytes_in", (unsigned long long)self->bytes_in,
                          "bytes_out", (unsigned long long)self->bytes_out, "rx_fill", rx_fill,
@@ -1212,10 +1340,16 @@ PyDoc_STRVAR(trim_doc,
 
 static PyObject *Channel_trim(Channel *self, PyObject *Py_UNUSED(ignored)) {
     int done = 0;
-    if (self->base != NULL && !self->closed && self->rx_tail - self->rx_punched > PUNCH_AFTER &&
+    if (self->base != NULL && !self->closed && self->st->rx_tail - self->st->rx_punched > PUNCH_AFTER &&
         PyThread_acquire_lock(self->rx_lock, NOWAIT_LOCK)) {
-        if (self->base != NULL && !self->closed)
-            done = give_pages_back(self, 0);
+        int rc = pthread_mutex_trylock(&self->st->rx_mu);
+        if (rc == EOWNERDEAD)
+            rc = pthread_mutex_consistent(&self->st->rx_mu);
+        if (rc == 0) {
+            if (self->base != NULL && !self->closed)
+                done = give_pages_back(self, 0);
+            pthread_mutex_unlock(&self->st->rx_mu);
+        }
         PyThread_release_lock(self->rx_lock);
     }
     return PyBool_FromLong(done);
