@@ -22,6 +22,8 @@ Invariants:
 - At the fd limit (EMFILE/ENFILE on a rendezvous accept) the names are
   withdrawn for ``EXHAUSTED_BACKOFF`` seconds: new clients take TCP (one fd
   here instead of several), and nothing keeps the bundle readable meanwhile.
+  The names come back at the first accept() after that (a blocked accept()
+  wakes for it); arrivals queued when they were withdrawn see a reset.
 """
 
 from __future__ import annotations
@@ -217,6 +219,13 @@ class Listener:
             return TcpArrival(*self.tcp._accept())  # type: ignore[attr-defined]
         except (BlockingIOError, InterruptedError):
             return None
+        except OSError as exc:
+            # accept4() takes an fd number before it looks at the queue, so at the fd
+            # limit it fails with nothing queued; a TCP listener would not have been
+            # readable then, and the application would not have called accept().
+            if exc.errno in _FD_LIMIT and not _readable(self.tcp):
+                return None
+            raise
 
     def _accept_fast(self) -> FastArrival | None:
         now = time.monotonic()
@@ -384,6 +393,12 @@ class Listener:
         self.withdraw(unregister=False)
         self.epoll.close()
         self.tcp.close()
+
+
+def _readable(sock: _stdsocket.socket) -> bool:
+    probe = select.poll()
+    probe.register(sock.fileno(), select.POLLIN)
+    return bool(probe.poll(0))
 
 
 def _hello_size(conn: _csocket.socket) -> int:
