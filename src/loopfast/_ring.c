@@ -570,6 +570,12 @@ static int wait_for(Channel *ch, ready_fn ready, int for_space, int64_t deadline
             } else if (errno == ETIMEDOUT) {
                 check_peer(ch);
                 give_pages_back(ch, 1); /* idle for a liveness period */
+                if (!holding) { /* a signal another thread took (no EINTR here) */
+                    PyEval_RestoreThread(save);
+                    if (PyErr_CheckSignals() < 0)
+                        return -1;
+                    save = PyEval_SaveThread();
+                }
             }
         }
     }
