@@ -26,6 +26,7 @@ import pytest
 
 import loopfast
 import loopfast._core.sockets  # the children (nobody) cannot import the stdlib lazily
+from loopfast._core.addresses import NAME_PREFIX
 from loopfast._fastpath import registry
 from loopfast._tools import stat
 
@@ -273,8 +274,8 @@ def test_names_that_are_not_loopfasts_are_skipped_and_counted(closing: Closing) 
     before = _gather({})[1]
     for name in [f"\0loopfast-stat/{os.getpid()}".encode(),
                  f"\0loopfast-stat/{os.getpid()}/x\x1b[2J".encode(),
-                 b"\0loopfast/1/127.0.0.1/99999", b"\0loopfast/1/\x1b[2J/80",
-                 b"\0loopfast/1/127.0.0.1/8\x1b0", "\0loopfast/1/\u202e::1/80".encode()]:
+                 NAME_PREFIX + b"127.0.0.1/99999", NAME_PREFIX + b"\x1b[2J/80",
+                 NAME_PREFIX + b"127.0.0.1/8\x1b0", NAME_PREFIX + "\u202e::1/80".encode()]:
         sock = closing(stdsocket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM))
         sock.bind(name)
         sock.listen(1)

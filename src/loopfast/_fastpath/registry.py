@@ -1,7 +1,7 @@
 """The registry behind ``loopfast stat``: this process's live fast-path connections.
 
 Listeners need no help from their process: their rendezvous names are
-abstract AF_UNIX sockets (``@loopfast/1/<ip>/<port>``) listed in
+abstract AF_UNIX sockets (``@loopfast/<version>/<ip>/<port>``) listed in
 ``/proc/net/unix`` (``_tools/stat.py`` reads them).
 
 Connections live in process memory, so each process that has one answers for
@@ -33,12 +33,13 @@ import time
 import weakref
 from typing import Any
 
+from .._core.addresses import NAME_PREFIX
 from .._core.stdlib import StdSocket, peer_credentials
 
 __all__ = ["LISTENER_PREFIX", "QUERY_PREFIX", "QUERY_TIMEOUT", "connections", "endpoint_pid",
            "register"]
 
-LISTENER_PREFIX = "@loopfast/1/"  # as /proc/net/unix shows the rendezvous names
+LISTENER_PREFIX = "@" + NAME_PREFIX[1:].decode()  # as /proc/net/unix shows the rendezvous names
 QUERY_PREFIX = "@loopfast-stat/"
 QUERY_TIMEOUT = 1.0  # how long the endpoint waits for an asker to take its answer
 _TOKEN_BYTES = 8

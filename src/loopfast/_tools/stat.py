@@ -44,7 +44,7 @@ from .._fastpath.registry import LISTENER_PREFIX, QUERY_PREFIX, endpoint_pid
 ENDPOINT_TIMEOUT = 0.5  # connect and read, one endpoint
 QUERY_BUDGET = 1.5  # every endpoint together
 MAX_ANSWER = 1 << 20  # bytes read of one endpoint
-MAX_IN_FLIGHT = 64
+MAX_IN_FLIGHT = 256  # endpoints asked at once (open sockets)
 
 _ACCEPTCON = 0x10000
 _TRANSPORTS = frozenset({"ring", "stream"})
@@ -61,11 +61,12 @@ PID_MISMATCH = "endpoint whose listener's pid is not the one in its name"
 BAD_NAME = "endpoint name not of the form @loopfast-stat/<pid>/<token>"
 SILENT = f"endpoint silent for {ENDPOINT_TIMEOUT} s"
 OUT_OF_TIME = f"endpoint not asked within {QUERY_BUDGET} s"
+NO_FDS = "endpoint not asked: no file descriptor left"
 TOO_BIG = f"endpoint answer over {MAX_ANSWER} bytes"
 BAD_ANSWER = "endpoint answer that is not loopfast's JSON"
 REFUSED = "endpoint that would not connect or answered nothing"
 BAD_ROW = "malformed connection row"
-BAD_LISTENER = "rendezvous name not of the form @loopfast/1/<ip>/<port>"
+BAD_LISTENER = f"rendezvous name not of the form {LISTENER_PREFIX}<ip>/<port>"
 
 
 @dataclass
@@ -219,19 +220,30 @@ class _Probe:
         self.chunks: list[bytes] = []
         self.size = 0
         self.deadline = 0.0
-        self.sock = StdSocket(_stdsocket.AF_UNIX, _stdsocket.SOCK_STREAM)
+        self.sock: _stdsocket.socket  # made by start()
 
     def start(self, now: float) -> str | None:
-        """Connect and check who listens; None if we may read, else why not."""
+        """Connect and check who listens, before reading a byte; None if we may read, else
+        why not (then the socket is closed already)."""
         self.deadline = now + ENDPOINT_TIMEOUT
-        self.sock.setblocking(False)
         try:
+            self.sock = StdSocket(_stdsocket.AF_UNIX, _stdsocket.SOCK_STREAM)
+        except OSError:
+            return NO_FDS
+        why = self._check()
+        if why is not None:
+            self.sock.close()
+        return why
+
+    def _check(self) -> str | None:
+        try:
+            self.sock.setblocking(False)
             self.sock.connect(b"\0" + self.name[1:].encode())
+            creds = peer_credentials(self.sock)
         except BlockingIOError:
             return SILENT  # its backlog is full: nobody accepts there
-        except (OSError, UnicodeError):
+        except OSError:
             return REFUSED
-        creds = peer_credentials(self.sock)
         if creds.pid != self.pid:
             return PID_MISMATCH
         if os.getuid() not in (0, creds.uid):
@@ -301,11 +313,10 @@ def _ask_all(pending: list[_Probe], report: Report) -> None:
                     probe = pending.pop()
                     why = probe.start(now)
                     if why is None:
-                        selector.register(probe.sock, selectors.EVENT_READ, probe)
                         active.add(probe)
+                        selector.register(probe.sock, selectors.EVENT_READ, probe)
                     else:
                         report.skipped[why] += 1
-                        probe.sock.close()
                 if not active:
                     continue
                 wait = min(budget_end, *(p.deadline for p in active)) - now
@@ -324,7 +335,7 @@ def _ask_all(pending: list[_Probe], report: Report) -> None:
         finally:
             if pending or active:
                 report.skipped[OUT_OF_TIME] += len(pending) + len(active)
-            for probe in [*pending, *active]:
+            for probe in active:
                 probe.sock.close()
 
 
