@@ -20,7 +20,7 @@ from loopfast._fastpath.handshake import (
 def test_size_and_layout() -> None:
     raw = encode(Hello(socket.AF_INET, "127.0.0.1", 40000, "127.0.0.2", 8080))
     assert len(raw) == HELLO_SIZE == 48
-    assert raw[:4] == MAGIC and struct.unpack("!HHB", raw[4:9]) == (1, 0, 4)
+    assert raw[:4] == MAGIC and struct.unpack("!HHB", raw[4:9]) == (2, 0, 4)
     assert raw[12:16] == bytes([127, 0, 0, 1]) and struct.unpack("!H", raw[28:30]) == (40000,)
     assert raw[30:34] == bytes([127, 0, 0, 2]) and struct.unpack("!H", raw[46:48]) == (8080,)
 
@@ -36,7 +36,7 @@ def test_round_trip(hello: Hello) -> None:
 @pytest.mark.parametrize(("mutate", "message"), [
     (lambda b: b[:47], "hello of 47 bytes"),
     (lambda b: b"XXXX" + b[4:], "wrong magic"),
-    (lambda b: b[:4] + b"\x00\x02" + b[6:], "protocol version 2"),
+    (lambda b: b[:4] + b"\x00\x01" + b[6:], "protocol version 1"),
     (lambda b: b[:6] + b"\x00\x02" + b[8:], "unknown flags"),
     (lambda b: b[:8] + b"\x05" + b[9:], "unknown family 5"),
 ])

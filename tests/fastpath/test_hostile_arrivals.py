@@ -200,38 +200,71 @@ def _small_sealed_memfd() -> int:
     return int(_ring.create_memfd(4096, 4096))  # sealed, but the hello claims bigger rings
 
 
-# name -> (bytes to send, fds to pass given (port, fd stack), keep the stream open)
+# name -> (port, fd stack) -> (bytes to send, fds to pass)
 Attack = Callable[[int, list[int]], tuple[bytes, list[int]]]
+
+
+def _reserved(stack: list[int], kind: int = socket.SOCK_STREAM,
+              bind: bool = True) -> tuple[int, int]:
+    """A socket as a client keeps its port with (TCP on 127.0.0.1): (fd, port)."""
+    sock = socket.socket(socket.AF_INET, kind)
+    if bind:
+        sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    fd = sock.detach()
+    stack.append(fd)
+    return fd, port
+
+
+def _well_formed(port: int, st: list[int], ring: tuple[int, int] | None = None,
+                 fds: list[int] | None = None, **change: Any) -> tuple[bytes, list[int]]:
+    """A hello whose client address is its own reserved socket's, and that socket last."""
+    fd, mine = _reserved(st)
+    fields: dict[str, Any] = {"client_port": mine, "target_port": port}
+    fields.update(change)
+    return _hello(ring, **fields), [*(fds or []), fd]
+
+
+def _with_last(port: int, st: list[int], last: int, claimed: int) -> tuple[bytes, list[int]]:
+    return _hello(client_port=claimed, target_port=port), [last]
+
+
+def _hello_bytes(port: int, st: list[int], at: int, patch: bytes) -> tuple[bytes, list[int]]:
+    data, fds = _well_formed(port, st)
+    return data[:at] + patch + data[at + len(patch):], fds
+
+
 ATTACKS: dict[str, Attack] = {
     "connect-and-close": lambda port, st: (b"", []),
     "garbage": lambda port, st: (b"GET / HTTP/1.0\r\n\r\n".ljust(48, b"\0"), []),
-    "bad-magic": lambda port, st: (b"XXXX" + _hello(target_port=port)[4:], []),
-    "bad-version": lambda port, st: (_hello(target_port=port)[:4] + b"\x00\x63"
-                                     + _hello(target_port=port)[6:], []),
-    "reserved-flags": lambda port, st: (_hello(target_port=port)[:6] + b"\x00\x06"
-                                        + _hello(target_port=port)[8:], []),
-    "bad-family": lambda port, st: (_hello(target_port=port)[:8] + b"\x05"
-                                    + _hello(target_port=port)[9:], []),
-    "other-port": lambda port, st: (_hello(target_port=port ^ 1), []),
-    "remote-client": lambda port, st: (_hello(target_port=port, client_ip="203.0.113.9"), []),
-    "ipv6-at-ipv4": lambda port, st: (_hello(target_port=port, family=socket.AF_INET6,
-                                             client_ip="::1", target_ip="::1"), []),
-    "ring-without-fds": lambda port, st: (_hello((65536, 65536), target_port=port), []),
-    "ring-one-fd": lambda port, st: (_hello((65536, 65536), target_port=port),
-                                     _pipe_fds(st, 1)),
-    "ring-pipes": lambda port, st: (_hello((65536, 65536), target_port=port),
-                                    _pipe_fds(st, 4)),
-    "ring-too-many-fds": lambda port, st: (_hello((65536, 65536), target_port=port),
-                                           _ring_fds(st) + _pipe_fds(st, 4)),
-    "ring-unsealed-memfd": lambda port, st: (_hello((65536, 65536), target_port=port),
-                                             _ring_fds(st, _unsealed_memfd())),
-    "ring-memfd-too-small": lambda port, st: (_hello((65536, 65536), target_port=port),
-                                              _ring_fds(st, _small_sealed_memfd())),
-    "ring-sizes-not-powers": lambda port, st: (_hello((65537, 65536), target_port=port),
-                                               _ring_fds(st)),
-    "ring-sizes-huge": lambda port, st: (_hello((1 << 30, 1 << 30), target_port=port),
-                                         _ring_fds(st)),
-    "stream-with-fds": lambda port, st: (_hello(target_port=port), _pipe_fds(st, 2)),
+    "bad-magic": lambda port, st: _hello_bytes(port, st, 0, b"XXXX"),
+    "bad-version": lambda port, st: _hello_bytes(port, st, 4, b"\x00\x63"),
+    "reserved-flags": lambda port, st: _hello_bytes(port, st, 6, b"\x00\x06"),
+    "bad-family": lambda port, st: _hello_bytes(port, st, 8, b"\x05"),
+    "other-port": lambda port, st: _well_formed(port, st, target_port=port ^ 1),
+    "no-reserved-socket": lambda port, st: (_hello(target_port=port), []),
+    "spoofed-client-port": lambda port, st: _well_formed(port, st, client_port=22),
+    "spoofed-client-ip": lambda port, st: _well_formed(port, st, client_ip="127.66.66.66"),
+    "reserved-is-a-pipe": lambda port, st: _with_last(port, st, _pipe_fds(st, 1)[0], 40000),
+    "reserved-is-udp": lambda port, st: _with_last(
+        port, st, *_reserved(st, socket.SOCK_DGRAM)),
+    "reserved-unbound": lambda port, st: _with_last(port, st, _reserved(st, bind=False)[0], 0),
+    "ipv6-at-ipv4": lambda port, st: _well_formed(port, st, family=socket.AF_INET6,
+                                                  client_ip="::1", target_ip="::1"),
+    "ring-without-fds": lambda port, st: _well_formed(port, st, (65536, 65536)),
+    "ring-one-fd": lambda port, st: _well_formed(port, st, (65536, 65536), _pipe_fds(st, 1)),
+    "ring-pipes": lambda port, st: _well_formed(port, st, (65536, 65536), _pipe_fds(st, 4)),
+    "ring-too-many-fds": lambda port, st: _well_formed(port, st, (65536, 65536),
+                                                       _ring_fds(st) + _pipe_fds(st, 4)),
+    "ring-unsealed-memfd": lambda port, st: _well_formed(port, st, (65536, 65536),
+                                                         _ring_fds(st, _unsealed_memfd())),
+    "ring-memfd-too-small": lambda port, st: _well_formed(port, st, (65536, 65536),
+                                                          _ring_fds(st, _small_sealed_memfd())),
+    "ring-sizes-not-powers": lambda port, st: _well_formed(port, st, (65537, 65536),
+                                                           _ring_fds(st)),
+    "ring-sizes-huge": lambda port, st: _well_formed(port, st, (1 << 30, 1 << 30),
+                                                     _ring_fds(st)),
+    "stream-with-fds": lambda port, st: _well_formed(port, st, None, _pipe_fds(st, 2)),
 }
 
 

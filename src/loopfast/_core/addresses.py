@@ -5,9 +5,9 @@ belong to the network namespace, as loopback TCP does, and vanish with the
 socket that holds them, so nothing is left on disk. Names are versioned so a
 future wire format can sit beside this one.
 
-    \\0loopfast/1/<ip>/<port>        a listener bound to that exact address
-    \\0loopfast/1/0.0.0.0/<port>     an IPv4 wildcard (or dual-stack ::) listener
-    \\0loopfast/1/::/<port>          an IPv6 wildcard listener
+    \\0loopfast/2/<ip>/<port>        a listener bound to that exact address
+    \\0loopfast/2/0.0.0.0/<port>     an IPv4 wildcard (or dual-stack ::) listener
+    \\0loopfast/2/::/<port>          an IPv6 wildcard listener
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import ipaddress
 import socket as _stdsocket
 from typing import Any
 
-NAME_PREFIX = b"\0loopfast/1/"
+NAME_PREFIX = b"\0loopfast/2/"  # 2: the handshake's version (_fastpath/handshake.py)
 
 _V4_LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 _V6_LOOPBACK = ipaddress.IPv6Address("::1")
@@ -110,6 +110,15 @@ def tcp_style(family: int, ipv4_or_6: str, port: int) -> tuple[Any, ...]:
     if ":" not in ipv4_or_6:
         ipv4_or_6 = "::ffff:" + ipv4_or_6
     return (ipv4_or_6, port, 0, 0)
+
+
+def same_host(family: int, host: str, other_family: int, other: str) -> bool:
+    """True when *host* and *other* are one address (an IPv4-mapped one equals its IPv4)."""
+    mine, theirs = ipv4_of(family, host), ipv4_of(other_family, other)
+    if mine is not None or theirs is not None:
+        return mine == theirs
+    a, b = _ip(host), _ip(other)
+    return a is not None and a == b
 
 
 def ipv4_of(family: int, host: str) -> str | None:

@@ -64,10 +64,13 @@ class Rendezvous:
         self.server_rcvbuf = server_rcvbuf
 
     def say_hello(self, family: int, local: tuple[Any, ...], target: tuple[Any, ...],
-                  ring: tuple[int, int] | None = None, fds: list[int] | None = None) -> None:
+                  reserved: int, ring: tuple[int, int] | None = None,
+                  fds: list[int] | None = None) -> None:
         """Send the hello presenting *local* as the client's address and *target* as the server's.
 
-        With *ring* (sizes) the rings carry the data and *fds* travel with the hello.
+        *reserved* is the client's TCP socket holding *local*'s port: it travels
+        with the hello, so the server can see the address for itself. With
+        *ring* (sizes) the rings carry the data and *fds* travel too, before it.
 
         Raises:
             OSError: the listener went away in between.
@@ -78,10 +81,7 @@ class Rendezvous:
         if v4c is not None and v4t is not None:
             fam, cip, tip = _stdsocket.AF_INET, v4c, v4t
         wire = handshake.encode(handshake.Hello(fam, cip, local[1], tip, target[1], ring))
-        if fds:
-            send_fds(self.stream, wire, fds)
-        else:
-            self.stream.sendall(wire)
+        send_fds(self.stream, wire, [*(fds or ()), reserved])
 
 
 def connect(app: _stdsocket.socket, host: str, port: int, transport: str,
@@ -115,9 +115,10 @@ def connect(app: _stdsocket.socket, host: str, port: int, transport: str,
                 rcvbuf = StdSocket.getsockopt(app, _stdsocket.SOL_SOCKET, _stdsocket.SO_RCVBUF)
                 offer = RingOffer(ring_size(found.server_rcvbuf),
                                   ring_size(compat.ring_capacity(rcvbuf, settings)))
-                found.say_hello(app.family, local, target, offer.sizes, offer.fds_for_server())
+                found.say_hello(app.family, local, target, reservation.fileno(), offer.sizes,
+                                offer.fds_for_server())
             else:
-                found.say_hello(app.family, local, target)
+                found.say_hello(app.family, local, target, reservation.fileno())
         except OSError as exc:
             if offer is not None:
                 offer.discard()

@@ -7,27 +7,34 @@ Transport: a SOCK_STREAM AF_UNIX connection to a rendezvous name (see
 
 - stream (flags 0): the connection's data flows on that same stream;
 - ring (flags bit 0): the data flows through two shared-memory rings (see
-  ``_ring.c`` for their layout and rules); the hello carries 8 more bytes and,
-  as SCM_RIGHTS in the same message, four fds: the sealed memfd holding the
-  rings, then the server's wake-up socket pair (r, w), then the client's w.
+  ``_ring.c`` for their layout and rules); the hello carries 8 more bytes.
   The client closes the stream right after the hello.
+
+Fds travel as SCM_RIGHTS in the hello's message. Every hello carries, last,
+a duplicate of the client's own TCP socket, bound to the local port it keeps
+reserved: the server reads the client's address from it (``getsockname``),
+so what a client claims is never believed, and closes it. A ring hello
+carries four fds before it: the sealed memfd holding the rings, then the
+server's wake-up socket pair (r, w), then the client's w.
 
 The client's hello, 48 bytes (56 with a ring), network byte order::
 
     offset size field
     0      4    magic          b"LFP\\x00"
-    4      2    version        1
+    4      2    version        2
     6      2    flags          bit 0: ring; other bits reserved (a server refuses them)
     8      1    family         4 or 6: the address family the client presents
     9      3    reserved       zero
-    12     16   client_ip      the client's TCP-style address (IPv4 in the first 4 bytes)
-    28     2    client_port
+    12     16   client_ip      the client's TCP-style address (IPv4 in the first 4 bytes);
+                               it must be what the reserved socket is bound to
+    28     2    client_port    likewise
     30     16   target_ip      the address the client connected to
     46     2    target_port
     48     4    c2s_size       ring: bytes of the client-to-server ring (power of two)
     52     4    s2c_size       ring: bytes of the server-to-client ring
 
-There is no answer message in version 1. A TCP client's connect() completes when
+Version 2 added the reserved socket (version 1 believed client_ip and
+client_port). There is no answer message. A TCP client's connect() completes when
 the kernel has queued the connection, before the server calls accept(); the
 fast path keeps that promise, so the client cannot wait for an answer. The
 decisions that can refuse a client are made before it arrives: the protocol
@@ -47,12 +54,13 @@ import socket as _stdsocket
 import struct
 
 MAGIC = b"LFP\x00"
-VERSION = 1
+VERSION = 2  # also in the rendezvous names (_core/addresses.py NAME_PREFIX)
 HELLO = struct.Struct("!4sHHB3x16sH16sH")
 HELLO_SIZE = HELLO.size
 RING = 0x1
 RING_EXT = struct.Struct("!II")
-RING_FDS = 4  # memfd, server r, server w, client w
+STREAM_FDS = 1  # the client's reserved TCP socket
+RING_FDS = 5  # memfd, server r, server w, client w, the client's reserved TCP socket
 
 
 class HandshakeError(ConnectionRefusedError):

@@ -40,7 +40,14 @@ from typing import Any, NamedTuple
 
 from .. import filters, policy
 from .._core import addresses, options
-from .._core.stdlib import PeerCredentials, StdSocket, close_fds, peer_credentials, recv_fds
+from .._core.stdlib import (
+    PeerCredentials,
+    StdSocket,
+    close_fds,
+    is_tcp,
+    peer_credentials,
+    recv_fds,
+)
 from . import handshake, owner
 from .arrivals import HELLO_DEADLINE, Pending, Refusals
 from .connection import Connection, Inherited
@@ -67,7 +74,9 @@ class FastArrival(NamedTuple):
     stream: _csocket.socket
     hello: handshake.Hello
     credentials: PeerCredentials
-    fds: list[int]  # what the hello carried, in the order handshake.py writes down
+    fds: list[int]  # the ring's fds the hello carried, in handshake.py's order
+    local: tuple[Any, ...]  # getsockname() of the accepted socket
+    peer: tuple[Any, ...]  # getpeername(): what the client's reserved socket is bound to
 
 
 class Listener:
@@ -190,9 +199,7 @@ class Listener:
         Raises:
             OSError: EINVAL when the hello's fds are not what the handshake promises.
         """
-        hello = arrival.hello
-        local = addresses.tcp_style(self.family, hello.target_ip, self.port)
-        peer = addresses.tcp_style(self.family, hello.client_ip, hello.client_port)
+        hello, local, peer = arrival.hello, arrival.local, arrival.peer
         try:
             inherit = self.inherited()
         except BaseException:
@@ -326,33 +333,80 @@ class Listener:
                     f"(it shows as the overflow uid {uid}), so it cannot be told apart")
             data, fds = recv_fds(conn, size, handshake.RING_FDS)
             hello = handshake.decode(data)
-            self._check(hello)
-            if len(fds) != (handshake.RING_FDS if hello.ring else 0):
+            want = handshake.RING_FDS if hello.ring else handshake.STREAM_FDS
+            if len(fds) != want:
                 raise handshake.HandshakeError(
-                    errno.ECONNREFUSED, f"hello carried {len(fds)} fds, the handshake says "
-                    f"{handshake.RING_FDS if hello.ring else 0}")
+                    errno.ECONNREFUSED, f"hello carried {len(fds)} fds, the handshake says {want}")
+            peer = self._client_address(fds[-1], hello)
+            local = self._local_address(hello)
             if hello.ring is not None:  # rings larger than this server maps for a client
                 check_ring_sizes(hello.ring, self.tcp)
             if not _offer_allowed(self.host, self.port):
                 raise handshake.HandshakeError(errno.ECONNREFUSED, "a filter now covers this port")
-            return FastArrival(conn, hello, credentials, fds)
+            close_fds(fds[-1:])  # the reserved socket said what it had to
+            return FastArrival(conn, hello, credentials, fds[:-1], local, peer)
         except OSError as exc:
             close_fds(fds)
             conn.close()
             self.refusals.note(uid, exc)
             return None
 
-    def _check(self, hello: handshake.Hello) -> None:
+    def _client_address(self, reserved: int, hello: handshake.Hello) -> tuple[Any, ...]:
+        """The client's address, read from the TCP socket it keeps reserved (not from the hello).
+
+        Raises:
+            HandshakeError: *reserved* is no bound TCP socket on loopback, holds another
+                port than the hello names, or is of a family this listener does not take.
+        """
+        refuse = handshake.HandshakeError
+        try:
+            probe = _csocket.socket(fileno=reserved)
+        except OSError as exc:
+            raise refuse(errno.ECONNREFUSED, f"the hello's last fd is no socket ({exc})") from None
+        try:
+            bound = probe.getsockname() if is_tcp(probe) else None
+            family = probe.family
+        finally:
+            probe.detach()  # the fd stays the caller's to close
+        if bound is None:
+            raise refuse(errno.ECONNREFUSED, "the hello's last fd is not the client's TCP socket")
+        host, port = bound[0], bound[1]
+        if port == 0 or port != hello.client_port:
+            raise refuse(errno.ECONNREFUSED, f"the client claims port {hello.client_port} but "
+                         f"holds {port}")
+        if host in ("0.0.0.0", "::"):  # bound to a wildcard: it may present any loopback
+            host, family = hello.client_ip, hello.family
+        elif not addresses.same_host(family, host, hello.family, hello.client_ip):
+            raise refuse(errno.ECONNREFUSED, f"the client claims address {hello.client_ip} but "
+                         f"holds {host}")
+        if not addresses.is_loopback(family, host):
+            raise refuse(errno.ECONNREFUSED, f"client address {host} is not loopback")
+        v4 = addresses.ipv4_of(family, host)
+        if self.family == _stdsocket.AF_INET and v4 is None:
+            raise refuse(errno.ECONNREFUSED, "IPv6 client at an IPv4 listener")
+        if self.family == _stdsocket.AF_INET6 and v4 is not None and not self.dual_stack:
+            raise refuse(errno.ECONNREFUSED, "IPv4 client at an IPv6-only listener")
+        return addresses.tcp_style(self.family, v4 or host, port)
+
+    def _local_address(self, hello: handshake.Hello) -> tuple[Any, ...]:
+        """The accepted socket's own address: the listener's, or for a wildcard listener
+        the loopback address the client connected to.
+
+        Raises:
+            HandshakeError: a hello for another port, or a target that is not loopback.
+        """
         refuse = handshake.HandshakeError
         if hello.target_port != self.port:
             raise refuse(errno.ECONNREFUSED, f"hello is for port {hello.target_port}")
-        if not addresses.is_loopback(hello.family, hello.client_ip):
-            raise refuse(errno.ECONNREFUSED, f"client address {hello.client_ip} is not loopback")
-        ipv4 = hello.family == _stdsocket.AF_INET
-        if self.family == _stdsocket.AF_INET and not ipv4:
-            raise refuse(errno.ECONNREFUSED, "IPv6 client at an IPv4 listener")
-        if self.family == _stdsocket.AF_INET6 and ipv4 and not self.dual_stack:
-            raise refuse(errno.ECONNREFUSED, "IPv4 client at an IPv6-only listener")
+        host, family = self.host.split("%", 1)[0], int(self.family)
+        if host in ("0.0.0.0", "::"):
+            host, family = hello.target_ip, hello.family
+            if not addresses.is_loopback(family, host):
+                raise refuse(errno.ECONNREFUSED, f"target address {host} is not loopback")
+        v4 = addresses.ipv4_of(family, host)
+        if self.family == _stdsocket.AF_INET and v4 is None:
+            raise refuse(errno.ECONNREFUSED, f"target address {host} at an IPv4 listener")
+        return addresses.tcp_style(self.family, v4 or host, self.port)
 
     def withdraw(self, unregister: bool = True) -> None:
         """Stop offering the fast path: close the rendezvous names and pending arrivals.
