@@ -480,3 +480,26 @@ def test_a_server_at_its_fd_limit_sends_clients_to_tcp_and_recovers(
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
+
+
+def test_a_wildcard_server_refuses_a_made_up_local_address(
+        closing: Callable[[socket.socket], socket.socket],
+        caplog: pytest.LogCaptureFixture) -> None:
+    srv = closing(loopfast.create_server(("0.0.0.0", 0), fast_path=True))
+    port = srv.getsockname()[1]
+    stack: list[int] = []
+    raw = closing(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+    raw.settimeout(TIMEOUT)
+    raw.connect(name_for("0.0.0.0", port))
+    try:
+        data, fds = _well_formed(port, stack, target_ip="203.0.113.9")
+        raw.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                              array.array("i", fds).tobytes())])
+    finally:
+        for fd in stack:
+            os.close(fd)
+    srv.settimeout(0.3)
+    with caplog.at_level("WARNING", logger="loopfast"), pytest.raises(TimeoutError):
+        srv.accept()
+    assert any("203.0.113.9 is not loopback" in r.getMessage() for r in caplog.records)
+    assert raw.recv(10) == b""  # refused: the stream is closed

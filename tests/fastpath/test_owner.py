@@ -400,3 +400,39 @@ def test_root_listener_and_no_listener(closing: Closing, family: int, host: str)
     sock.close()
     for lookup in (_owner.listener_uid, _owner._diag_lookup, _owner._proc_lookup):
         assert lookup(family, host, port) is None, lookup.__name__
+
+
+# -- (e) a squatter on one name does not push clients of another name to TCP (issue 14) ----
+
+
+def test_a_squatter_on_the_exact_name_does_not_cost_a_wildcard_server_its_clients(
+        squatter: Child, closing: Closing, caplog: pytest.LogCaptureFixture) -> None:
+    """Clients try every name: past a squatter on 127.0.0.1's name, the 0.0.0.0 one serves."""
+    caplog.set_level(logging.WARNING, logger="loopfast")
+    server = closing(loopfast.create_server(("0.0.0.0", 0), fast_path=True))
+    server.settimeout(TIMEOUT)
+    port = server.getsockname()[1]
+    squatter.call(_squat, name_for("127.0.0.1", port))
+
+    client = closing(loopfast.create_connection(("127.0.0.1", port), TIMEOUT, fast_path=True))
+    assert client.fast_path_active is True
+    assert client.peer_credentials.pid == os.getpid()
+    conn, addr = server.accept()
+    closing(conn)
+    assert conn.fast_path_active and addr == client.getsockname()
+    client.sendall(b"past the squatter")
+    assert recv_exactly(conn, 17) == b"past the squatter"
+    assert "does not own" in _hung_up_unused(squatter, caplog)
+
+
+def test_a_wildcard_server_reports_only_loopback_local_addresses(closing: Closing) -> None:
+    """The accepted socket's getsockname() is never an address a client made up."""
+    server = closing(loopfast.create_server(("0.0.0.0", 0), fast_path=True))
+    server.settimeout(TIMEOUT)
+    port = server.getsockname()[1]
+    client = closing(loopfast.create_connection(("127.0.0.2", port), TIMEOUT, fast_path=True))
+    conn, addr = server.accept()
+    closing(conn)
+    assert client.fast_path_active and conn.fast_path_active
+    assert conn.getsockname() == ("127.0.0.2", port) == client.getpeername()
+    assert addr == client.getsockname() and addr[0] == "127.0.0.1"
