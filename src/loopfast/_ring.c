@@ -31,6 +31,17 @@
  *   [0, size]. A violation resets the connection (ECONNRESET, "corrupted");
  *   it never steers a memcpy. Ring sizes and offsets come from the handshake
  *   and the memfd's sealed size, never from shared memory.
+ * - Receive window (TCP's): window is stored only by the ring's consumer
+ *   (create_memfd writes the first value, before either Channel exists: the
+ *   client's estimate of the server's buffer), and loaded by the producer
+ *   with acquire order, clamped to [0, ring size]: a producer never has more
+ *   than min(window, size) bytes published and unconsumed (tx_room), and every
+ *   send and writability test (tx_ready, ready(), the filler logic) counts
+ *   that room, not the ring's free space. A window below what is in flight
+ *   gives room 0; a zero window stalls the producer as TCP's zero window does.
+ *   Any value is safe: a peer can stall us with it, never corrupt us. A
+ *   consumer that raises its window wakes waiting producers exactly as one
+ *   that frees space does (store, fence, take producer_waiting).
  * - Waking (readiness that select/poll/epoll see, level-true):
  *   * Each side X has a socketpair (r, w); r is X's fileno(). X keeps w, and
  *     the peer holds a copy of w. A byte in r's queue ("bell") makes X
@@ -62,9 +73,10 @@
  *     re-check) when the ring is empty. A parked recv also wakes for close()
  *     and SHUT_RD from another thread, the peer's SHUT_WR, and a dead peer
  *     (the watcher's mark_dead, or its own check every LIVENESS_NS).
- *   * producer_waiting: a producer that finds the ring full fills its r
- *     until EAGAIN (unwritable), then sets producer_waiting, fences, and
- *     re-checks free space. A consumer that frees space fences and, when it
+ *   * producer_waiting: a producer that finds no room (ring full, or window
+ *     reached) fills its r until EAGAIN (unwritable), then sets
+ *     producer_waiting, fences, and re-checks its room (tail and window). A
+ *     consumer that frees space or raises its window fences and, when it
  *     takes producer_waiting (exchange), drains the producer's filler from
  *     its copy of the producer's w, which makes the producer writable.
  * - Giving pages back: a consumer whose ring is empty and that has consumed
@@ -150,7 +162,8 @@ typedef struct {
     char pad1[CACHELINE - 8];
     _Atomic uint32_t consumer_waiting;
     _Atomic uint32_t bells;
-    char pad2[CACHELINE - 8];
+    _Atomic uint32_t window; /* consumer: bytes it lets the producer have in flight */
+    char pad2[CACHELINE - 12];
     _Atomic uint32_t producer_waiting;
     _Atomic uint32_t flags;
     _Atomic uint32_t writing;  /* producer: between reading tail and storing head */
@@ -167,6 +180,8 @@ typedef struct {
 } shm_header;
 
 _Static_assert(sizeof(shm_header) <= HEADER_SIZE, "header fits its page");
+_Static_assert(sizeof(ring_ctl) == 4 * CACHELINE, "ring_ctl is four cache lines");
+_Static_assert(MAX_RING <= UINT32_MAX, "a window fits its 32 bits");
 
 /* What every process holding one end shares, and the peer never sees: our
  * positions and the direction locks. A MAP_SHARED|MAP_ANONYMOUS page made with
@@ -303,6 +318,22 @@ static int64_t tx_free(Channel *ch) {
     return (int64_t)(ch->tx_size - (ch->st->tx_head - tail));
 }
 
+/* The peer's receive window, clamped to [0, tx ring size]: any value is safe. */
+static uint64_t tx_window(Channel *ch) {
+    uint64_t window = atomic_load_explicit(&ch->tx->window, memory_order_acquire);
+    return window < ch->tx_size ? window : ch->tx_size;
+}
+
+/* Bytes we may publish now: the window less what is in flight (never below 0);
+ * -1 after marking a fault. Every send and every writability test uses this. */
+static int64_t tx_room(Channel *ch) {
+    int64_t free = tx_free(ch);
+    if (free < 0)
+        return -1;
+    uint64_t in_flight = ch->tx_size - (uint64_t)free, window = tx_window(ch);
+    return in_flight < window ? (int64_t)(window - in_flight) : 0;
+}
+
 static void copy_out(Channel *ch, char *dst, uint64_t from, size_t n) {
     uint64_t at = from & (ch->rx_size - 1);
     size_t first = (size_t)(ch->rx_size - at) < n ? (size_t)(ch->rx_size - at) : n;
@@ -417,7 +448,7 @@ static void settle_readable(Channel *ch, int sweep) {
         ring_bell(ch->own_w, &ch->rx->bells);
 }
 
-/* After consuming: wake a producer parked for space. */
+/* After consuming or raising our window: wake a producer parked for space. */
 static void release_space(Channel *ch) {
     atomic_thread_fence(memory_order_seq_cst);
     if (atomic_load_explicit(&ch->rx->producer_waiting, memory_order_acquire) &&
@@ -506,7 +537,7 @@ static int rx_ready(Channel *ch) {
 }
 
 static int tx_ready(Channel *ch) {
-    int64_t free = tx_free(ch);
+    int64_t free = tx_room(ch);
     uint32_t flags = atomic_load_explicit(&ch->tx->flags, memory_order_acquire);
     return ch->closed || free != 0 || (flags & (RD_SHUT | WR_SHUT)) || ch->peer_dead ||
            ch->fault;
@@ -883,7 +914,7 @@ static Py_ssize_t do_send(Channel *ch, const char *src, Py_ssize_t n, int flags,
             raise_errno(ch->fault, ch->fault_why);
             break;
         }
-        int64_t free = tx_free(ch);
+        int64_t free = tx_room(ch);
         if (free <= 0)
             end_write(ch);
         if (free < 0) {
@@ -914,7 +945,7 @@ static Py_ssize_t do_send(Channel *ch, const char *src, Py_ssize_t n, int flags,
             fill(ch);
             atomic_store_explicit(&ch->tx->producer_waiting, 1, memory_order_seq_cst);
             atomic_thread_fence(memory_order_seq_cst);
-            if (tx_free(ch) != 0) {
+            if (tx_room(ch) != 0) {
                 if (atomic_exchange_explicit(&ch->tx->producer_waiting, 0, memory_order_acq_rel))
                     drain_filler(ch->own_w);
                 continue;
@@ -1314,7 +1345,10 @@ static PyObject *Channel_ready(Channel *self, PyObject *Py_UNUSED(ignored)) {
     uint32_t tflags = atomic_load_explicit(&self->tx->flags, memory_order_acquire);
     int r = self->closed || head != self->st->rx_tail || (flags & (WR_SHUT | RESET)) ||
             self->peer_dead || self->fault || self->rd_shut;
-    int w = self->closed || self->st->tx_head - tail < self->tx_size ||
+    uint64_t window = atomic_load_explicit(&self->tx->window, memory_order_acquire);
+    if (window > self->tx_size)
+        window = self->tx_size;
+    int w = self->closed || self->st->tx_head - tail < window ||
             (tflags & (RD_SHUT | WR_SHUT)) || self->peer_dead || self->fault;
     int eof = (flags & (WR_SHUT | RESET)) || self->peer_dead;
     return Py_BuildValue("(OOO)", r ? Py_True : Py_False, w ? Py_True : Py_False,
@@ -1475,6 +1509,35 @@ static int Channel_set_peer_dead(Channel *self, PyObject *value, void *closure) 
     return 0;
 }
 
+/* Our receive window: what we let the peer have in flight towards us. Raising
+ * it wakes a producer waiting for space, exactly as consuming does. */
+static PyObject *Channel_get_window(Channel *self, void *closure) {
+    if (!usable(self))
+        return NULL;
+    uint64_t window = atomic_load_explicit(&self->rx->window, memory_order_acquire);
+    return PyLong_FromUnsignedLongLong(window < self->rx_size ? window : self->rx_size);
+}
+
+static int Channel_set_window(Channel *self, PyObject *value, void *closure) {
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete the window");
+        return -1;
+    }
+    long long bytes = PyLong_AsLongLong(value);
+    if (bytes == -1 && PyErr_Occurred())
+        return -1;
+    if (bytes < 0) {
+        raise_errno(EINVAL, "a receive window cannot be negative");
+        return -1;
+    }
+    if (!usable(self))
+        return -1;
+    uint64_t window = (uint64_t)bytes < self->rx_size ? (uint64_t)bytes : self->rx_size;
+    atomic_store_explicit(&self->rx->window, (uint32_t)window, memory_order_seq_cst);
+    release_space(self); /* fence, then wake a producer that waits for space */
+    return 0;
+}
+
 static PyMethodDef Channel_methods[] = {
     {"recv", (PyCFunction)(void (*)(void))Channel_recv, METH_FASTCALL,
      "recv($self, bufsize, flags=0, /)\n--\n\nsocket.recv over the rx ring."},
@@ -1509,6 +1572,9 @@ static PyGetSetDef Channel_getset[] = {
      "once; this covers a process without one).", NULL},
     {"peer_dead", (getter)Channel_get_peer_dead, (setter)Channel_set_peer_dead,
      "True once the peer's process is known to be gone.", NULL},
+    {"window", (getter)Channel_get_window, (setter)Channel_set_window,
+     "Our receive window: bytes the peer may have in flight towards us (clamped to the "
+     "receive ring's size). Raising it wakes a peer waiting for space.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -1740,13 +1806,16 @@ static PyObject *socket_method(PyObject *module, PyObject *const *args, Py_ssize
 }
 
 PyDoc_STRVAR(create_doc,
-"create_memfd(c2s_size, s2c_size, /)\n--\n\n"
+"create_memfd(c2s_size, s2c_size, c2s_window=-1, s2c_window=-1, /)\n--\n\n"
 "A new sealed memfd holding a fresh header and two rings; returns its fd\n"
-"(close-on-exec). Raises OSError(EINVAL) for a bad size.");
+"(close-on-exec). Each ring's receive window starts at the one given (clamped\n"
+"to the ring's size; -1: the whole ring); from then on only that ring's\n"
+"consumer changes it (Channel.window). Raises OSError(EINVAL) for a bad size.");
 
 static PyObject *create_memfd(PyObject *module, PyObject *args) {
     unsigned long long c2s, s2c;
-    if (!PyArg_ParseTuple(args, "KK:create_memfd", &c2s, &s2c))
+    long long windows[2] = {-1, -1};
+    if (!PyArg_ParseTuple(args, "KK|LL:create_memfd", &c2s, &s2c, &windows[0], &windows[1]))
         return NULL;
     for (int i = 0; i < 2; i++) {
         unsigned long long s = i ? s2c : c2s;
@@ -1764,8 +1833,11 @@ static PyObject *create_memfd(PyObject *module, PyObject *args) {
         goto fail;
     h->magic = MAGIC;
     h->version = 1;
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < 2; i++) {
+        unsigned long long size = i ? s2c : c2s, window = (unsigned long long)windows[i];
         atomic_store(&h->ring[i].consumer_waiting, 1);
+        atomic_store(&h->ring[i].window, (uint32_t)(windows[i] < 0 || window > size ? size : window));
+    }
     munmap(h, HEADER_SIZE);
     if (fcntl(fd, F_ADD_SEALS, REQUIRED_SEALS) < 0)
         goto fail;

@@ -8,7 +8,8 @@ HEADER_SIZE: int
 MIN_RING: int
 MAX_RING: int
 
-def create_memfd(c2s_size: int, s2c_size: int, /) -> int: ...
+def create_memfd(c2s_size: int, s2c_size: int, c2s_window: int = -1, s2c_window: int = -1,
+                 /) -> int: ...
 def socket_method(name: str, doc: str | None, /) -> Any: ...
 
 class SocketMethod:
@@ -22,6 +23,7 @@ class Channel:
     rcvtimeo: float
     liveness: float
     sndtimeo: float
+    window: int
     def __init__(self, memfd: int, c2s_size: int, s2c_size: int, server: bool, own_r: int,
                  own_w: int, peer_w: int, /) -> None: ...
     def recv(self, bufsize: int, flags: int = 0, /) -> bytes: ...
