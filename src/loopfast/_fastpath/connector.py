@@ -29,7 +29,7 @@ from .._core import addresses, ringcore
 from .._core.stdlib import PeerCredentials, StdSocket, peer_credentials, send_fds
 from . import handshake, owner
 from .connection import Connection
-from .ring_link import RingConnection, RingOffer, ring_size
+from .ring_link import RingConnection, RingOffer, receive_ring, receive_window, ring_size
 
 _log = logging.getLogger("loopfast")
 
@@ -112,9 +112,14 @@ def connect(app: _stdsocket.socket, host: str, port: int, transport: str,
             reservation = StdSocket(app.family, _stdsocket.SOCK_STREAM, app.proto,
                                     fileno=os.dup(app.fileno()))
             if transport == "ring":
+                # c2s: big enough for an autotuning server, its window what its
+                # SO_RCVBUF says until it attaches and sets its own; s2c: ours.
                 rcvbuf = StdSocket.getsockopt(app, _stdsocket.SOL_SOCKET, _stdsocket.SO_RCVBUF)
-                offer = RingOffer(ring_size(found.server_rcvbuf),
-                                  ring_size(compat.ring_capacity(rcvbuf, settings)))
+                rcvbuf_set = bool(getattr(app, "_rcvbuf_set", False))
+                s2c = ring_size(compat.ring_capacity(receive_ring(rcvbuf, rcvbuf_set), settings))
+                offer = RingOffer(receive_ring(found.server_rcvbuf, None), s2c,
+                                  ring_size(found.server_rcvbuf),
+                                  receive_window(s2c, rcvbuf, rcvbuf_set, settings))
                 found.say_hello(app.family, local, target, reservation.fileno(), offer.sizes,
                                 offer.fds_for_server())
             else:

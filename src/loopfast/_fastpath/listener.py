@@ -38,7 +38,7 @@ import time
 import weakref
 from typing import Any, NamedTuple
 
-from .. import filters, policy
+from .. import compat, filters, policy
 from .._core import addresses, options
 from .._core.stdlib import (
     PeerCredentials,
@@ -51,7 +51,7 @@ from .._core.stdlib import (
 from . import handshake, owner
 from .arrivals import HELLO_DEADLINE, Pending, Refusals
 from .connection import Connection, Inherited
-from .ring_link import RingConnection, check_ring_sizes, server_link
+from .ring_link import RingConnection, check_ring_sizes, receive_window, server_link
 
 ACCEPT_BURST = 64  # arrivals one call takes from one rendezvous name at most
 EXHAUSTED_BACKOFF = 1.0
@@ -190,8 +190,13 @@ class Listener:
         # is its only word that bytes came, so it is kept until looked at.
         self._moved.update(fd for fd, _ in events if fd in self.pending)
 
-    def accepted(self, arrival: FastArrival) -> tuple[int, Connection]:
+    def accepted(self, arrival: FastArrival, rcvbuf_set: bool = False,
+                 settings: compat.CompatibilitySettings | None = None) -> tuple[int, Connection]:
         """The fd an accepted socket takes for *arrival*, and its connection state.
+
+        A ring's receive window is set here (``ring_link.receive_window``): the
+        whole ring unless the listener's program set SO_RCVBUF (*rcvbuf_set*),
+        under its compatibility *settings*' cap.
 
         Every fd the arrival holds is either handed on (the returned fd, the
         state's) or closed, whatever happens.
@@ -202,6 +207,9 @@ class Listener:
         hello, local, peer = arrival.hello, arrival.local, arrival.peer
         try:
             inherit = self.inherited()
+            if hello.ring is not None:
+                rcvbuf = self.tcp.getsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_RCVBUF)
+                window = receive_window(hello.ring[0], rcvbuf, rcvbuf_set, settings)
         except BaseException:
             arrival.stream.close()
             close_fds(arrival.fds)
@@ -211,7 +219,7 @@ class Listener:
             return arrival.stream.detach(), Connection(self.family, local, peer,
                                                         arrival.credentials, None, inherit)
         arrival.stream.close()  # the rings carry the data; the client has closed its end
-        link = server_link(arrival.fds, hello.ring)
+        link = server_link(arrival.fds, hello.ring, window)
         return arrival.fds[1], RingConnection(self.family, local, peer, arrival.credentials,
                                               None, link, inherit)
 

@@ -20,6 +20,7 @@ import weakref
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from .. import compat
 from .._core import ringcore
 from .._core.stdlib import PeerCredentials, close_fds
 from .connection import Connection, Inherited
@@ -28,6 +29,7 @@ if TYPE_CHECKING:  # the stub's types; at run time the C core comes from ringcor
     from .._ring import Channel
 
 DEFAULT_RING = 128 * 1024
+AUTOTUNE_RING_MAX = 4 << 20  # about what loopback TCP holds in flight here once autotuned
 TRIM_PERIOD = 0.5  # seconds between the watcher's sweeps that give idle rings' pages back
 _log = logging.getLogger("loopfast")
 
@@ -59,6 +61,63 @@ def ring_size(rcvbuf: int | None) -> int:
     return min(max(size, lowest), highest)
 
 
+def _tcp_rmem() -> tuple[int, int, int]:
+    """net.ipv4.tcp_rmem: (min, default, max) of a TCP receive buffer."""
+    try:
+        with open("/proc/sys/net/ipv4/tcp_rmem", "rb") as f:
+            low, default, high = (int(x) for x in f.read().split())
+            return low, default, high
+    except (OSError, ValueError):
+        return 4096, 131_072, 6_291_456  # the kernel's defaults
+
+
+def autotune_ring() -> int:
+    """The ring of a receiver whose buffer TCP would autotune: min(tcp_rmem[2], 4 MiB).
+
+    Its pages are touched only as bytes pass and given back when it idles
+    empty (``Channel.trim``), so an idle connection does not pay for its size.
+
+    Raises:
+        OSError: EOPNOTSUPP without the C core.
+    """
+    return ring_size(min(_tcp_rmem()[2], AUTOTUNE_RING_MAX))
+
+
+def receive_ring(rcvbuf: int | None, rcvbuf_set: bool | None) -> int:
+    """The ring for a receiver whose SO_RCVBUF is *rcvbuf*.
+
+    *rcvbuf_set* says whether its program set SO_RCVBUF (the kernel then locks
+    it, as TCP does, and the ring follows it); None when only the value is
+    known (a server's, learned over sock_diag): a value equal to tcp_rmem[1]
+    may then be a buffer TCP would autotune, and the ring is made big enough
+    for that. The receiver's window (``receive_window``) says how much of it
+    the producer may fill. An unknown *rcvbuf* gives DEFAULT_RING.
+
+    Raises:
+        OSError: EOPNOTSUPP without the C core.
+    """
+    if not rcvbuf:
+        return DEFAULT_RING
+    if rcvbuf_set is False or (rcvbuf_set is None and rcvbuf == _tcp_rmem()[1]):
+        return max(autotune_ring(), ring_size(rcvbuf))
+    return ring_size(rcvbuf)
+
+
+def receive_window(ring: int, rcvbuf: int, rcvbuf_set: bool,
+                   settings: compat.CompatibilitySettings | None) -> int:
+    """The window a receiver publishes for its *ring*: bytes it lets the producer have in flight.
+
+    The whole ring when its program left SO_RCVBUF alone (TCP would
+    autotune), else ``ring_size(rcvbuf)`` (SPEC F7); never more than the
+    compatibility mode's cap (``compat.ring_capacity``).
+
+    Raises:
+        OSError: EOPNOTSUPP without the C core.
+    """
+    window = min(ring, ring_size(rcvbuf)) if rcvbuf_set else ring
+    return compat.ring_capacity(window, settings)
+
+
 def _kernel_rcvbuf_cap() -> int:
     """The largest SO_RCVBUF an unprivileged socket can get: twice net.core.rmem_max."""
     try:
@@ -72,19 +131,21 @@ def ring_limits(server: _stdsocket.socket) -> tuple[int, int]:
     """The largest (receive, send) rings a listening *server* maps for one client.
 
     A client sizes the server's receive ring from the listener's SO_RCVBUF
-    (``connector``), or takes DEFAULT_RING when it could not learn it; its own
-    receive ring, which the server fills and so keeps resident, from its own
-    SO_RCVBUF, which an unprivileged process cannot raise above twice
-    net.core.rmem_max. Larger rings are a client asking the server to hold
-    memory on its behalf, and are refused (``check_ring_sizes``).
+    (``connector``, ``receive_ring``: an autotune-sized ring when the value
+    looks like TCP's default), or takes DEFAULT_RING when it could not learn
+    it; its own receive ring, which the server fills and so keeps resident,
+    from its own SO_RCVBUF, which an unprivileged process cannot raise above
+    twice net.core.rmem_max, or autotune-sized. Larger rings are a client
+    asking the server to hold memory on its behalf, and are refused
+    (``check_ring_sizes``).
 
     Raises:
         OSError: EOPNOTSUPP without the C core; getsockopt's errors.
     """
     rcvbuf = server.getsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_RCVBUF)
     sndbuf = server.getsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_SNDBUF)
-    receive = max(ring_size(rcvbuf), DEFAULT_RING)
-    send = max(ring_size(sndbuf), ring_size(_kernel_rcvbuf_cap()), DEFAULT_RING)
+    receive = max(receive_ring(rcvbuf, None), DEFAULT_RING)
+    send = max(ring_size(sndbuf), ring_size(_kernel_rcvbuf_cap()), autotune_ring(), DEFAULT_RING)
     return receive, send
 
 
@@ -115,6 +176,9 @@ def _pair() -> tuple[_csocket.socket, _csocket.socket]:
 class RingOffer:
     """What a client creates before its hello: the rings and both sides' wake-up pairs.
 
+    Each ring's receive window starts at the one given (-1: the whole ring):
+    the server's, a guess from its SO_RCVBUF, until it attaches and sets its own.
+
     The offer owns every fd it made until ``client_link`` hands them on or
     ``discard`` closes them; a failure while making it closes what was made.
 
@@ -123,10 +187,10 @@ class RingOffer:
             EOPNOTSUPP without the C core.
     """
 
-    def __init__(self, c2s: int, s2c: int) -> None:
+    def __init__(self, c2s: int, s2c: int, c2s_window: int = -1, s2c_window: int = -1) -> None:
         self.sizes = (c2s, s2c)
         self._socks: list[_csocket.socket] = []
-        self.memfd = _core().create_memfd(c2s, s2c)
+        self.memfd = _core().create_memfd(c2s, s2c, c2s_window, s2c_window)
         try:
             self.client_r, self.client_w = self._pair()
             self.server_r, self.server_w = self._pair()
@@ -186,6 +250,19 @@ class RingLink:
             _log.warning("loopfast: cannot watch a ring connection's peer (%s); select() "
                          "will learn of its death only at the next call", exc)
 
+    def rcvbuf_changed(self, rcvbuf: int, settings: compat.CompatibilitySettings | None) -> None:
+        """Our program set SO_RCVBUF (the kernel now reports *rcvbuf*): follow it with our window.
+
+        Within the receive ring; a smaller window only where the compatibility
+        mode lets SO_RCVBUF shrink (otherwise it stays, as TCP never takes back
+        a window it advertised).
+        """
+        channel = self.channel
+        window = receive_window(channel.stats()["rx_size"], rcvbuf, True, settings)
+        if window < channel.window and not compat.shrink_allowed(settings):
+            return
+        channel.window = window
+
     def release(self) -> None:
         """One socket object less; the last one closes the rings and the fds."""
         self.users -= 1
@@ -226,9 +303,11 @@ class RingConnection(Connection):
             self.link.release()
 
 
-def server_link(fds: list[int], sizes: tuple[int, int]) -> RingLink:
+def server_link(fds: list[int], sizes: tuple[int, int], window: int | None = None) -> RingLink:
     """The server's link from the hello's fds (memfd, r, w, client w); r stays at its number.
 
+    *window*: the server's receive window (``receive_window``), replacing the
+    client's guess and waking a client that waits for room; None keeps the guess.
     The memfd is closed here whatever happens; on failure every fd is.
 
     Raises:
@@ -244,6 +323,8 @@ def server_link(fds: list[int], sizes: tuple[int, int]) -> RingLink:
         raise
     finally:
         close_fds([memfd])
+    if window is not None:
+        channel.window = window
     channel.settle()  # the client may have sent already
     # Channel() checked that both are AF_UNIX stream sockets.
     return RingLink(channel, _csocket.socket(fileno=w), _csocket.socket(fileno=peer_w))

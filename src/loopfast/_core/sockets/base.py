@@ -97,7 +97,10 @@ class socket(_stdsocket.socket):
             whatever ``socket.socket`` raises.
     """
 
-    __slots__ = ("_busy", "_channel", "_compat", "_fast_path", "_state", "_transport")
+    # _rcvbuf_set: the program set SO_RCVBUF, which locks the buffer (no autotuning);
+    # a listener's is inherited by the sockets it accepts, as the kernel's lock is.
+    __slots__ = ("_busy", "_channel", "_compat", "_fast_path", "_rcvbuf_set", "_state",
+                 "_transport")
 
     def __init_subclass__(cls, state: type | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -113,6 +116,7 @@ class socket(_stdsocket.socket):
         self._busy: int | None = None
         self._state: Any = None
         self._compat: compat.CompatibilitySettings | None = None
+        self._rcvbuf_set = False
         try:
             if busy_poll_us is not None:
                 self._busy = options.parse_busy_poll(busy_poll_us)
@@ -132,6 +136,7 @@ class socket(_stdsocket.socket):
     def _take_settings(self, other: socket) -> None:
         """Take *other*'s loopfast settings (dup, accept): switch, transport, spin, mode."""
         self._fast_path = other._fast_path
+        self._rcvbuf_set = other._rcvbuf_set
         self._transport = other._transport
         self._busy = other._busy
         self._compat = other._compat
@@ -206,13 +211,16 @@ class socket(_stdsocket.socket):
                 buffer unless WsaBehaviorReceiveBuffering targets Vista or later
                 (docs/compat.md), or for a bad SO_BUSY_POLL; as ``socket.setsockopt``.
         """
-        if optname == _stdsocket.SO_RCVBUF and level == _stdsocket.SOL_SOCKET and args:
+        rcvbuf = optname == _stdsocket.SO_RCVBUF and level == _stdsocket.SOL_SOCKET and args
+        if rcvbuf:
             compat.check_rcvbuf(self, self._compat, args[0], self._connected())
         if options.is_busy_poll(level, optname) and len(args) == 1:
             self._busy = options.parse_busy_poll(args[0])
             self._apply_busy_poll()
             return
         self._set_option(level, optname, *args)
+        if rcvbuf:
+            self._rcvbuf_set = True
 
     def getsockopt(self, level: int, optname: int, *args: Any) -> Any:
         """``socket.getsockopt``; SO_BUSY_POLL answers what loopfast keeps (0 when never set).

@@ -58,7 +58,7 @@ class FastPathListener(socket, state=Listener):
         if isinstance(arrival, TcpArrival):
             return self._adopt_tcp(*arrival)
         try:
-            fd, state = self._state.accepted(arrival)
+            fd, state = self._state.accepted(arrival, self._rcvbuf_set, self._compat)
         except OSError as exc:  # the hello's fds were not what it promised: drop it
             _log.warning("loopfast: refused a fast-path client of %s:%s: %s",
                          self._state.host, self._state.port, exc)

@@ -123,6 +123,9 @@ class RingSocket(FastPathSocket, state=RingConnection):
         if level != _stdsocket.SOL_SOCKET or len(args) != 1:
             return
         channel = self._channel
+        if optname == _stdsocket.SO_RCVBUF:  # our receive window follows it
+            rcvbuf = self._get_option(_stdsocket.SOL_SOCKET, _stdsocket.SO_RCVBUF)
+            self._state.link.rcvbuf_changed(rcvbuf, self._compat)
         if optname in (_stdsocket.SO_RCVTIMEO, _stdsocket.SO_SNDTIMEO):
             seconds, micros = struct.unpack("ll", bytes(args[0])[:16])
             if optname == _stdsocket.SO_RCVTIMEO:
