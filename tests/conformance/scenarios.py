@@ -599,6 +599,28 @@ def scenario_data_method_argument_errors(t: Transport, rec: Recorder) -> None:
 
 
 @scenario
+def scenario_message_call_argument_errors(t: Transport, rec: Recorder) -> None:
+    c, s = t.pair()
+    for label, fn, args in [
+        ("shutdown beyond a C int", c.shutdown, (2**31,)),
+        ("shutdown below a C int", c.shutdown, (-(2**31) - 1,)),
+        ("shutdown str", c.shutdown, ("x",)),
+        ("recvmsg negative size", s.recvmsg, (-1,)),
+        ("recvmsg negative ancillary size", s.recvmsg, (100, -1)),
+        ("recvmsg flags too big", s.recvmsg, (100, 0, 2**40)),
+        ("recvmsg_into read-only buffer", s.recvmsg_into, ([b"xx"],)),
+        ("recvmsg_into negative ancillary size", s.recvmsg_into, ([bytearray(2)], -1)),
+        ("sendmsg str buffer", c.sendmsg, (["x"],)),
+        ("sendmsg ancillary object", c.sendmsg, ([b"x"], [object()])),
+        ("sendmsg ancillary pair", c.sendmsg, ([b"x"], [(1, 2)])),
+    ]:
+        rec.note(label, _error_of(fn, *args))
+    # Nothing was sent or consumed by the refused calls.
+    c.sendall(b"after")
+    rec.call("the peer reads what came after", lambda: readable(s, 1.0) and recv_nowait(s, 10))
+
+
+@scenario
 def scenario_recv_into_whole_buffer(t: Transport, rec: Recorder) -> None:
     c, s = t.pair()
     c.sendall(b"0123456789")

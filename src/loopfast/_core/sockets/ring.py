@@ -30,6 +30,7 @@ from typing import Any
 from ..._fastpath.ring_link import RingConnection
 from .. import ringcore
 from ..stdlib import StdSocket
+from . import arguments
 from .stream import FastPathSocket
 
 
@@ -80,17 +81,32 @@ class RingSocket(FastPathSocket, state=RingConnection):
 
     def sendmsg(self, buffers: Any, ancdata: Any = (), flags: int = 0,
                 address: Any = None) -> int:
-        """The data part of ``socket.sendmsg``; ancillary data is ignored, as TCP ignores it."""
-        return self.send(b"".join(bytes(b) for b in buffers), flags)
+        """The data part of ``socket.sendmsg``; ancillary data is ignored, as TCP ignores it.
+
+        Raises:
+            TypeError, ValueError, OverflowError: bad arguments, as ``socket.sendmsg``.
+        """
+        arguments.check_ancdata(ancdata)
+        return self.send(arguments.sendmsg_payload(buffers), arguments.flags_int(flags))
 
     def recvmsg(self, bufsize: int, ancbufsize: int = 0, flags: int = 0) -> Any:
-        """The data part of ``socket.recvmsg``: ``(data, [], 0, None)``."""
-        return self.recv(bufsize, flags), [], 0, None
+        """The data part of ``socket.recvmsg``: ``(data, [], 0, None)``.
+
+        Raises:
+            TypeError, ValueError, OverflowError: bad arguments, as ``socket.recvmsg``.
+        """
+        size, flags = arguments.recvmsg_sizes(bufsize, ancbufsize, flags)
+        return self.recv(size, flags), [], 0, None
 
     def recvmsg_into(self, buffers: Any, ancbufsize: int = 0, flags: int = 0) -> Any:
-        """The data part of ``socket.recvmsg_into``: ``(nbytes, [], 0, None)``."""
-        views = [memoryview(b).cast("B") for b in buffers]
-        data = self.recv(sum(len(v) for v in views), flags)
+        """The data part of ``socket.recvmsg_into``: ``(nbytes, [], 0, None)``.
+
+        Raises:
+            TypeError, ValueError, OverflowError: bad arguments, as ``socket.recvmsg_into``.
+        """
+        views = arguments.writable_views(buffers)
+        arguments.ancillary_space(ancbufsize)
+        data = self.recv(sum(len(v) for v in views), arguments.flags_int(flags))
         at = 0
         for view in views:
             part = data[at:at + len(view)]
@@ -99,8 +115,12 @@ class RingSocket(FastPathSocket, state=RingConnection):
         return len(data), [], 0, None
 
     def shutdown(self, how: int) -> None:
-        """``socket.shutdown``. After SHUT_RD, recv returns queued data, then b"" at once."""
-        self._channel.shutdown(how)
+        """``socket.shutdown``. After SHUT_RD, recv returns queued data, then b"" at once.
+
+        Raises:
+            OSError: EINVAL for another *how*; TypeError, OverflowError: not a C int.
+        """
+        self._channel.shutdown(arguments.c_int(how))
 
     def settimeout(self, value: float | None) -> None:
         """``socket.settimeout``, applied to the rings too."""

@@ -19,6 +19,7 @@ from typing import Any, Self
 from ..._fastpath.connection import Connection
 from .. import options
 from ..stdlib import PeerCredentials, without_fds
+from . import arguments
 from .base import socket
 
 _ANC_IGNORED = {_stdsocket.SCM_RIGHTS, getattr(_stdsocket, "SCM_CREDENTIALS", 2)}
@@ -110,8 +111,12 @@ class FastPathSocket(socket, state=Connection):
 
     def sendmsg(self, buffers: Any, ancdata: Any = (), flags: int = 0,
                 address: Any = None) -> int:
-        """``socket.sendmsg``; fds and credentials are left out, as TCP ignores them."""
-        ancdata = [item for item in ancdata
+        """``socket.sendmsg``; fds and credentials are left out, as TCP ignores them.
+
+        Raises:
+            TypeError, OverflowError: bad ancillary data, as ``socket.sendmsg``; as it.
+        """
+        ancdata = [item for item in arguments.check_ancdata(ancdata)
                    if not (item[0] == _stdsocket.SOL_SOCKET and item[1] in _ANC_IGNORED)]
         if address is not None:
             return super().sendmsg(buffers, ancdata, flags, address)
