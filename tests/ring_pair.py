@@ -35,6 +35,7 @@ FIELDS: dict[str, tuple[int, str]] = {  # name -> (offset in ring_ctl, struct fo
     "tail": (64, "<Q"),
     "consumer_waiting": (128, "<I"),
     "bells": (132, "<I"),
+    "window": (136, "<I"),
     "producer_waiting": (192, "<I"),
     "flags": (196, "<I"),
 }

@@ -63,6 +63,7 @@ GROUPS = {
     "positions": ["head", "tail"],
     "wakeup": ["bells", "consumer_waiting", "producer_waiting", "magic"],
     "flags": ["flags"],
+    "window": ["window"],
     "data": ["data"],
     "everything": [*FIELDS, "magic", "data"],
 }
@@ -86,6 +87,8 @@ def hostile_value(rng: random.Random, name: str, current: int) -> int:
             current - SIZE, current + rng.randrange(SIZE), 2**64 - 1, 2**63,
             rng.getrandbits(64), current,
         ]) % 2**64
+    if name == "window":
+        return rng.choice([0, 1, SIZE - 1, SIZE, SIZE + 1, 2**31, 0xFFFFFFFF, rng.getrandbits(32)])
     if name == "flags":
         return rng.choice([0, WR_SHUT, RESET, rng.randrange(8), 0xFFFFFFFF, rng.getrandbits(32)])
     return rng.choice([0, 1, 2, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF, rng.getrandbits(32)])
@@ -264,8 +267,14 @@ def test_hostile_peer_fuzz(group: str, seed: int) -> None:
         assert len(out.received) <= peer_sent
         assert peer_intact and peer_got <= out.sent
         assert len(out.received) > 0 and peer_got > 0, "no data moved at all"
-    if group in ("wakeup", "flags"):
-        assert not out.faulted, "flags and wake-up fields are not positions"
+    if group in ("wakeup", "flags", "window"):
+        assert not out.faulted, "flags, wake-up fields and windows are not positions"
+    if group == "window":
+        # A window steers only how much may be sent: a zero one stalls, a huge one is
+        # the ring's size; what arrives is the peer's stream, whole and in order.
+        assert out.received == stream(seed + 1, 0, len(out.received))
+        assert len(out.received) <= peer_sent
+        assert peer_intact and peer_got <= out.sent
 
 
 # -- deterministic scribbles through our own mapping ---------------------------------
@@ -364,6 +373,38 @@ def test_huge_bells_do_not_hang(pair: RingPair) -> None:
     with pytest.raises(TimeoutError):
         timed(lambda: client.sendall(b"p"), 0.05)  # the ring is full
     assert server.recv(SIZE + 10, socket.MSG_WAITALL) == b"p" * SIZE
+
+
+@pytest.mark.parametrize("window", [SIZE + 1, 2**31, 0xFFFFFFFF])
+def test_a_huge_window_is_the_ring(pair: RingPair, window: int) -> None:
+    """A peer that opens more window than its ring holds: we fill the ring, no more."""
+    header, client, server = pair.header(), pair.client.channel, pair.server.channel
+    header.set(C2S, "window", window)
+    client.timeout = 0.0
+    assert client.send(b"h" * (3 * SIZE)) == SIZE
+    with pytest.raises(BlockingIOError):
+        client.send(b"h")
+    assert server.recv(3 * SIZE) == b"h" * SIZE
+
+
+def test_a_zero_window_stalls_and_never_corrupts(pair: RingPair) -> None:
+    """TCP's zero window: sends wait (or refuse), reads and the other way go on."""
+    header, client, server = pair.header(), pair.client.channel, pair.server.channel
+    client.sendall(b"before")
+    header.set(C2S, "window", 0)
+    client.timeout = 0.0
+    with pytest.raises(BlockingIOError):
+        client.send(b"x")
+    assert client.ready()[1] is False
+    client.timeout = 0.05
+    with pytest.raises(TimeoutError):
+        timed(lambda: client.sendall(b"x"), 0.05)
+    server.sendall(b"back")  # the other direction has its own window
+    assert client.recv(10) == b"back"
+    assert server.recv(100) == b"before"
+    header.set(C2S, "window", SIZE)
+    client.sendall(b"after")
+    assert server.recv(100) == b"after"
 
 
 def test_bogus_flags_are_errors_not_crashes(pair: RingPair) -> None:

@@ -1,8 +1,9 @@
 """The C rings against a model: both Channels of one connection, non-blocking, in one process.
 
 A hypothesis state machine sends, receives (plain, MSG_PEEK, MSG_WAITALL,
-recv_into with nbytes), shuts down, closes and kills either side of a
-connection with small rings (so wrap-around and full rings are frequent) and
+recv_into with nbytes), sets receive windows, shuts down, closes and kills
+either side of a connection with small rings (so wrap-around and full rings
+are frequent; a window below the ring's size or zero makes the ring "full") and
 checks after every step that the bytes, ``ready()``, ``stats()`` and the
 kernel readiness of each side's fileno (``r``) agree with a model of two byte
 queues and the shutdown/close state.
@@ -78,6 +79,8 @@ class Model:
         default_factory=lambda: {False: SideModel(), True: SideModel()})
     sizes: dict[bool, int] = field(
         default_factory=lambda: {False: C2S_SIZE, True: S2C_SIZE})  # tx ring size per sender
+    windows: dict[bool, int] = field(
+        default_factory=lambda: {False: C2S_SIZE, True: S2C_SIZE})  # the receiver's, per sender
 
     def rxq(self, server: bool) -> bytearray:
         return self.queues[not server]
@@ -86,7 +89,7 @@ class Model:
         return self.queues[server]
 
     def room(self, server: bool) -> int:
-        return self.sizes[server] - len(self.txq(server))
+        return max(min(self.windows[server], self.sizes[server]) - len(self.txq(server)), 0)
 
     def readable(self, server: bool) -> bool:
         me, peer = self.sides[server], self.sides[not server]
@@ -281,6 +284,23 @@ class RingMachine(RuleBasedStateMachine):
         me.bytes_in += consumed
         assert ch.stats()["bytes_in"] - before == consumed
 
+    # -- the receive window -------------------------------------------------
+
+    @rule(server=SIDES, window=st.one_of(st.sampled_from([0, 1, 100, C2S_SIZE, S2C_SIZE, 2**40]),
+                                         st.integers(0, 2 * S2C_SIZE)))
+    def set_window(self, server: bool, window: int) -> None:
+        """The receiving side *server* sets its window; a producer waiting for room wakes."""
+        if not self.is_open(server):
+            return
+        model = self.model
+        self.side(server).channel.window = window
+        model.windows[not server] = min(window, model.sizes[not server])
+        if window == 0:
+            event("zero window")
+        if model.sides[not server].filled:
+            event("window set while the producer waits")
+        model.sides[not server].filled = False  # release_space drains the producer's filler
+
     # -- shutdown, close, death --------------------------------------------
 
     @rule(server=SIDES, how=st.sampled_from([socket.SHUT_RD, socket.SHUT_WR, socket.SHUT_RDWR]))
@@ -367,6 +387,7 @@ class RingMachine(RuleBasedStateMachine):
         assert (stats["bytes_in"], stats["bytes_out"]) == (me.bytes_in, me.bytes_out)
         assert (stats["rx_size"], stats["tx_size"]) == (model.sizes[not server],
                                                         model.sizes[server])
+        assert ch.window == model.windows[not server]
         events = kernel_events(side.r)
         assert bool(events & select.POLLIN) == readable, "fileno's POLLIN disagrees"
         if AVOID_DEAD_PEER_UNWRITABLE and me.peer_dead and me.filled:
