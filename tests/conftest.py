@@ -12,6 +12,7 @@ import pytest
 import loopfast
 
 from ._tls import self_signed
+from .netns import NOBODY, Child, child_or_skip
 
 TIMEOUT = 5.0
 
@@ -116,3 +117,10 @@ def make_pair(make_server: Callable[..., loopfast.socket],
         return connect_to(make_server(host, fast_path=server_fp), fast_path=client_fp)
 
     return make
+
+
+@pytest.fixture
+def squatter() -> Iterator[Child]:
+    """A helper process running as nobody, to take rendezvous names (``netns.squat``)."""
+    with child_or_skip(NOBODY) as child:
+        yield child

@@ -29,12 +29,15 @@ import os
 import pickle
 import select
 import signal
+import socket
 import struct
 import subprocess
 import time
 import traceback
 from collections.abc import Callable
 from typing import Any
+
+import pytest
 
 CLONE_NEWNET = 0x40000000
 PR_SET_PDEATHSIG = 1
@@ -167,6 +170,30 @@ class Child:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def child_or_skip(uid: int | None = None, *, netns: bool = False) -> Child:
+    """A ``Child`` as *uid* (None: as the test process); the test is skipped where the
+    runner cannot give one, or when the test process already runs as *uid*."""
+    if uid is not None and uid == os.getuid():
+        pytest.skip(f"the test process already runs as uid {uid}")
+    try:
+        return Child(uid=uid, netns=netns)
+    except ChildUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+def squat(state: dict[str, Any], name: bytes) -> int:
+    """In a child: take the abstract AF_UNIX *name* and listen on it; the child's uid.
+
+    The listener is ``state["squatter"]``.
+    """
+    squatter = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    state.setdefault("sockets", []).append(squatter)
+    squatter.bind(name)
+    squatter.listen(16)
+    state["squatter"] = squatter
+    return os.getuid()
 
 
 def _child_main(cmd: int, reply: int, netns: bool, uid: int | None,

@@ -33,7 +33,7 @@ from loopfast._core.addresses import name_for
 from loopfast._fastpath import owner as _owner
 
 from .._streams import recv_exactly
-from ..netns import NOBODY, Child, ChildUnavailable
+from ..netns import NOBODY, Child, child_or_skip, squat
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -46,16 +46,6 @@ Closing = Callable[[stdsocket.socket], Any]
 
 
 # -- what runs in the children (module level: sent by reference) --------------------------
-
-
-def _squat(state: dict[str, Any], name: bytes) -> int:
-    """Take the abstract *name* and listen on it; this process's uid."""
-    squatter = stdsocket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
-    state.setdefault("sockets", []).append(squatter)
-    squatter.bind(name)
-    squatter.listen(16)
-    state["squatter"] = squatter
-    return os.getuid()
 
 
 def _squat_report(state: dict[str, Any], window: float) -> list[dict[str, Any]]:
@@ -153,27 +143,10 @@ def _assert_tcp_exchange(client: loopfast.socket, server: stdsocket.socket) -> N
         assert recv_exactly(client, 20) == b"from the real server"
 
 
-def _child(uid: int | None) -> Child:
-    """A helper process, as *uid* (None: as the test process); skip where that cannot be."""
-    if uid is not None and uid == ME:
-        pytest.skip(f"the test process already runs as uid {uid}")
-    try:
-        return Child(uid=uid)
-    except ChildUnavailable as exc:
-        pytest.skip(str(exc))
-
-
-@pytest.fixture
-def squatter() -> Iterator[Child]:
-    """A process running as nobody, to take rendezvous names."""
-    with _child(NOBODY) as child:
-        yield child
-
-
 @pytest.fixture
 def nobody() -> Iterator[Child]:
     """A process running as nobody, to own listeners."""
-    with _child(NOBODY) as child:
+    with child_or_skip(NOBODY) as child:
         yield child
 
 
@@ -195,7 +168,7 @@ def test_squatter_of_another_uid_does_not_catch_the_client(
     server = closing(loopfast.create_server((host, 0), family=family))  # root, no fast path
     server.settimeout(TIMEOUT)
     port = server.getsockname()[1]
-    assert squatter.call(_squat, name_for(squat_host, port)) == NOBODY
+    assert squatter.call(squat, name_for(squat_host, port)) == NOBODY
 
     client = closing(loopfast.create_connection((host, port), TIMEOUT, fast_path=True))
     _assert_tcp_exchange(client, server)
@@ -216,11 +189,11 @@ def test_name_without_a_tcp_listener_is_not_trusted(
         closing: Closing, caplog: pytest.LogCaptureFixture, uid: int) -> None:
     """Even a squatter of the client's own uid: no TCP listener means no owner."""
     caplog.set_level(logging.WARNING, logger="loopfast")
-    with _child(uid if uid != ME else None) as holder:
+    with child_or_skip(uid if uid != ME else None) as holder:
         reserved = closing(stdsocket.socket(AF_INET, stdsocket.SOCK_STREAM))
         reserved.bind(("127.0.0.1", 0))  # bound, never listening: the port stays ours, closed
         port = reserved.getsockname()[1]
-        assert holder.call(_squat, name_for("127.0.0.1", port)) == uid
+        assert holder.call(squat, name_for("127.0.0.1", port)) == uid
 
         with pytest.raises(ConnectionRefusedError) as refused:
             closing(loopfast.create_connection(("127.0.0.1", port), TIMEOUT, fast_path=True))
@@ -247,7 +220,7 @@ def test_server_owning_its_port_gets_the_fast_path(
         host: str) -> None:
     """Control: the check passes when the peer's uid owns the TCP listener, ours or nobody's."""
     caplog.set_level(logging.WARNING, logger="loopfast")
-    with _child(uid) as owner:
+    with child_or_skip(uid) as owner:
         port = owner.call(_fast_server, family, host)
         owner_uid, owner_gid = (ME, os.getgid()) if uid is None else (uid, uid)
         assert _owner.listener_uid(family, host, port) == owner_uid
@@ -275,7 +248,7 @@ def test_taken_name_leaves_the_server_serving_tcp(
     server.bind(("127.0.0.1", 0))
     port = server.getsockname()[1]
     name = name_for("127.0.0.1", port)
-    squatter.call(_squat, name)
+    squatter.call(squat, name)
 
     server.listen()
     server.settimeout(TIMEOUT)
@@ -300,7 +273,7 @@ def test_taken_wildcard_name_spares_the_other_family(
     server.setsockopt(stdsocket.IPPROTO_IPV6, stdsocket.IPV6_V6ONLY, 0)
     server.bind(("::", 0))
     port = server.getsockname()[1]
-    squatter.call(_squat, name_for("0.0.0.0", port))
+    squatter.call(squat, name_for("0.0.0.0", port))
     server.listen()
     server.settimeout(TIMEOUT)
     logged = _warnings(caplog)
@@ -412,7 +385,7 @@ def test_a_squatter_on_the_exact_name_does_not_cost_a_wildcard_server_its_client
     server = closing(loopfast.create_server(("0.0.0.0", 0), fast_path=True))
     server.settimeout(TIMEOUT)
     port = server.getsockname()[1]
-    squatter.call(_squat, name_for("127.0.0.1", port))
+    squatter.call(squat, name_for("127.0.0.1", port))
 
     client = closing(loopfast.create_connection(("127.0.0.1", port), TIMEOUT, fast_path=True))
     assert client.fast_path_active is True

@@ -23,7 +23,7 @@ from loopfast._core.addresses import name_for
 from loopfast._fastpath import owner as _owner
 
 from .._streams import recv_exactly
-from ..netns import Child, ChildUnavailable
+from ..netns import child_or_skip, squat
 
 SERVER_UID = 23456
 SQUATTER_UID = 12345
@@ -47,15 +47,6 @@ def _read_one(state: dict[str, Any], size: int) -> bytes:
     with conn:
         conn.settimeout(TIMEOUT)
         return recv_exactly(conn, size)
-
-
-def _squat(state: dict[str, Any], name: bytes) -> None:
-    """Take the abstract *name* and listen on it."""
-    squatter = stdsocket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
-    state.setdefault("sockets", []).append(squatter)
-    squatter.bind(name)
-    squatter.listen(16)
-    state["squatter"] = squatter
 
 
 def _squatter_got_a_hello(state: dict[str, Any]) -> bool:
@@ -96,20 +87,13 @@ def _client(state: dict[str, Any], port: int) -> dict[str, Any]:
             "listener_uid_seen": _owner.listener_uid(stdsocket.AF_INET, "127.0.0.1", port)}
 
 
-def _child(**kwargs: Any) -> Child:
-    try:
-        return Child(**kwargs)
-    except ChildUnavailable as exc:
-        pytest.skip(str(exc))
-
-
 def test_a_client_in_a_user_namespace_is_not_caught_by_a_squatter() -> None:
     if os.getuid() != 0:
         pytest.skip("needs root to run the server and the squatter as two other users")
-    with _child(uid=SERVER_UID) as server, _child(uid=SQUATTER_UID) as squatter, \
-            _child() as client:
+    with child_or_skip(SERVER_UID) as server, child_or_skip(SQUATTER_UID) as squatter, \
+            child_or_skip() as client:
         port = server.call(_tcp_echo_listener)
-        squatter.call(_squat, name_for("127.0.0.1", port))
+        squatter.call(squat, name_for("127.0.0.1", port))
         try:
             client.call(_enter_user_namespace)
         except Exception as exc:  # e.g. user namespaces disabled by the runner

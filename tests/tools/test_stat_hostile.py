@@ -30,7 +30,7 @@ from loopfast._core.addresses import NAME_PREFIX
 from loopfast._fastpath import registry
 from loopfast._tools import stat
 
-from ..netns import NOBODY, Child, ChildUnavailable
+from ..netns import NOBODY, Child, child_or_skip
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -112,22 +112,6 @@ def _connected_pair(state: dict[str, Any]) -> int:
 # -- helpers ----------------------------------------------------------------------------
 
 
-def _child(uid: int | None) -> Child:
-    if uid is not None and uid == ME:
-        pytest.skip(f"the test process already runs as uid {uid}")
-    try:
-        return Child(uid=uid)
-    except ChildUnavailable as exc:
-        pytest.skip(str(exc))
-
-
-@pytest.fixture
-def squatter() -> Iterator[Child]:
-    """A process running as nobody."""
-    with _child(NOBODY) as child:
-        yield child
-
-
 @pytest.fixture
 def serve_here() -> Iterator[Callable[[bytes], None]]:
     """``serve_here(body)``: an endpoint of this process, well named, that answers *body*;
@@ -163,7 +147,7 @@ def test_squatter_of_another_uid_is_skipped_unread(squatter: Child) -> None:
     if ME != 0:
         pytest.skip("needs root to run stat as one uid and the squatter as another")
     assert squatter.call(_fake_endpoint, None, _evil_body(squatter.pid)) == NOBODY
-    with _child(OTHER) as asker:
+    with child_or_skip(OTHER) as asker:
         conns, skipped, text = asker.call(_gather, timeout=TIMEOUT)
     assert not [c for c in conns if c["pid"] == squatter.pid]
     # The squatter, and the test process's own endpoint (root): another uid each.
@@ -293,7 +277,7 @@ def test_names_that_are_not_loopfasts_are_skipped_and_counted(closing: Closing) 
 def test_a_prebound_name_does_not_hide_a_processs_connections(squatter: Child) -> None:
     """nobody takes the names a process would have had (the old fixed one, and one with a
     guessed token) before the process opens its endpoint; its connections still show."""
-    with _child(None) as victim:
+    with child_or_skip(None) as victim:
         prebound = [f"\0loopfast-stat/{victim.pid}".encode(), _token_name(victim.pid)]
         for name in prebound:
             squatter.call(_fake_endpoint, name, _evil_body(victim.pid))
