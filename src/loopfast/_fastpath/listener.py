@@ -254,6 +254,8 @@ class Listener:
             if arrival is not None:
                 return arrival
         for unix in list(self.rendezvous):
+            if self._exhausted_until is not None:
+                break  # the names were withdrawn meanwhile
             arrival = self._accept_from(unix)
             if arrival is not None:
                 return arrival
