@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.loopfast-installed
 SOURCES := pyproject.toml $(wildcard setup.py) $(wildcard src/loopfast/*.c)
 
-.PHONY: test bench stress lint install clean
+.PHONY: test bench bench-apps stress lint install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,19 @@ BENCH_ARGS ?=
 
 bench: $(STAMP)
 	$(VENV)/bin/loopfast bench $(BENCH_ARGS)
+
+# make bench-apps BENCH_APPS_ARGS="--json docs/bench/apps.json" (or "--quick"): real
+# servers and clients from PyPI, plain and under loopfast run. Only this target
+# installs the apps extra; make test skips the pairs whose packages are missing.
+APPS_STAMP := $(VENV)/.loopfast-apps-installed
+BENCH_APPS_ARGS ?=
+
+$(APPS_STAMP): $(STAMP)
+	LOOPFAST_REQUIRE_C=1 $(PY) -m pip install --quiet -e '.[bench,apps]'
+	touch $(APPS_STAMP)
+
+bench-apps: $(APPS_STAMP)
+	$(VENV)/bin/loopfast bench apps $(BENCH_APPS_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests tools

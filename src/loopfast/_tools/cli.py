@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import create_server
+from ..bench.apps.cli import add_arguments as add_apps_arguments
+from ..bench.apps.cli import run as run_apps
 from ..bench.pinning import PIN_MODES
 from ..bench.rows import ROWS
 from .echo_server import EchoServer
@@ -125,6 +127,17 @@ def _add_bench(subparsers: _Subparsers) -> None:
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (it is shown only when stderr is a terminal)")
     p.set_defaults(handler=_run_bench)
+    suites = p.add_subparsers(dest="suite", metavar="apps")
+    apps = suites.add_parser(
+        "apps", help="real servers and clients from PyPI, plain and under loopfast run",
+        description="Run server and client pairs (uvicorn + httpx, aiohttp, websockets, "
+        "redis-py, http.server and gunicorn with requests, ...) unchanged, plain and under "
+        "'loopfast run' with each transport, alternating; report requests/s, ratios and "
+        "whether the connections took the fast path. Needs the apps extra "
+        "(pip install 'loopfast[apps]'); a pair whose package is missing is skipped. "
+        "Exit status 1 if a pair failed or missed the fast path it should take.")
+    add_apps_arguments(apps)
+    apps.set_defaults(handler=_run_bench_apps)
 
 
 _BENCH_EXTRA = "pip install 'loopfast[bench]'"
@@ -175,6 +188,13 @@ def _run_bench(args: argparse.Namespace) -> int:
               file=sys.stderr)
         status = 1
     return status
+
+
+def _run_bench_apps(args: argparse.Namespace) -> int:
+    if reason := _bench_missing():
+        print(f"loopfast bench apps: {reason}", file=sys.stderr)
+        return 1
+    return run_apps(args)
 
 
 def _add_info(subparsers: _Subparsers) -> None:
