@@ -79,8 +79,9 @@ class Server:
 
     def __init__(self, variant: str, args: list[str], port: int) -> None:
         self.variant, self.port = variant, port
-        self._log = Path(tempfile.mkstemp(prefix="loopfast-apps-", suffix=".log")[1])
-        with self._log.open("wb") as log:
+        fd, name = tempfile.mkstemp(prefix="loopfast-apps-", suffix=".log")
+        self._log = Path(name)
+        with open(fd, "wb") as log:
             self._proc = subprocess.Popen(command(variant, args), stdin=subprocess.DEVNULL,
                                           stdout=log, stderr=log, start_new_session=True)
 
