@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 import loopfast
+from loopfast._fastpath import registry
+from loopfast._fastpath.background import background
 
 from ._tls import self_signed
 from .netns import NOBODY, Child, child_or_skip
@@ -21,15 +23,13 @@ Closing = Callable[[socket.socket], socket.socket]
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _peer_watcher() -> None:
-    """The process-wide peer watcher (one thread, one epoll fd) and the stat endpoint
-    (one thread, one listening socket) exist before any test counts fds: each is made
-    once, at the first fast-path connection, and lives on."""
-    from loopfast._fastpath import registry as _stat
-    from loopfast._fastpath.ring_link import _watcher
-
-    _watcher.start()
-    _stat._registry.start()
+def _background_kept() -> None:
+    """The background thread (one epoll fd) and the stat endpoint (one listening socket)
+    stay for the whole session, so tests that count fds see neither come and go: in a
+    program they start with the first fast-path connection and end after the last
+    (tests/fastpath/test_background.py checks that)."""
+    background.keep()
+    registry._registry.start()
 
 
 @pytest.fixture(autouse=True)

@@ -6,12 +6,16 @@ abstract AF_UNIX sockets (``@loopfast/<version>/<ip>/<port>``) listed in
 
 Connections live in process memory, so each process that has one answers for
 itself: ``register(sock)`` (called when a socket becomes a fast-path
-connection) keeps a weak reference and, the first time, starts one daemon
-thread listening on the abstract name ``@loopfast-stat/<pid>/<token>``. A query
-there gets the live connections as JSON, and only when the asker's uid is the
-process's or root (SO_PEERCRED): "processes the user may inspect". The name
-dies with the process; nothing is left behind. The registry costs one WeakSet
-insertion per connection; reading ring statistics happens only when asked.
+connection) keeps a weak reference and, the first time, listens on the
+abstract name ``@loopfast-stat/<pid>/<token>``, served by the process's
+background thread (``background.py``). A query there gets the live
+connections as JSON, and only when the asker's uid is the process's or root
+(SO_PEERCRED): "processes the user may inspect". When no registered
+connection is open any more the endpoint closes (at the background thread's
+next tick), so a process without fast-path connections runs no loopfast
+thread; the name dies with the endpoint, nothing is left behind. The registry
+costs one WeakSet insertion per connection; reading ring statistics happens
+only when asked.
 
 Anyone in the network namespace may bind any abstract name, so the name is no
 proof: ``<token>`` is random, so nobody can take a process's name before it
@@ -27,14 +31,15 @@ import logging
 import os
 import re
 import secrets
+import select
 import socket as _stdsocket
 import threading
-import time
 import weakref
 from typing import Any
 
 from .._core.addresses import NAME_PREFIX
 from .._core.stdlib import StdSocket, peer_credentials
+from .background import background
 
 __all__ = ["LISTENER_PREFIX", "QUERY_PREFIX", "QUERY_TIMEOUT", "connections", "endpoint_pid",
            "register"]
@@ -53,6 +58,8 @@ class _Registry:
         self.live: weakref.WeakSet[Any] = weakref.WeakSet()
         self.endpoint: _stdsocket.socket | None = None
         self.failed = False
+        self.pinned = False
+        background.every(self._tick)
         os.register_at_fork(after_in_child=self._after_fork)
 
     def _after_fork(self) -> None:
@@ -60,6 +67,7 @@ class _Registry:
         self.lock = threading.Lock()
         self.live = weakref.WeakSet()
         self.failed = False
+        self.pinned = False
         if self.endpoint is not None:
             self.endpoint.close()
             self.endpoint = None
@@ -70,8 +78,9 @@ class _Registry:
             self._start_locked()
 
     def start(self) -> None:
-        """Open the query endpoint and its thread (once per process)."""
+        """Open the query endpoint now and keep it open (tests that count fds)."""
         with self.lock:
+            self.pinned = True
             self._start_locked()
 
     def _start_locked(self) -> None:
@@ -85,8 +94,25 @@ class _Registry:
                 _log.warning("loopfast: stat endpoint unavailable, connections of pid %d "
                              "will not show in 'loopfast stat': %s", os.getpid(), exc)
                 return
-            threading.Thread(target=_serve, args=(self.endpoint,), daemon=True,
-                             name="loopfast-stat").start()
+            try:
+                background.watch(self.endpoint.fileno(), _answer, select.EPOLLIN)
+            except OSError as exc:
+                self.failed = True
+                _log.warning("loopfast: stat endpoint unavailable, connections of pid %d "
+                             "will not show in 'loopfast stat': %s", os.getpid(), exc)
+                self.endpoint.close()
+                self.endpoint = None
+
+    def _tick(self) -> None:
+        # In the background thread: the endpoint closes with the last open connection.
+        with self.lock:
+            if self.endpoint is None or self.pinned:
+                return
+            if any(sock.fileno() != -1 for sock in list(self.live)):
+                return
+            background.forget(self.endpoint.fileno())
+            self.endpoint.close()
+            self.endpoint = None
 
     def snapshot(self) -> list[dict[str, Any]]:
         with self.lock:
@@ -121,28 +147,30 @@ def _listen(pid: int) -> _stdsocket.socket:
     try:
         endpoint.bind(b"\0" + f"{QUERY_PREFIX[1:]}{pid}/{secrets.token_hex(_TOKEN_BYTES)}".encode())
         endpoint.listen(8)
+        endpoint.setblocking(False)  # answered from the background thread, never waited on
     except BaseException:
         endpoint.close()
         raise
     return endpoint
 
 
-def _serve(endpoint: _stdsocket.socket) -> None:
+def _answer(_events: int) -> None:
+    """In the background thread: answer the queries waiting at the endpoint."""
+    endpoint = _registry.endpoint
+    if endpoint is None:
+        return
     me = os.getuid()
-    while True:
+    for _ in range(8):  # as many as the backlog holds; the thread has other duties
         try:
             conn, _ = endpoint.accept()
         except OSError:
-            if endpoint.fileno() == -1:
-                return  # closed after fork
-            time.sleep(0.1)  # EMFILE and the like: the endpoint outlives them
-            continue
+            return  # nothing more queued, or EMFILE: the next event tries again
         with conn:
             conn.settimeout(QUERY_TIMEOUT)
-            if peer_credentials(conn).uid not in (me, 0):
-                continue  # not a process this user may inspect
-            body = {"pid": os.getpid(), "connections": _registry.snapshot()}
             with contextlib.suppress(OSError):
+                if peer_credentials(conn).uid not in (me, 0):
+                    continue  # not a process this user may inspect
+                body = {"pid": os.getpid(), "connections": _registry.snapshot()}
                 conn.sendall(json.dumps(body).encode())
 
 

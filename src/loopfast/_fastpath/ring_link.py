@@ -15,7 +15,6 @@ import os
 import select
 import socket as _stdsocket
 import threading
-import time
 import weakref
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .. import compat
 from .._core import ringcore
 from .._core.stdlib import PeerCredentials, close_fds
+from .background import background
 from .connection import Connection, Inherited
 
 if TYPE_CHECKING:  # the stub's types; at run time the C core comes from ringcore
@@ -30,7 +30,6 @@ if TYPE_CHECKING:  # the stub's types; at run time the C core comes from ringcor
 
 DEFAULT_RING = 128 * 1024
 AUTOTUNE_RING_MAX = 4 << 20  # about what loopback TCP holds in flight here once autotuned
-TRIM_PERIOD = 0.5  # seconds between the watcher's sweeps that give idle rings' pages back
 _log = logging.getLogger("loopfast")
 
 
@@ -331,48 +330,64 @@ def server_link(fds: list[int], sizes: tuple[int, int], window: int | None = Non
 
 
 class _Watcher:
-    """One daemon thread per process that tells select/poll users when a peer died,
-    and gives the pages of idle, drained rings back every TRIM_PERIOD (``Channel.trim``).
+    """Tells select/poll users when a ring's peer died, and gives idle rings' pages back
+    every ``background.TICK`` (``Channel.trim``), from the process's background thread.
 
     A peer that is killed cannot ring our bell, so our fileno would never turn
-    readable for an application waiting in select(). The thread waits for
-    POLLHUP on every link's copy of the peer's w (only the peer holds that
-    socket's other end, r) and then shuts our own w, which makes our fileno
-    read end of stream, as a TCP socket does when the kernel closes its peer. Our own blocking
-    calls do not need it: they poll the same socket themselves.
+    readable for an application waiting in select(). The background thread
+    waits for POLLHUP on every link's copy of the peer's w (only the peer holds
+    that socket's other end, r) and then marks the channel's peer dead, which
+    makes our fileno read end of stream, as a TCP socket does when the kernel
+    closes its peer. Our own blocking calls do not need it: they poll the same
+    socket themselves.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._epoll: select.epoll | None = None
         self._channels: dict[int, weakref.ref[Channel]] = {}
+        background.every(self._sweep)
         os.register_at_fork(after_in_child=self._after_fork)
 
     def _after_fork(self) -> None:
-        # The thread did not come along; links inherited by the child stay unwatched.
+        # Links inherited by the child stay unwatched (the thread did not come along).
         self._lock = threading.Lock()
-        self._epoll = None
         self._channels = {}
 
-    def start(self) -> select.epoll:
-        """Start the thread (once per process); its epoll instance is one fd for good."""
-        with self._lock:
-            if self._epoll is None:
-                self._epoll = select.epoll()
-                threading.Thread(target=self._run, args=(self._epoll,), daemon=True,
-                                 name="loopfast-peer-watcher").start()
-            return self._epoll
-
     def watch(self, fd: int, channel: Channel) -> None:
-        epoll = self.start()
+        """Mark *channel*'s peer dead when *fd* (our copy of the peer's w) hangs up.
+
+        Raises:
+            OSError: the background thread could not watch it (EMFILE...).
+        """
+        ref = weakref.ref(channel)
+
+        def hung_up(_events: int) -> None:
+            # The fd number may have been closed and reused since epoll reported it:
+            # ask the fd as it is now, and forget only our own registration.
+            if not _hung_up(fd):
+                return
+            background.forget(fd, hung_up)
+            with self._lock:
+                if self._channels.get(fd) is ref:
+                    del self._channels[fd]
+            dead = ref()
+            if dead is not None:
+                dead.peer_dead = True
+
         with self._lock:
-            self._channels[fd] = weakref.ref(channel)
-            epoll.register(fd, 0)  # EPOLLHUP comes unasked: the peer's r is closed
+            self._channels[fd] = ref
+        try:
+            background.watch(fd, hung_up)  # EPOLLHUP comes unasked: the peer's r is closed
+        except BaseException:
+            with self._lock:
+                self._channels.pop(fd, None)
+            raise
 
     def forget(self, fd: int) -> None:
+        """Stop watching *fd*; call before it is closed."""
         with self._lock:
-            if self._channels.pop(fd, None) is not None and self._epoll is not None:
-                self._epoll.unregister(fd)
+            self._channels.pop(fd, None)
+        background.forget(fd)
 
     def _sweep(self) -> None:
         with self._lock:
@@ -381,26 +396,6 @@ class _Watcher:
             channel = ref()
             if channel is not None:
                 channel.trim()  # never waits; a closed channel says no
-
-    def _run(self, epoll: select.epoll) -> None:
-        next_sweep = time.monotonic() + TRIM_PERIOD
-        while True:
-            events = epoll.poll(max(next_sweep - time.monotonic(), 0.0))
-            if time.monotonic() >= next_sweep:
-                self._sweep()
-                next_sweep = time.monotonic() + TRIM_PERIOD
-            for fd, _events in events:
-                with self._lock:
-                    # The event may be for a link closed meanwhile, its fd number
-                    # already reused: ask the fd as it is now (forget() runs before
-                    # a link's fds close, under this lock, so the fd is open here).
-                    if fd not in self._channels or not _hung_up(fd):
-                        continue
-                    ref = self._channels.pop(fd)
-                    epoll.unregister(fd)
-                channel = ref()
-                if channel is not None:
-                    channel.peer_dead = True
 
 
 def _hung_up(fd: int) -> bool:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import pytest
 
 import loopfast
-from loopfast._fastpath import connector, ring_link
+from loopfast._fastpath import background, connector, ring_link
 
 from ...conftest import Pair
 from ...ring_pair import C2S, RING_CTL_AT, RING_CTL_SIZE, RingPair
@@ -208,7 +208,7 @@ def test_an_idle_connection_after_a_burst_keeps_no_ring_memory(
             got += receiver.recv(1 << 20)
         sending.join()
         assert got == burst
-    deadline = time.monotonic() + 5 * ring_link.TRIM_PERIOD
+    deadline = time.monotonic() + 5 * background.TICK
     while time.monotonic() < deadline:
         time.sleep(0.1)
         ours = [kib for kib in _ring_mappings_kib() if kib not in before]
