@@ -1957,16 +1957,8 @@ def scenario_tls_over_connection(t: Transport, rec: Recorder) -> None:
     import ssl
 
     c, s = t.pair()
-    # ssl.wrap_socket detaches the socket. Where detach() is refused, the stdlib leaves
-    # a half-made SSLSocket owning the same fd number, which would close it again at
-    # garbage collection (possibly someone else's fd by then): probe on a dup first.
-    probe = t.track(c.dup())
-    try:
-        os.close(probe.detach())
-    except OSError as exc:
-        rec.note("detach (ssl.wrap_socket needs it)", exc_token(exc))
-        return
-    rec.note("detach (ssl.wrap_socket needs it)", "ok")
+    # Blocking ssl: the stdlib hands the fd to OpenSSL (detach()); on the ring,
+    # loopfast's wrap_socket hook carries the records through the rings instead.
     with tempfile.TemporaryDirectory() as tmp:
         files = self_signed(Path(tmp))
         if files is None:

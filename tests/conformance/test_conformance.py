@@ -50,10 +50,6 @@ _BOTH_FAST_PATHS: dict[str, str] = {
         "README: a fast-path listener's fd is an epoll instance bundling its TCP and AF_UNIX "
         "listeners, so socket.fromfd on it fails with ENOTSOCK"
     ),
-    "tls_over_connection": (
-        "README: blocking ssl.wrap_socket takes the fd; over the stream transport TLS works "
-        "but getpeername() names the AF_UNIX peer, over the ring detach() refuses"
-    ),
     "connect_to_full_backlog_times_out": (
         "README: a fast-path listener has two backlogs, its rendezvous and its TCP one; a "
         "client that finds the rendezvous full for 50 ms takes TCP (a squatter with a full "
@@ -61,6 +57,10 @@ _BOTH_FAST_PATHS: dict[str, str] = {
     ),
 }
 _STREAM_ONLY: dict[str, str] = {
+    "tls_over_connection": (
+        "README: blocking ssl.wrap_socket takes the fd, which over the stream transport is "
+        "the AF_UNIX stream: TLS works but getpeername() names the AF_UNIX peer"
+    ),
     "detach_rewrap_with_stdlib": (
         "FastPathSocket.detach: the fd is the AF_UNIX stream carrying the connection, so a "
         "stdlib socket built on it reports AF_UNIX, proto 0 and an AF_UNIX peer name"
@@ -78,7 +78,6 @@ _STREAM_ONLY: dict[str, str] = {
 RING_REFUSES: dict[str, str] = {
     "detach": "_core/sockets/ring.py: detach() refuses (EOPNOTSUPP): the ring's fd carries no data",
     "detach_rewrap_with_stdlib": "_core/sockets/ring.py: detach() refuses (EOPNOTSUPP)",
-    "tls_over_connection": "_core/sockets/ring.py: ssl.wrap_socket calls detach(), which refuses",
 }
 _RING_ONLY: dict[str, str] = {
     **RING_REFUSES,

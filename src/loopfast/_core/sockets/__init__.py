@@ -1,6 +1,7 @@
 """Every socket class loopfast makes, and ``become``, the one place a socket changes kind.
 
-Importing this package defines every kind, so ``become`` knows them all.
+Importing this package defines every kind, so ``become`` knows them all, and
+installs the TLS hook (``tls``) that lets ``SSLContext.wrap_socket`` take a ring.
 """
 
 from .base import TRANSPORTS, become, socket
@@ -8,6 +9,7 @@ from .filtered import FilteredSocket
 from .listener import FastPathListener
 from .ring import RingSocket
 from .stream import FastPathSocket
+from .tls import RingTLSSocket, TLSListener
 
 __all__ = ["TRANSPORTS", "FastPathListener", "FastPathSocket", "FilteredSocket", "RingSocket",
-           "become", "socket"]
+           "RingTLSSocket", "TLSListener", "become", "socket"]
