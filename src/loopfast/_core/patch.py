@@ -9,13 +9,14 @@ asyncio's selector loop, ``socket.create_server``) then makes fast-path
 sockets; nothing else changes. A connection takes the fast path only when
 the peer process opted in too (``python -m loopfast run`` on both sides).
 
-The transport is the AF_UNIX stream by default: every surface of a socket
-works on it, including the ones that take the fd away (blocking
-``SSLContext.wrap_socket``, which calls ``detach()``; ``os.sendfile``;
-uvloop). ``transport="ring"`` is faster and suits programs that only call
-the socket object (http.server, urllib without TLS, asyncio's default loop);
-there a blocking ``wrap_socket`` of a fast-path connection fails with
-EOPNOTSUPP.
+The transport is the shared-memory ring by default. Blocking TLS works on it:
+``SSLContext.wrap_socket`` of a ring connection (``http.client``, ``urllib``,
+``requests``) returns a ``RingTLSSocket`` whose records go through the rings
+(``_core/sockets/tls.py``, installed with loopfast). ``transport="stream"``
+(the AF_UNIX stream) suits code that takes the fd itself (``os.sendfile``,
+``socket.fromfd``, uvloop). A socket wrapped before it connects
+(``ctx.wrap_socket(socket.socket())``, then ``connect()``) stays the stdlib's
+SSLSocket and connects over TCP, on either transport.
 
 Invariants: ``isinstance(x, socket.socket)`` answers as it would without the
 patch (a metaclass checks against the original class); the original class is
@@ -30,7 +31,7 @@ import threading
 from typing import Any
 
 from ..constants import SIO_LOOPBACK_FAST_PATH
-from .sockets import TRANSPORTS, socket
+from .sockets import TRANSPORTS, socket, tls
 from .stdlib import StdSocket, is_tcp
 
 __all__ = ["connection_counts", "patch", "patched", "unpatch"]
@@ -38,7 +39,7 @@ __all__ = ["connection_counts", "patch", "patched", "unpatch"]
 _INET = (_stdsocket.AF_INET, _stdsocket.AF_INET6)
 _lock = threading.Lock()
 _counts = {"ring": 0, "stream": 0, "tcp": 0}
-_transport = "stream"
+_transport = "ring"
 
 
 class _SocketClass(type):
@@ -90,13 +91,13 @@ def _count(sock: socket) -> None:
         _counts[kind] = _counts.get(kind, 0) + 1
 
 
-def patch(transport: str | bool = "stream") -> None:
+def patch(transport: str | bool = "ring") -> None:
     """Make the TCP sockets this process creates through ``socket.socket`` opt in.
 
     Args:
-        transport: "stream" (AF_UNIX, every socket surface works; the default),
-            "ring" or True (shared memory, fastest; a blocking ``wrap_socket`` of a
-            fast-path connection fails with EOPNOTSUPP).
+        transport: "ring" or True (shared memory, the fastest; the default; blocking
+            ``SSLContext.wrap_socket`` included) or "stream" (AF_UNIX, for code that
+            takes the fd itself: ``os.sendfile``, ``socket.fromfd``, uvloop).
 
     Raises:
         OSError: EINVAL for another transport word.
@@ -104,8 +105,9 @@ def patch(transport: str | bool = "stream") -> None:
     global _transport
     word = "ring" if transport is True else transport
     if not isinstance(word, str) or word not in TRANSPORTS:
-        raise OSError(errno.EINVAL, f"patch(transport={transport!r}): use 'stream' or 'ring'")
+        raise OSError(errno.EINVAL, f"patch(transport={transport!r}): use 'ring' or 'stream'")
     _transport = word
+    tls.install()  # SSLContext.wrap_socket takes ring connections (in place since import)
     # ssl binds the class at import ("from socket import socket") and subclasses it:
     # it must see the stdlib's, whoever imports it later.
     import ssl  # noqa: F401

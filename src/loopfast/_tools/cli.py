@@ -262,10 +262,10 @@ def _add_run(subparsers: _Subparsers) -> None:
         "sockets it creates opt in to the loopback fast path, so two programs both run this "
         "way talk over it (each connection falls back to TCP otherwise). Usage: loopfast run "
         "[options] [--] script.py args... or loopfast run [options] -m module args...")
-    p.add_argument("--transport", choices=("stream", "ring"), default="stream",
-                   help="stream: AF_UNIX, every socket surface works, blocking ssl included "
-                   "(default); ring: shared memory, faster, for programs that never hand the "
-                   "fd away (a blocking SSLContext.wrap_socket then fails with EOPNOTSUPP)")
+    p.add_argument("--transport", choices=("ring", "stream"), default="ring",
+                   help="ring: shared memory, the fastest, blocking ssl included (default); "
+                   "stream: AF_UNIX, for programs that take the fd itself (os.sendfile, "
+                   "socket.fromfd, uvloop)")
     p.add_argument("--report", action="store_true",
                    help="at exit, print to stderr how many connections the program made over "
                    "the fast path and over TCP")

@@ -10,9 +10,12 @@ import sys
 from .._core.patch import connection_counts, patch
 
 
-def run_program(argv: list[str], module: list[str] | None, transport: str,
-                report: bool) -> int:
-    """Run a Python program (``script args`` or ``-m module args``) under ``patch()``.
+def run_program(argv: list[str], module: list[str] | None, transport: str = "ring",
+                report: bool = False) -> int:
+    """Run a Python program (``script args`` or ``-m module args``) under ``patch(transport)``.
+
+    The transport is the ring unless asked otherwise ("stream"); blocking TLS
+    works on both.
 
     Returns 0 when the program returns; its ``SystemExit`` passes through
     unchanged, so the exit status is the program's.
