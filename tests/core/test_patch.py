@@ -246,6 +246,23 @@ def test_run_passes_the_exit_status_and_argv(tmp_path: Path) -> None:
     assert done.stdout == "['-x', '--y'] True\n"
 
 
+def test_run_c_runs_code_as_python_c(tmp_path: Path) -> None:
+    code = textwrap.dedent("""
+        import socket, sys
+        srv = socket.create_server(("127.0.0.1", 0))
+        cli = socket.create_connection(srv.getsockname(), 5)
+        conn, _ = srv.accept()
+        cli.sendall(b"hi")
+        print(sys.argv, __name__, sys.path[0] == "", conn.recv(2), cli.fast_path_transport)
+        raise SystemExit(4)
+    """)
+    done = subprocess.run([*RUN, "--report", "-c", code, "a", "-b"], env=ENV, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=STEP)
+    assert done.returncode == 4, done.stderr
+    assert done.stdout == "['-c', 'a', '-b'] __main__ True b'hi' ring\n"
+    assert "(ring 1, stream 0), 0 over TCP" in done.stderr
+
+
 def test_run_without_a_program_says_how() -> None:
     done = subprocess.run(RUN, env=ENV, capture_output=True, text=True, timeout=STEP)
     assert done.returncode == 2

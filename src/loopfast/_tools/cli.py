@@ -261,7 +261,8 @@ def _add_run(subparsers: _Subparsers) -> None:
         description="Run an unchanged Python program with loopfast.patch() in effect: the TCP "
         "sockets it creates opt in to the loopback fast path, so two programs both run this "
         "way talk over it (each connection falls back to TCP otherwise). Usage: loopfast run "
-        "[options] [--] script.py args... or loopfast run [options] -m module args...")
+        "[options] [--] script.py args..., loopfast run [options] -m module args... or "
+        "loopfast run [options] -c code args...")
     p.add_argument("--transport", choices=("ring", "stream"), default="ring",
                    help="ring: shared memory, the fastest, blocking ssl included (default); "
                    "stream: AF_UNIX, for programs that take the fd itself (os.sendfile, "
@@ -271,13 +272,15 @@ def _add_run(subparsers: _Subparsers) -> None:
                    "the fast path and over TCP")
     p.add_argument("-m", dest="module", nargs=argparse.REMAINDER, metavar="MODULE ...",
                    help="run a library module as a script, as python -m does")
+    p.add_argument("-c", dest="command", nargs=argparse.REMAINDER, metavar="CODE ...",
+                   help="run code given as a string, as python -c does")
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="script.py args",
                    help="the script and its arguments")
     p.set_defaults(handler=_run_run)
 
 
 def _run_run(args: argparse.Namespace) -> int:
-    return run_program(args.argv, args.module, args.transport, args.report)
+    return run_program(args.argv, args.module, args.transport, args.report, args.command)
 
 
 def _add_stat(subparsers: _Subparsers) -> None:
