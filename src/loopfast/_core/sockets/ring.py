@@ -10,10 +10,10 @@ kept in the C core, so this class is only the socket-shaped surface.
 The fd (``fileno()``) carries no data: it is a socket whose readiness the
 rings keep level-true (readable while data, end of stream or an error waits;
 writable while the peer's ring has room), so select, selectors, poll and
-asyncio work with it. Code that reads or writes the fd itself (``os.sendfile``
-on it, blocking ``ssl.wrap_socket``, ``detach()``) cannot work on a ring:
-``sendfile()`` is carried by ``send()``, and ``detach()`` (which
-``ssl.wrap_socket`` calls) refuses with EOPNOTSUPP. Such code wants
+asyncio work with it. Code that reads or writes the fd itself cannot work on
+a ring: ``sendfile()`` is carried by ``send()``, blocking TLS by ``tls.py``
+(``SSLContext.wrap_socket`` of a ring connection gives a ``RingTLSSocket``),
+and ``detach()`` refuses with EOPNOTSUPP. Code that takes the fd away wants
 ``fast_path="stream"``, the AF_UNIX stream transport.
 """
 
@@ -179,9 +179,10 @@ class RingSocket(FastPathSocket, state=RingConnection):
     def detach(self) -> int:
         """Refused: the fd of a ring-carried connection carries no data.
 
-        ``ssl.wrap_socket`` calls this after taking ``fileno()``; the socket moves
-        to a new fd number first, so the one handed out can be closed without
-        harm and this socket keeps working.
+        Code that calls it after taking ``fileno()`` (the stdlib's own
+        ``SSLContext.wrap_socket``, where loopfast's hook in ``tls.py`` is not in
+        place) may close that number: the socket moves to a new fd number first,
+        so this socket keeps working.
 
         Raises:
             OSError: EOPNOTSUPP on an open socket.
@@ -191,7 +192,7 @@ class RingSocket(FastPathSocket, state=RingConnection):
         self._rehome()
         raise OSError(errno.EOPNOTSUPP, "this fast-path connection is carried by shared memory "
                       "and its fd carries no data; code that takes the fd (detach, "
-                      "ssl.wrap_socket, os.sendfile) needs fast_path='stream'")
+                      "os.sendfile on the fd) needs fast_path='stream'")
 
     def _rehome(self) -> None:
         old = self.fileno()
