@@ -32,6 +32,7 @@ def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
+@functools.lru_cache(maxsize=512)
 def loopback_ipv4(family: int, host: str) -> str | None:
     """Return the IPv4 loopback address *host* reaches, or None.
 
@@ -121,6 +122,7 @@ def same_host(family: int, host: str, other_family: int, other: str) -> bool:
     return a is not None and a == b
 
 
+@functools.lru_cache(maxsize=512)
 def ipv4_of(family: int, host: str) -> str | None:
     """*host* as plain IPv4 when it is IPv4 or IPv4-mapped, else None."""
     ip = _ip(host)

@@ -15,6 +15,7 @@ import os
 import select
 import socket as _stdsocket
 import threading
+import time
 import weakref
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -60,14 +61,30 @@ def ring_size(rcvbuf: int | None) -> int:
     return min(max(size, lowest), highest)
 
 
-def _tcp_rmem() -> tuple[int, int, int]:
-    """net.ipv4.tcp_rmem: (min, default, max) of a TCP receive buffer."""
+_SYSCTL_TTL = 5.0  # seconds a sysctl read is trusted: reading one costs more than a connection
+_sysctls: dict[str, tuple[float, tuple[int, ...]]] = {}
+
+
+def _sysctl(name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    """The integers of /proc/sys/*name*, read at most once per ``_SYSCTL_TTL``."""
+    now = time.monotonic()
+    known = _sysctls.get(name)
+    if known is not None and known[0] > now:
+        return known[1]
     try:
-        with open("/proc/sys/net/ipv4/tcp_rmem", "rb") as f:
-            low, default, high = (int(x) for x in f.read().split())
-            return low, default, high
+        with open(f"/proc/sys/{name}", "rb") as f:
+            value = tuple(int(x) for x in f.read().split())
     except (OSError, ValueError):
-        return 4096, 131_072, 6_291_456  # the kernel's defaults
+        value = default
+    if len(value) != len(default):
+        value = default
+    _sysctls[name] = (now + _SYSCTL_TTL, value)
+    return value
+
+
+def _tcp_rmem() -> tuple[int, ...]:
+    """net.ipv4.tcp_rmem: (min, default, max) of a TCP receive buffer."""
+    return _sysctl("net/ipv4/tcp_rmem", (4096, 131_072, 6_291_456))  # the kernel's defaults
 
 
 def autotune_ring() -> int:
@@ -119,11 +136,7 @@ def receive_window(ring: int, rcvbuf: int, rcvbuf_set: bool,
 
 def _kernel_rcvbuf_cap() -> int:
     """The largest SO_RCVBUF an unprivileged socket can get: twice net.core.rmem_max."""
-    try:
-        with open("/proc/sys/net/core/rmem_max", "rb") as f:
-            return 2 * int(f.read())
-    except (OSError, ValueError):
-        return 2 * 212_992  # the kernel's default rmem_max
+    return 2 * _sysctl("net/core/rmem_max", (212_992,))[0]  # the kernel's default
 
 
 def ring_limits(server: _stdsocket.socket) -> tuple[int, int]:
