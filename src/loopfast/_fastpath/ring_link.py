@@ -9,6 +9,7 @@ share with the hello.
 from __future__ import annotations
 
 import _socket as _csocket
+import contextlib
 import errno
 import logging
 import os
@@ -358,6 +359,7 @@ class _Watcher:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._channels: dict[int, weakref.ref[Channel]] = {}
+        self._last_seen: dict[int, int] = {}  # fd -> bytes its ring had carried at the last tick
         background.every(self._sweep)
         os.register_at_fork(after_in_child=self._after_fork)
 
@@ -403,12 +405,21 @@ class _Watcher:
         background.forget(fd)
 
     def _sweep(self) -> None:
+        # Only a ring that carried nothing for a whole tick gives its pages back: a
+        # busy one, empty between messages, would fault them in again at once.
         with self._lock:
-            refs = list(self._channels.values())
-        for ref in refs:
+            refs = list(self._channels.items())
+        seen: dict[int, int] = {}
+        for fd, ref in refs:
             channel = ref()
-            if channel is not None:
-                channel.trim()  # never waits; a closed channel says no
+            if channel is None:
+                continue
+            with contextlib.suppress(Exception):  # closed in between
+                moved = channel.stats()["bytes_in"]
+                seen[fd] = moved
+                if self._last_seen.get(fd) == moved:
+                    channel.trim()  # never waits; a closed channel says no
+        self._last_seen = seen
 
 
 def _hung_up(fd: int) -> bool:
