@@ -79,18 +79,18 @@
  *     consumer that frees space or raises its window fences and, when it
  *     takes producer_waiting (exchange), drains the producer's filler from
  *     its copy of the producer's w, which makes the producer writable.
- * - Giving pages back: a consumer whose ring is empty and that has consumed
- *   more than PUNCH_AFTER bytes since the last time punches the whole rx
- *   ring out of the memfd (MADV_REMOVE), only when idle (a parked recv's
- *   liveness tick; trim(), which the peer watcher calls every 0.5 s). It
- *   may, because no byte there is unread (head == our tail, re-read after
- *   raising `punching`) and the producer writes nothing meanwhile: the
- *   producer raises `writing` before it reads tail and lowers it after it
- *   stores head; each side raises its word, fences, then reads the other's
- *   (Dekker), the consumer punches only with `writing` down, the producer
- *   waits (futex) while `punching` is up, at most PUNCH_WAIT_NS, then resets
- *   the connection rather than risk its bytes. A peer pinning `writing` only
- *   keeps its own pages.
+ * - Giving pages back: a producer whose ring the consumer has drained, and
+ *   that has published more than PUNCH_AFTER bytes since the last time,
+ *   punches the whole tx ring out of the memfd (MADV_REMOVE), only when the
+ *   connection idles (trim(), which the background thread calls for a ring
+ *   that carried nothing for a whole tick). It may, with no word to the
+ *   consumer: it holds the tx locks, so nobody else moves head; tail == head
+ *   (loaded with acquire order, after the consumer's release store that
+ *   follows its last copy) means the consumer has read every byte and will
+ *   read nothing until head moves again; and our next bytes are written after
+ *   the punch returns, before head is published. The hot path pays nothing
+ *   for it. A peer that never trims keeps only pages of a ring this side
+ *   accepted the size of.
  * - The GIL is released only to spin or park; the shared mapping lives until
  *   the Channel is closed, and close() first takes both direction locks, so
  *   no thread is inside a ring when it is unmapped. close() wakes parked
@@ -142,7 +142,6 @@
 #define REQUIRED_SEALS (F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW)
 #define LIVENESS_NS 50000000LL /* a parked recv looks at its peer at least this often */
 #define PUNCH_AFTER (64u << 10)  /* a ring that drains after this many bytes gives its pages back */
-#define PUNCH_WAIT_NS 1000000000LL /* a producer waits this long at most for a punch to end */
 
 /* consumer_waiting, per ring (written by the consumer, read by the producer):
  * what a producer must do after it publishes so the consumer learns of it. */
@@ -166,9 +165,7 @@ typedef struct {
     char pad2[CACHELINE - 12];
     _Atomic uint32_t producer_waiting;
     _Atomic uint32_t flags;
-    _Atomic uint32_t writing;  /* producer: between reading tail and storing head */
-    _Atomic uint32_t punching; /* consumer: giving the drained ring's pages back */
-    char pad3[CACHELINE - 16];
+    char pad3[CACHELINE - 8];
 } ring_ctl;
 
 typedef struct {
@@ -192,7 +189,7 @@ typedef struct {
     uint64_t rx_head_seen; /* last validated producer position */
     uint64_t tx_head;      /* our producer position */
     uint64_t tx_tail_seen;
-    uint64_t rx_punched;   /* rx_tail when the rx ring's pages were last given back */
+    uint64_t tx_punched;   /* tx_head when the tx ring's pages were last given back */
 } side_state;
 
 _Static_assert(sizeof(side_state) <= 4096, "side state fits its page");
@@ -468,62 +465,21 @@ static void announce(Channel *ch) {
 
 /* ---- giving drained pages back ----------------------------------------- */
 
-/* The producer's half of the punch exclusion (Dekker: writing, then punching).
- * Returns 0 to go on writing, -1 after marking a fault: a consumer that holds
- * `punching` longer than PUNCH_WAIT_NS is broken (an honest one takes
- * microseconds), and writing anyway could let its punch zero our bytes. */
-static int begin_write(Channel *ch) {
-    atomic_exchange_explicit(&ch->tx->writing, 1, memory_order_seq_cst);
-    uint32_t held = atomic_load_explicit(&ch->tx->punching, memory_order_seq_cst);
-    if (held == 0)
+/* Give the tx ring's pages back (MADV_REMOVE punches them out of the memfd)
+ * when more than PUNCH_AFTER bytes went out since the last time and the
+ * consumer has drained the ring, so an idle connection keeps no burst
+ * resident (see the header: why no word to the consumer is needed). Called
+ * with the tx locks held, only when idle (trim()): never per message, where
+ * re-faulting the pages halved the throughput. Returns 1 if punched. */
+static int give_pages_back(Channel *ch) {
+    if (ch->st->tx_head - ch->st->tx_punched <= PUNCH_AFTER)
         return 0;
-    int64_t until = now_ns() + PUNCH_WAIT_NS;
-    Py_BEGIN_ALLOW_THREADS
-    while (held != 0) {
-        int64_t left = until - now_ns();
-        if (left <= 0)
-            break;
-        futex_wait(&ch->tx->punching, held, left < LIVENESS_NS ? left : LIVENESS_NS);
-        held = atomic_load_explicit(&ch->tx->punching, memory_order_seq_cst);
-    }
-    Py_END_ALLOW_THREADS
-    if (held == 0)
-        return 0;
-    atomic_store_explicit(&ch->tx->writing, 0, memory_order_release);
-    set_fault(ch, "the peer kept the ring locked (punching) for more than a second; "
-                  "connection reset");
-    return -1;
-}
-
-static void end_write(Channel *ch) {
-    atomic_store_explicit(&ch->tx->writing, 0, memory_order_release);
-}
-
-/* Give the rx ring's pages back (MADV_REMOVE punches them out of the memfd)
- * when more than PUNCH_AFTER bytes went through since the last time and the
- * ring is empty, so an idle connection keeps no burst resident. Called by the
- * consumer with the rx lock held, only when idle (a parked recv's liveness
- * tick, the watcher's sweep through trim()): never per message, where
- * re-faulting the pages halved the throughput. Without the GIL when
- * `nogil`. Safe only while the producer writes nothing: we raise `punching`,
- * fence, and punch only if `writing` is down and head still equals our tail
- * (the ring is empty: no unread byte is lost); a producer raises `writing`,
- * fences, and waits while `punching` is up (begin_write). Returns 1 if punched. */
-static int give_pages_back(Channel *ch, int nogil) {
-    if (ch->st->rx_tail - ch->st->rx_punched <= PUNCH_AFTER)
-        return 0;
-    int done = 0;
-    atomic_exchange_explicit(&ch->rx->punching, 1, memory_order_seq_cst);
-    if (atomic_load_explicit(&ch->rx->writing, memory_order_seq_cst) == 0 &&
-        atomic_load_explicit(&ch->rx->head, memory_order_acquire) == ch->st->rx_tail) {
-        PyThreadState *save = nogil ? NULL : PyEval_SaveThread();
-        done = madvise(ch->rx_data, (size_t)ch->rx_size, MADV_REMOVE) == 0;
-        if (save != NULL)
-            PyEval_RestoreThread(save);
-        ch->st->rx_punched = ch->st->rx_tail; /* a failure keeps the pages, and we do not retry */
-    }
-    atomic_store_explicit(&ch->rx->punching, 0, memory_order_seq_cst);
-    futex_wake(&ch->rx->punching);
+    if (atomic_load_explicit(&ch->tx->tail, memory_order_acquire) != ch->st->tx_head)
+        return 0; /* bytes in flight (or a broken peer): nothing to give back now */
+    PyThreadState *save = PyEval_SaveThread();
+    int done = madvise(ch->tx_data, (size_t)ch->tx_size, MADV_REMOVE) == 0;
+    PyEval_RestoreThread(save);
+    ch->st->tx_punched = ch->st->tx_head; /* a failure keeps the pages, and we do not retry */
     return done;
 }
 
@@ -600,7 +556,6 @@ static int wait_for(Channel *ch, ready_fn ready, int for_space, int64_t deadline
                 save = PyEval_SaveThread();
             } else if (errno == ETIMEDOUT) {
                 check_peer(ch);
-                give_pages_back(ch, 1); /* idle for a liveness period */
                 if (!holding) { /* a signal another thread took (no EINTR here) */
                     PyEval_RestoreThread(save);
                     if (PyErr_CheckSignals() < 0)
@@ -910,13 +865,7 @@ static Py_ssize_t do_send(Channel *ch, const char *src, Py_ssize_t n, int flags,
             raise_errno(done ? ECONNRESET : EPIPE, NULL);
             break;
         }
-        if (begin_write(ch) < 0) {
-            raise_errno(ch->fault, ch->fault_why);
-            break;
-        }
         int64_t free = tx_room(ch);
-        if (free <= 0)
-            end_write(ch);
         if (free < 0) {
             raise_errno(ch->fault, ch->fault_why);
             break;
@@ -926,7 +875,6 @@ static Py_ssize_t do_send(Channel *ch, const char *src, Py_ssize_t n, int flags,
             copy_in(ch, src + done, put);
             ch->st->tx_head += put;
             atomic_store_explicit(&ch->tx->head, ch->st->tx_head, memory_order_release);
-            end_write(ch);
             ch->bytes_out += put;
             announce(ch);
             done += (Py_ssize_t)put;
@@ -1099,7 +1047,7 @@ static int Channel_init(Channel *self, PyObject *args, PyObject *kwds) {
     self->st->rx_tail = atomic_load_explicit(&self->rx->tail, memory_order_acquire);
     self->st->tx_head = atomic_load_explicit(&self->tx->head, memory_order_acquire);
     self->st->rx_head_seen = self->st->rx_tail;
-    self->st->rx_punched = self->st->rx_tail;
+    self->st->tx_punched = self->st->tx_head;
     self->st->tx_tail_seen = atomic_load_explicit(&self->tx->tail, memory_order_acquire);
     if (self->st->rx_tail != 0 || self->st->tx_tail_seen > self->st->tx_head ||
         self->st->tx_head - self->st->tx_tail_seen > self->tx_size)
@@ -1373,24 +1321,24 @@ static PyObject *Channel_stats(Channel *self, PyObject *Py_UNUSED(ignored)) {
 
 PyDoc_STRVAR(trim_doc,
 "trim($self, /)\n--\n\n"
-"Give the receive ring's pages back to the kernel if it is empty and more\n"
-"than 64 KiB went through it since the last time; never waits (a call in\n"
-"progress keeps them). True if pages were given back. The peer watcher\n"
-"calls it for idle connections.");
+"Give the send ring's pages back to the kernel if the peer has drained it\n"
+"and more than 64 KiB went through it since the last time; never waits (a\n"
+"call in progress keeps them). True if pages were given back. The\n"
+"background thread calls it for idle connections.");
 
 static PyObject *Channel_trim(Channel *self, PyObject *Py_UNUSED(ignored)) {
     int done = 0;
-    if (self->base != NULL && !self->closed && self->st->rx_tail - self->st->rx_punched > PUNCH_AFTER &&
-        PyThread_acquire_lock(self->rx_lock, NOWAIT_LOCK)) {
-        int rc = pthread_mutex_trylock(&self->st->rx_mu);
+    if (self->base != NULL && !self->closed && self->st->tx_head - self->st->tx_punched > PUNCH_AFTER &&
+        PyThread_acquire_lock(self->tx_lock, NOWAIT_LOCK)) {
+        int rc = pthread_mutex_trylock(&self->st->tx_mu);
         if (rc == EOWNERDEAD)
-            rc = pthread_mutex_consistent(&self->st->rx_mu);
+            rc = pthread_mutex_consistent(&self->st->tx_mu);
         if (rc == 0) {
             if (self->base != NULL && !self->closed)
-                done = give_pages_back(self, 0);
-            pthread_mutex_unlock(&self->st->rx_mu);
+                done = give_pages_back(self);
+            pthread_mutex_unlock(&self->st->tx_mu);
         }
-        PyThread_release_lock(self->rx_lock);
+        PyThread_release_lock(self->tx_lock);
     }
     return PyBool_FromLong(done);
 }

@@ -359,7 +359,7 @@ class _Watcher:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._channels: dict[int, weakref.ref[Channel]] = {}
-        self._last_seen: dict[int, int] = {}  # fd -> bytes its ring had carried at the last tick
+        self._last_seen: dict[int, int] = {}  # fd -> bytes its channel had sent at the last tick
         background.every(self._sweep)
         os.register_at_fork(after_in_child=self._after_fork)
 
@@ -415,7 +415,7 @@ class _Watcher:
             if channel is None:
                 continue
             with contextlib.suppress(Exception):  # closed in between
-                moved = channel.stats()["bytes_in"]
+                moved = channel.stats()["bytes_out"]  # trim() gives the send ring back
                 seen[fd] = moved
                 if self._last_seen.get(fd) == moved:
                     channel.trim()  # never waits; a closed channel says no
