@@ -24,6 +24,7 @@ from .. import create_server
 from ..bench.apps.cli import add_arguments as add_apps_arguments
 from ..bench.apps.cli import run as run_apps
 from ..bench.pinning import PIN_MODES
+from ..bench.results import keys_from
 from ..bench.rows import ROWS
 from .echo_server import EchoServer
 from .info import gather, render
@@ -57,13 +58,7 @@ def _positive_float(text: str) -> float:
 
 
 def _rows(text: str) -> tuple[str, ...]:
-    keys = tuple(ROWS) if text == "all" else tuple(k.strip() for k in text.split(",") if k)
-    unknown = [key for key in keys if key not in ROWS]
-    if unknown or not keys:
-        raise argparse.ArgumentTypeError(
-            f"unknown row(s) {', '.join(unknown) or '(none given)'}; "
-            f"choose from {', '.join(ROWS)} or 'all'")
-    return keys
+    return keys_from(text, ROWS, "row")
 
 
 def _modes(text: str) -> tuple[str, ...]:

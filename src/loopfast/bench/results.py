@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -87,6 +89,35 @@ class ProgressSink(Protocol):
 
     def row_finished(self, key: str, ok: bool) -> None:
         """The row ended, successfully or not."""
+
+
+class NoProgress:
+    """A ProgressSink that shows nothing (no terminal, or --no-progress)."""
+
+    def row_started(self, key: str, label: str, total: int) -> None:
+        """Nothing to show."""
+
+    def row_advanced(self, key: str, done: int) -> None:
+        """Nothing to show."""
+
+    def row_finished(self, key: str, ok: bool) -> None:
+        """Nothing to show."""
+
+
+def keys_from(text: str, known: Iterable[str], noun: str) -> tuple[str, ...]:
+    """The keys a comma-separated option names ("all": every one of *known*).
+
+    Raises:
+        argparse.ArgumentTypeError: an unknown key, or none given.
+    """
+    names = tuple(known)
+    keys = names if text == "all" else tuple(k.strip() for k in text.split(",") if k)
+    unknown = [key for key in keys if key not in names]
+    if unknown or not keys:
+        raise argparse.ArgumentTypeError(
+            f"unknown {noun}(s) {', '.join(unknown) or '(none given)'}; "
+            f"choose from {', '.join(names)} or 'all'")
+    return keys
 
 
 @dataclass

@@ -20,21 +20,10 @@ from .drive import MODES
 from .machine import describe_machine
 from .pinning import PinPlan, plan_pinning
 from .process import Child, ChildError
-from .results import BenchConfig, BenchResult, ProgressSink, RowResult
+from .results import BenchConfig, BenchResult, NoProgress, ProgressSink, RowResult
 from .rows import ROWS
 
 __all__ = ["BenchConfig", "BenchResult", "ProgressSink", "RowResult", "run_bench", "run_row"]
-
-
-class _NoProgress:
-    def row_started(self, key: str, label: str, total: int) -> None:
-        pass
-
-    def row_advanced(self, key: str, done: int) -> None:
-        pass
-
-    def row_finished(self, key: str, ok: bool) -> None:
-        pass
 
 
 class _Prefixed:
@@ -66,7 +55,7 @@ def run_row(row: Row, config: BenchConfig, plan: PinPlan, progress: ProgressSink
     Raises:
         KeyboardInterrupt: passed on (after both children are killed and reaped).
     """
-    progress = progress or _NoProgress()
+    progress = progress or NoProgress()
     how = MODES[mode]
     result = RowResult(row.key, row.label, mode)
     reason = row.unavailable()
@@ -109,7 +98,7 @@ def run_bench(config: BenchConfig, progress: ProgressSink | None = None) -> Benc
     plan = plan_pinning(config.pin)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.monotonic()
-    sink: ProgressSink = progress or _NoProgress()
+    sink: ProgressSink = progress or NoProgress()
     rows = [run_row(ROWS[key], config, plan, _Prefixed(sink, mode), mode)
             for mode in config.mode_names() for key in config.row_keys(mode)]
     return BenchResult(config, plan, describe_machine(), rows, started, time.monotonic() - t0)

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from ..results import keys_from
 from .pairs import PAIRS
 from .runner import AppsConfig
 
@@ -15,13 +16,7 @@ QUICK = {"repeats": 1, "seconds": 0.3, "warmup": 20}
 
 
 def _pairs(text: str) -> tuple[str, ...]:
-    keys = tuple(PAIRS) if text == "all" else tuple(k.strip() for k in text.split(",") if k)
-    unknown = [key for key in keys if key not in PAIRS]
-    if unknown or not keys:
-        raise argparse.ArgumentTypeError(
-            f"unknown pair(s) {', '.join(unknown) or '(none given)'}; "
-            f"choose from {', '.join(PAIRS)} or 'all'")
-    return keys
+    return keys_from(text, PAIRS, "pair")
 
 
 def _positive(kind: type[int] | type[float]) -> Any:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from ..machine import Machine, describe_machine
-from ..results import ProgressSink
+from ..results import NoProgress, ProgressSink
 from .launch import VARIANTS, AppError, ClientRun, free_port, run_client, serving
 from .pairs import PAIRS, Pair
 
@@ -102,20 +102,9 @@ class AppsResult:
         return all(p.ok for p in self.pairs)
 
 
-class _NoProgress:
-    def row_started(self, key: str, label: str, total: int) -> None:
-        pass
-
-    def row_advanced(self, key: str, done: int) -> None:
-        pass
-
-    def row_finished(self, key: str, ok: bool) -> None:
-        pass
-
-
 def run_pair(pair: Pair, config: AppsConfig, progress: ProgressSink | None = None) -> PairResult:
     """Run one pair in every variant; failures are recorded in ``result.error``."""
-    progress = progress or _NoProgress()
+    progress = progress or NoProgress()
     result = PairResult(pair)
     if (reason := pair.missing()) is not None:
         result.skipped = reason
