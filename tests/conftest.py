@@ -124,3 +124,13 @@ def squatter() -> Iterator[Child]:
     """A helper process running as nobody, to take rendezvous names (``netns.squat``)."""
     with child_or_skip(NOBODY) as child:
         yield child
+
+
+@pytest.fixture
+def patched() -> Iterator[None]:
+    """``loopfast.patch()`` in effect for the test, undone after it."""
+    loopfast.patch()
+    try:
+        yield
+    finally:
+        loopfast.unpatch()

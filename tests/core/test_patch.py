@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,15 +22,6 @@ STEP = 15
 
 
 # -- in-process --------------------------------------------------------------------
-
-
-@pytest.fixture
-def patched() -> Iterator[None]:
-    loopfast.patch()
-    try:
-        yield
-    finally:
-        loopfast.unpatch()
 
 
 @pytest.mark.usefixtures("patched")

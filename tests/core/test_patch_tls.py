@@ -20,8 +20,6 @@ from pathlib import Path
 
 import pytest
 
-import loopfast
-
 RUN = [sys.executable, "-m", "loopfast", "run"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 STEP = 15
@@ -141,15 +139,6 @@ def test_plain_tcp_client_reaches_the_tls_listener(tmp_path: Path, https_server:
                           cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=STEP)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "200 hello SSLSocket /urllib\n"
-
-
-@pytest.fixture
-def patched() -> Iterator[None]:
-    loopfast.patch()
-    try:
-        yield
-    finally:
-        loopfast.unpatch()
 
 
 @pytest.mark.usefixtures("patched")
