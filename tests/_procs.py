@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import multiprocessing
 import signal
+import subprocess
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any
@@ -49,3 +50,13 @@ def receive(pipe: Connection, timeout: float = 10.0) -> Any:
     if not pipe.poll(timeout):
         raise AssertionError(f"child sent nothing within {timeout} s")
     return pipe.recv()
+
+
+def stop(proc: subprocess.Popen[str], timeout: float = 15.0) -> None:
+    """Terminate *proc* (kill it if it does not exit within *timeout*) and reap it."""
+    proc.terminate()
+    try:
+        proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate(timeout=timeout)

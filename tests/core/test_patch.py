@@ -16,6 +16,8 @@ import pytest
 import loopfast
 from loopfast._core.stdlib import StdSocket
 
+from .._procs import stop
+
 RUN = [sys.executable, "-m", "loopfast", "run"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 STEP = 15
@@ -94,15 +96,6 @@ def _first_line(proc: subprocess.Popen[str], pattern: str) -> re.Match[str]:
     return found
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
-    proc.terminate()
-    try:
-        proc.communicate(timeout=STEP)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate(timeout=STEP)
-
-
 def _script(where: Path, name: str, text: str) -> Path:
     path = where / name
     path.write_text(textwrap.dedent(text))
@@ -130,7 +123,7 @@ def test_http_server_and_urllib(tmp_path: Path, server_run: bool, transport: str
              f"http://127.0.0.1:{port}/hello.txt"],
             cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=STEP)
     finally:
-        _stop(server)
+        stop(server)
     assert client.returncode == 0, client.stderr
     assert client.stdout == "200 hello over loopback\n"
     fast = 1 if server_run else 0
@@ -184,7 +177,7 @@ def test_asyncio_server_and_client(tmp_path: Path, transport: str) -> None:
                                 cwd=tmp_path, env=ENV, capture_output=True, text=True,
                                 timeout=STEP)
     finally:
-        _stop(server)
+        stop(server)
     assert client.returncode == 0, client.stderr
     assert client.stdout == "hello asyncio\n"
     assert f"1 connection(s) made over the fast path ({transport} 1" in client.stderr.replace(
@@ -217,7 +210,7 @@ def test_blocking_tls_client(tmp_path: Path, self_signed_cert: tuple[Path, Path]
             [*RUN, "--transport", transport, "--report", str(cli), port, str(cert)],
             cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=STEP)
     finally:
-        _stop(server)
+        stop(server)
     assert client.returncode == 0, client.stderr
     assert client.stdout.startswith("hello tls\n TLSv1.")
     assert "1 connection(s) made over the fast path" in client.stderr

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from .._procs import stop
+
 RUN = [sys.executable, "-m", "loopfast", "run"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 STEP = 15
@@ -93,12 +95,7 @@ def https_server(tmp_path: Path, self_signed_cert: tuple[Path, Path]) -> Iterato
             raise AssertionError(f"server said {line!r}; stderr: {proc.communicate(timeout=STEP)}")
         yield found.group(1)
     finally:
-        proc.terminate()
-        try:
-            proc.communicate(timeout=STEP)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate(timeout=STEP)
+        stop(proc, STEP)
 
 
 def _run_client(tmp_path: Path, text: str, port: str, cert: Path,

@@ -24,7 +24,7 @@ from .. import create_server
 from ..bench.apps.cli import add_arguments as add_apps_arguments
 from ..bench.apps.cli import run as run_apps
 from ..bench.pinning import PIN_MODES
-from ..bench.results import keys_from
+from ..bench.results import MODE_NAMES, keys_from
 from ..bench.rows import ROWS
 from .echo_server import EchoServer
 from .info import gather, render
@@ -62,15 +62,7 @@ def _rows(text: str) -> tuple[str, ...]:
 
 
 def _modes(text: str) -> tuple[str, ...]:
-    from ..bench.results import MODE_NAMES
-
-    names = MODE_NAMES if text == "all" else tuple(m.strip() for m in text.split(",") if m)
-    unknown = [name for name in names if name not in MODE_NAMES]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown mode(s) {', '.join(unknown) or '(none given)'}; "
-            f"choose from {', '.join(MODE_NAMES)} or 'all'")
-    return names
+    return keys_from(text, MODE_NAMES, "mode")
 
 
 def _json_target(text: str) -> str:
