@@ -1441,6 +1441,10 @@ static int Channel_set_liveness(Channel *self, PyObject *value, void *closure) {
     return 0;
 }
 
+static PyObject *Channel_get_bytes_out(Channel *self, void *closure) {
+    return PyLong_FromUnsignedLongLong(self->bytes_out);
+}
+
 static PyObject *Channel_get_peer_dead(Channel *self, void *closure) {
     return PyBool_FromLong(self->peer_dead);
 }
@@ -1518,6 +1522,8 @@ static PyGetSetDef Channel_getset[] = {
     {"liveness", (getter)Channel_get_liveness, (setter)Channel_set_liveness,
      "Seconds between a parked recv's own looks at its peer (the watcher wakes it at "
      "once; this covers a process without one).", NULL},
+    {"bytes_out", (getter)Channel_get_bytes_out, NULL,
+     "Bytes this process sent on the channel (stats() without building a dict).", NULL},
     {"peer_dead", (getter)Channel_get_peer_dead, (setter)Channel_set_peer_dead,
      "True once the peer's process is known to be gone.", NULL},
     {"window", (getter)Channel_get_window, (setter)Channel_set_window,

@@ -20,6 +20,8 @@ class Channel:
     timeout: float | None
     busy_poll_us: int
     peer_dead: bool
+    @property
+    def bytes_out(self) -> int: ...
     rcvtimeo: float
     liveness: float
     sndtimeo: float

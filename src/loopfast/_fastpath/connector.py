@@ -43,6 +43,7 @@ OWNER_TTL = 1.0
 RENDEZVOUS_WAIT = 0.05
 _recent_owners: dict[tuple[int, str, int, int], tuple[float, owner.Owner]] = {}
 _SNDTIMEO = (_stdsocket.SOL_SOCKET, _stdsocket.SO_SNDTIMEO)
+_NONBLOCKING_STREAM = _stdsocket.SOCK_STREAM | _stdsocket.SOCK_NONBLOCK
 _no_core_warned = False
 _no_core_lock = threading.Lock()
 
@@ -189,7 +190,7 @@ def find(family: int, host: str, port: int, timeout: float | None) -> Rendezvous
     """
     for name in addresses.client_names(family, host, port):
         try:
-            stream = StdSocket(_stdsocket.AF_UNIX, _stdsocket.SOCK_STREAM)
+            stream = StdSocket(_stdsocket.AF_UNIX, _NONBLOCKING_STREAM)
         except OSError:
             return None  # e.g. EMFILE: TCP needs no new fd
         try:
@@ -212,19 +213,24 @@ def find(family: int, host: str, port: int, timeout: float | None) -> Rendezvous
 
 
 def _connect(stream: _stdsocket.socket, name: bytes, timeout: float | None) -> None:
-    """Connect *stream* to *name*, waiting for backlog room at most ``RENDEZVOUS_WAIT``.
+    """Connect the non-blocking *stream* to *name*, waiting for backlog room at most
+    ``RENDEZVOUS_WAIT`` (not at all when *timeout* is 0.0).
 
-    A non-blocking AF_UNIX connect to a full backlog fails with EAGAIN instead
-    of waiting, so the bound is given to the kernel as SO_SNDTIMEO, which
-    bounds a blocking connect's wait for room.
+    A non-blocking AF_UNIX connect completes at once or fails with EAGAIN when
+    the backlog is full, so the common case costs one syscall; only then is the
+    wait given to the kernel, as SO_SNDTIMEO, which bounds a blocking
+    connect's wait for room.
 
     Raises:
         BlockingIOError: the backlog stayed full; OSError: as ``connect``.
     """
-    if timeout == 0.0:
-        stream.setblocking(False)
+    try:
         stream.connect(name)
         return
+    except BlockingIOError:
+        if timeout == 0.0:
+            raise
+    stream.setblocking(True)
     wait = RENDEZVOUS_WAIT if timeout is None else min(timeout, RENDEZVOUS_WAIT)
     stream.setsockopt(*_SNDTIMEO, struct.pack("ll", 0, max(int(wait * 1e6), 1)))
     stream.connect(name)

@@ -248,7 +248,8 @@ class Listener:
         for conn, uid in self.pending.expired(now):
             conn.close()
             self.refusals.note(uid, f"no whole hello within {HELLO_DEADLINE:.0f} s")
-        self._note(self.epoll.poll(0, ACCEPT_BURST))
+        if len(self.pending):  # only held arrivals are edge-triggered: nothing to take otherwise
+            self._note(self.epoll.poll(0, ACCEPT_BURST))
         while self._moved:
             arrival = self._look_at(self._moved.pop())
             if arrival is not None:

@@ -9,7 +9,6 @@ share with the hello.
 from __future__ import annotations
 
 import _socket as _csocket
-import contextlib
 import errno
 import logging
 import os
@@ -414,11 +413,10 @@ class _Watcher:
             channel = ref()
             if channel is None:
                 continue
-            with contextlib.suppress(Exception):  # closed in between
-                moved = channel.stats()["bytes_out"]  # trim() gives the send ring back
-                seen[fd] = moved
-                if self._last_seen.get(fd) == moved:
-                    channel.trim()  # never waits; a closed channel says no
+            moved = channel.bytes_out  # trim() gives the send ring back
+            seen[fd] = moved
+            if self._last_seen.get(fd) == moved:
+                channel.trim()  # never waits; a closed channel says no
         self._last_seen = seen
 
 
