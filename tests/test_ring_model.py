@@ -65,6 +65,7 @@ class SideModel:
     rd_shut: bool = False
     peer_dead: bool = False  # we learned that the peer's process is gone
     dead_told: bool = False
+    sent_after_close: bool = False  # a send to the gone peer was taken, or a reset was seen
     filled: bool = False  # our r's send buffer holds filler: fileno not writable
     reset_pending: bool = False  # RESET on our rx ring: the peer closed with our data unread
     bytes_in: int = 0
@@ -133,11 +134,26 @@ class RingMachine(RuleBasedStateMachine):
     def any_open(self) -> bool:
         return self.is_open(False) or self.is_open(True)
 
-    def expect_send_error(self, server: bool) -> type[OSError] | None:
-        me, peer = self.model.sides[server], self.model.sides[not server]
-        if me.wr_shut or (peer.closed and not peer.vanished) or me.peer_dead:
+    def expect_send_error(self, server: bool) -> type[OSError] | str | None:
+        """What a send of at least one byte meets, as on Linux TCP; updates the model.
+
+        "taken": the first send after the peer's FIN succeeds and goes nowhere (TCP's
+        peer answers it with a reset); a peer that left our bytes unread reset the
+        connection, which the first call to look reports; EPIPE after either.
+        """
+        model = self.model
+        me, peer = model.sides[server], model.sides[not server]
+        if me.wr_shut:
             return BrokenPipeError
-        return None
+        if not (me.peer_dead or (peer.closed and not peer.vanished)):
+            return None
+        if me.reset_pending or (not me.dead_told and not peer.wr_shut and model.txq(server)):
+            me.reset_pending, me.dead_told, me.sent_after_close = False, True, True
+            return ConnectionResetError
+        if not me.sent_after_close:
+            me.sent_after_close = True
+            return "taken"
+        return BrokenPipeError
 
     @initialize(c2s=st.integers(0, C2S_SIZE - 1), s2c=st.integers(0, S2C_SIZE - 1))
     def start_mid_ring(self, c2s: int, s2c: int) -> None:
@@ -169,10 +185,16 @@ class RingMachine(RuleBasedStateMachine):
         data = random.Random(seed).randbytes(size)
         flags = socket.MSG_DONTWAIT if dontwait else 0
         before = ch.stats()["bytes_out"]
-        error = self.expect_send_error(server)
-        if size == 0 and not me.wr_shut:
-            error = None  # nothing to send: 0 even to a closed peer, as TCP after a FIN
+        # Nothing to send: 0 even to a closed peer, as TCP after a FIN.
+        error = None if size == 0 and not me.wr_shut else self.expect_send_error(server)
+        if error == "taken":
+            event("send taken after the peer's close")
+            assert (ch.sendall(data, flags) if sendall else ch.send(data, flags)) in (None, size)
+            assert ch.stats()["bytes_out"] == before
+            return
         if error is not None:
+            assert not isinstance(error, str)
+            event(f"send raises {error.__name__}")
             with pytest.raises(error):
                 ch.sendall(data, flags) if sendall else ch.send(data, flags)
             assert ch.stats()["bytes_out"] == before
@@ -269,6 +291,7 @@ class RingMachine(RuleBasedStateMachine):
                     peer.wr_shut = True  # the reset leaves end of stream behind
                 else:
                     me.dead_told = True
+                me.sent_after_close = True  # after a reset every send fails with EPIPE
             consumed = 0 if peek else take
         else:
             got = call()
@@ -437,7 +460,9 @@ def test_dead_peer_makes_filled_writer_writable() -> None:
         pair.server.vanish()
         client.peer_dead = True  # what the peer watcher does on POLLHUP
         assert client.ready()[1]  # the ring says writable: send fails at once
-        with pytest.raises(BrokenPipeError):
+        with pytest.raises(ConnectionResetError):  # it died with our bytes unread (TCP: RST)
+            client.send(b"x")
+        with pytest.raises(BrokenPipeError):  # and after the reset, as TCP
             client.send(b"x")
         assert kernel_events(pair.client.r) & select.POLLOUT
 

@@ -213,6 +213,7 @@ typedef struct {
     int rd_shut;    /* our own shutdown(SHUT_RD) */
     int peer_dead;  /* our copy of the peer's w reported POLLRDHUP */
     int dead_told;  /* the reset a dead peer owes us was raised once */
+    int sent_after_close; /* a send to a closed peer was taken (TCP takes one) or a reset seen */
     int server;
     int64_t rcvtimeo_ns, sndtimeo_ns; /* SO_RCVTIMEO / SO_SNDTIMEO: blocking calls give EAGAIN */
     int fault;      /* sticky errno after corruption */
@@ -415,6 +416,41 @@ static void fill(Channel *ch) {
         if (send(ch->own_r, junk, sizeof junk, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
             return;
     }
+}
+
+/* A peer that died without closing owes us a reset, once, when TCP's
+ * kernel would have sent one instead of a FIN: it left our bytes unread, or
+ * never accepted us. */
+static int take_dead_peer_reset(Channel *ch) {
+    if (!ch->peer_dead || ch->dead_told)
+        return 0;
+    if (atomic_load_explicit(&ch->rx->flags, memory_order_acquire) & WR_SHUT)
+        return 0; /* it closed first: its FIN (or RESET) said what it had to say */
+    int64_t free = tx_free(ch);
+    int accepted = ch->server ||
+        atomic_load_explicit(&((shm_header *)ch->base)->server_attached, memory_order_acquire);
+    if ((free >= 0 && (uint64_t)free < ch->tx_size) || !accepted) {
+        ch->dead_told = 1;
+        ch->sent_after_close = 1; /* after a reset every send fails with EPIPE */
+        return 1;
+    }
+    return 0;
+}
+
+/* RESET on our rx ring (the peer closed with our bytes unread), taken by
+ * whichever call looks first, as TCP's sk_err; it leaves end of stream. */
+static int take_rx_reset(Channel *ch) {
+    uint32_t was = atomic_fetch_and_explicit(&ch->rx->flags, ~RESET, memory_order_acq_rel);
+    if (!(was & RESET))
+        return 0;
+    atomic_fetch_or_explicit(&ch->rx->flags, WR_SHUT, memory_order_acq_rel);
+    ch->sent_after_close = 1; /* after a reset every send fails with EPIPE */
+    return 1;
+}
+
+/* The reset a gone peer owes us, if any, taken once. */
+static int take_peer_reset(Channel *ch) {
+    return take_rx_reset(ch) || take_dead_peer_reset(ch);
 }
 
 static int rx_has_news(Channel *ch, int64_t avail) {
@@ -764,9 +800,7 @@ static Py_ssize_t do_recv(Channel *ch, char *dst, Py_ssize_t n, int flags) {
             }
         }
         uint32_t rflags = atomic_load_explicit(&ch->rx->flags, memory_order_acquire);
-        if (rflags & RESET) {
-            atomic_fetch_and_explicit(&ch->rx->flags, ~RESET, memory_order_acq_rel);
-            atomic_fetch_or_explicit(&ch->rx->flags, WR_SHUT, memory_order_acq_rel);
+        if ((rflags & RESET) && take_rx_reset(ch)) {
             raise_errno(ECONNRESET, NULL);
             break;
         }
@@ -775,18 +809,11 @@ static Py_ssize_t do_recv(Channel *ch, char *dst, Py_ssize_t n, int flags) {
             break;
         }
         if (ch->peer_dead) {
-            /* The peer died without closing: TCP would have sent a FIN, or a
-             * reset when it left our data unread or never accepted us. */
-            int64_t free = tx_free(ch);
-            int accepted = ch->server ||
-                atomic_load_explicit(&((shm_header *)ch->base)->server_attached,
-                                     memory_order_acquire);
-            if (!ch->dead_told && ((free >= 0 && (uint64_t)free < ch->tx_size) || !accepted)) {
-                ch->dead_told = 1;
+            if (take_dead_peer_reset(ch)) {
                 raise_errno(ECONNRESET, NULL);
                 break;
             }
-            result = done;
+            result = done; /* as TCP after the FIN the kernel sends for a dead process */
             break;
         }
         if (ch->closed) {
@@ -862,7 +889,20 @@ static Py_ssize_t do_send(Channel *ch, const char *src, Py_ssize_t n, int flags,
             break;
         }
         if ((tflags & RD_SHUT) || ch->peer_dead) {
-            raise_errno(done ? ECONNRESET : EPIPE, NULL);
+            /* As Linux TCP: a peer that left our bytes unread reset the
+             * connection, and the first call to look reports it; otherwise it
+             * sent a FIN, so the first send is taken (TCP's peer answers it
+             * with a reset, which makes every later send fail with EPIPE). */
+            if (done || take_peer_reset(ch)) {
+                raise_errno(ECONNRESET, NULL);
+                break;
+            }
+            if (!ch->sent_after_close) {
+                ch->sent_after_close = 1;
+                result = n;
+                break;
+            }
+            raise_errno(EPIPE, NULL);
             break;
         }
         int64_t free = tx_room(ch);

@@ -1044,6 +1044,35 @@ def scenario_send_after_peer_closed(t: Transport, rec: Recorder) -> None:
 
 
 @scenario
+def scenario_sends_after_peer_closed_one_by_one(t: Transport, rec: Recorder) -> None:
+    """Linux TCP takes the first send after the peer's FIN (the peer answers it with a
+    reset); every later send fails with EPIPE, and recv still reads end of stream."""
+    c, s = t.pair()
+    c.close()
+    rec.call("server readable", readable, s, WAIT)
+    rec.call("recv eof", s.recv, 10)
+    for i in range(3):
+        rec.call(f"send {i}", s.send, b"x")
+        time.sleep(0.02)  # TCP's reset to the first one arrives meanwhile
+    rec.call("recv after the sends", s.recv, 10)
+
+
+@scenario
+def scenario_send_after_peer_closed_leaving_data_unread(t: Transport, rec: Recorder) -> None:
+    """A peer that closed with our bytes unread reset the connection: the first send
+    reports it (ECONNRESET), later sends fail with EPIPE, recv reads end of stream."""
+    c, s = t.pair()
+    s.sendall(b"never read")
+    rec.call("client readable", readable, c, WAIT)
+    c.close()
+    rec.call("server readable", readable, s, WAIT)
+    for i in range(2):
+        rec.call(f"send {i}", s.send, b"x")
+        time.sleep(0.02)
+    rec.call("recv after the sends", s.recv, 10)
+
+
+@scenario
 def scenario_recv_after_peer_close(t: Transport, rec: Recorder) -> None:
     c, s = t.pair()
     c.sendall(b"last words")

@@ -73,6 +73,15 @@ _STREAM_ONLY: dict[str, str] = {
         "README: an AF_UNIX stream reports POLLHUP as soon as the peer closed; TCP waits "
         "for both halves"
     ),
+    "sends_after_peer_closed_one_by_one": (
+        "README: on the stream transport the first send after the peer's close fails with "
+        "EPIPE (AF_UNIX knows at once); Linux TCP takes it and fails the next one"
+    ),
+    "send_after_peer_closed_leaving_data_unread": (
+        "README: on the stream transport a send after the peer closed with our bytes unread "
+        "fails with EPIPE and the reset goes to the next recv; Linux TCP reports the reset "
+        "to the first call"
+    ),
 }
 # Scenarios the ring cannot run: code that reads, writes or takes the fd itself.
 RING_REFUSES: dict[str, str] = {
