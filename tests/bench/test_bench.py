@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 
-from loopfast.bench import ROWS, BenchConfig, BenchResult, run_bench
+from loopfast.bench import ROWS, BenchConfig, BenchResult, RowResult, run_bench
 from loopfast.bench.channels import AdaptiveChannel, SpinChannel
 from loopfast.bench.conn import Conn
+from loopfast.bench.distribution import Distribution, summary_of
+from loopfast.bench.distribution import main as distribution_main
 from loopfast.bench.idle import memory_kib, open_fds
 from loopfast.bench.machine import cpu_model, describe_machine
 from loopfast.bench.peers import ZmqRow
@@ -294,6 +296,55 @@ def test_an_absent_peer_is_skipped_with_its_reason(monkeypatch: pytest.MonkeyPat
     assert (zmq["status"], zmq["ok"], zmq["mean_us"]) == ("skipped", False, None)
     assert "pyzmq is not installed" in zmq["skipped"]
     assert document["modes"]["throughput"]["rows"][1]["status"] == "skipped"
+
+
+# --- the stream distribution (python -m loopfast.bench.distribution) ---------------------
+
+
+def _streamed(rate: float) -> RowResult:
+    usage = {"voluntary_csw": 2, "involuntary_csw": 1, "user_s": 0.25, "sys_s": 0.25}
+    return RowResult("tcp", "stdlib TCP blocking", "throughput",
+                     figures={"mb_per_s": rate, "bytes": 10_000_000, "span_s": 0.5,
+                              "sender_usage": usage, "receiver_usage": usage})
+
+
+def test_distribution_points_are_nearest_ranks() -> None:
+    rates = [float(r) for r in range(20, 0, -1)]
+    result = Distribution(BenchConfig(modes=("throughput",)), 20,
+                          {"tcp": [*map(_streamed, rates), RowResult("tcp", "t", error="boom")]})
+    s = summary_of(result, "tcp")
+    # 20 samples: p10 is rank 2, the median rank 10, p90 rank 18.
+    assert (s["min"], s["p10"], s["median"], s["p90"], s["max"]) == (1, 2, 10, 18, 20)
+    assert (s["runs"], s["failed"]) == (20, 1) and not result.ok
+    assert s["mb_per_cpu_s"] == 10.0  # 10 MB over 1 CPU-second (both ends, user + sys)
+    assert s["sender_voluntary_csw_per_mb"] == 0.2
+
+
+def test_distribution_runs_each_row_and_keeps_every_sample(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = "tcp,ring-adaptive" if not ROWS["ring-adaptive"].optional else "tcp,stream"
+    target = tmp_path / "distribution.json"
+    assert distribution_main(["--runs", "3", "--duration", "0.05", "--size", "4096",
+                              "--rows", rows, "--timeout", "15", "--json", str(target)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "3 runs per row, interleaved" in lines[0]
+    for word in ("min", "p10", "median", "p90", "max", "MB/CPU-s"):
+        assert word in lines[2]
+    table = {line.split("  ")[1]: line for line in lines[4:6]}
+    assert set(table) == {ROWS[key].label for key in rows.split(",")}
+    assert lines[6] == "sorted samples, GB/s:" and len(lines[7].split()) == 3 + 3
+    document = json.loads(target.read_text())
+    assert document["ok"] and document["config"]["runs"] == 3
+    assert [row["key"] for row in document["rows"]] == rows.split(",")
+    for row in document["rows"]:
+        assert row["runs"] == 3 and row["failed"] == 0
+        assert row["min"] <= row["p10"] <= row["median"] <= row["p90"] <= row["max"]
+        assert [sample["run"] for sample in row["samples"]] == [0, 1, 2]
+        for sample in row["samples"]:
+            assert sample["mb_per_s"] > 0 and sample["bytes"] > 0
+            assert sample["receiver_usage"]["user_s"] >= 0
+            assert set(sample["sender_usage"]) == {"voluntary_csw", "involuntary_csw",
+                                                   "user_s", "sys_s"}
 
 
 # --- a short real run of every row --------------------------------------------------------

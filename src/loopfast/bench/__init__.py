@@ -12,8 +12,10 @@ The package is split the way the benchmark grew:
 - :mod:`.stats`, :mod:`.ratios`: mean, jitter, percentiles, comparisons;
 - :mod:`.report`, :mod:`.tables`, :mod:`.plot`, :mod:`.progress`: the JSON document,
   the tables, the latency picture and the progress bar;
-- :mod:`.poll_bench`, :mod:`.asyncio_echo`: measurements beside the table, run on their
-  own (``python -m loopfast.bench.poll_bench``, ``python -m loopfast.bench.asyncio_echo``).
+- :mod:`.poll_bench`, :mod:`.asyncio_echo`, :mod:`.distribution`: measurements beside the
+  table, run on their own (``python -m loopfast.bench.poll_bench``, ``python -m
+  loopfast.bench.asyncio_echo``, ``python -m loopfast.bench.distribution``: the throughput
+  rows repeated, interleaved, as a distribution).
 
 Only the runner, rows and statistics are imported here, so a child process does not pay
 for rich or matplotlib (both in the ``bench`` extra, with pyzmq).

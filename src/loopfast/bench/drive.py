@@ -85,6 +85,7 @@ def _throughput(result: RowResult, server: Child, client: Child, config: BenchCo
         "message_size": config.size, "bytes": done["sent"], "span_s": span / 1e9,
         "mb_per_s": (finished["bytes"] - finished["first_bytes"]) / span * 1e3,
         "sender_mb_per_s": done["sent"] / done["elapsed_ns"] * 1e3,
+        "sender_usage": done["usage"], "receiver_usage": finished["usage"],
     }
     progress.row_advanced(result.key, 1)
 

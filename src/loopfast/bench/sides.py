@@ -7,7 +7,8 @@ its listener open until the end (a zmq "listener" is also the connection).
 
 - echo: the 64-byte echo (:func:`.workload.echo` / :func:`.workload.measure`).
 - throughput: the client pours ``size``-byte messages for ``duration_s``, ends the
-  data, waits for a 1-byte receipt; the server drains and times the arrival.
+  data, waits for a 1-byte receipt; the server drains and times the arrival. Both
+  report what the transfer cost them (``usage``: context switches, CPU seconds).
 - setup: the client opens ``count`` connections one after another, each carrying a
   1-byte request and reply before both close it.
 - many: the client opens ``connections`` connections and runs ``rounds`` rounds,
@@ -18,6 +19,7 @@ its listener open until the end (a zmq "listener" is also the connection).
 from __future__ import annotations
 
 import base64
+import resource
 import selectors
 import socket
 import time
@@ -80,10 +82,25 @@ def _echo_client(row: Row, spec: dict[str, Any], emit: Emit) -> None:
          elapsed_ns=elapsed, fast_path_active=active)
 
 
+def _usage() -> tuple[float, ...]:
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return (u.ru_nvcsw, u.ru_nivcsw, u.ru_utime, u.ru_stime)
+
+
+def _usage_since(before: tuple[float, ...]) -> dict[str, float]:
+    """This process's voluntary (a wait that slept) and involuntary (preempted) context
+    switches, user and system CPU seconds, since ``before`` (:func:`_usage`)."""
+    names = ("voluntary_csw", "involuntary_csw", "user_s", "sys_s")
+    return {name: b - a for name, a, b in zip(names, before, _usage(), strict=True)}
+
+
 def _drain_and_receipt(conn: Conn, size: int) -> dict[str, Any]:
+    before = _usage()
     total, first_bytes, first, last = drain(conn.channel, size)
+    usage = _usage_since(before)
     conn.channel.sendall(b"k")
-    return {"bytes": total, "first_bytes": first_bytes, "span_ns": last - first}
+    return {"bytes": total, "first_bytes": first_bytes, "span_ns": last - first,
+            "usage": usage}
 
 
 def _throughput_server(row: Row, spec: dict[str, Any], emit: Emit) -> None:
@@ -94,14 +111,15 @@ def _throughput_client(row: Row, spec: dict[str, Any], emit: Emit) -> None:
     size = int(spec["size"])
     with row.connect(address_of(spec["address"]), spec["timeout"]) as conn:
         emit("connected", fast_path_active=row.check(conn, "client"), cpus=spec["cpus"])
-        start = time.perf_counter_ns()
+        start, before = time.perf_counter_ns(), _usage()
         sent = pour(conn.channel, size, int(spec["duration_s"] * 1e9))
+        usage = _usage_since(before)
         conn.finish()
         if conn.channel.recv_into(bytearray(1), 1) != 1:
             raise EchoMismatchError("the server closed without its receipt")
         elapsed = time.perf_counter_ns() - start
         active = row.check(conn, "client")
-    emit("done", sent=sent, elapsed_ns=elapsed, fast_path_active=active)
+    emit("done", sent=sent, elapsed_ns=elapsed, usage=usage, fast_path_active=active)
 
 
 def _setup_server(row: Row, spec: dict[str, Any], emit: Emit) -> None:

@@ -20,6 +20,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import TypeVar
 
 __all__ = [
     "PERCENTILE_METHOD",
@@ -32,8 +33,10 @@ __all__ = [
 
 PERCENTILE_METHOD = "nearest-rank"
 
+Sample = TypeVar("Sample", int, float)
 
-def percentile(sorted_samples: Sequence[int], p: float) -> int:
+
+def percentile(sorted_samples: Sequence[Sample], p: float) -> Sample:
     """Return the nearest-rank ``p``-th percentile of already sorted samples.
 
     Args:
