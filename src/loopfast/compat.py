@@ -4,7 +4,9 @@ The rules this module keeps (SPEC C1-C8, docs/compat.md):
 
 - AutoTuning, target Vista or later: ``TCP_WINDOW_CLAMP`` 262,140 before the
   SYN, so the window scale Linux offers is ilog2(262,140) - 15 = 2 and the
-  advertised window can never exceed 65,535 << 2. Autotuning stays on.
+  advertised window can never exceed 65,535 << 2. Autotuning stays on; it
+  later raises the kernel's clamp past 262,140, so the scale agreed in the SYN,
+  not the clamp, is what keeps the cap (docs/compat.md).
 - AutoTuning, target before Vista: ``TCP_WINDOW_CLAMP`` 65,535 (scale 0, window
   at most 65,535 whatever ``SO_RCVBUF`` says) and ``SO_RCVBUF`` locked at its
   current size (at least 64 KiB), which is what turns Linux's receive-buffer
