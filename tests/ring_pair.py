@@ -42,6 +42,7 @@ FIELDS: dict[str, tuple[int, str]] = {  # name -> (offset in ring_ctl, struct fo
 WR_SHUT = 0x1
 RD_SHUT = 0x2
 RESET = 0x4
+FOREIGN = 0x8  # bytes were written to a wake-up socket behind the socket object
 C2S = 0  # ring index: client -> server
 S2C = 1
 

@@ -36,6 +36,7 @@ from ._procs import child, receive
 from .ring_pair import (
     C2S,
     FIELDS,
+    FOREIGN,
     RESET,
     S2C,
     WR_SHUT,
@@ -409,13 +410,21 @@ def test_a_zero_window_stalls_and_never_corrupts(pair: RingPair) -> None:
 
 def test_bogus_flags_are_errors_not_crashes(pair: RingPair) -> None:
     header, client = pair.header(), pair.client.channel
-    header.set(C2S, "flags", 0xFFFFFFFF)  # WR_SHUT on our own tx: sends fail
+    header.set(C2S, "flags", 0xFFFFFFFF & ~FOREIGN)  # WR_SHUT on our own tx: sends fail
     with pytest.raises(BrokenPipeError):
         client.send(b"x")
     header.set(S2C, "flags", RESET)
     with pytest.raises(ConnectionResetError):
         client.recv(10)
     assert client.recv(10) == b""  # the reset turned into end of stream
+
+
+def test_every_flag_at_once_is_a_reset_not_a_crash(pair: RingPair) -> None:
+    header, client = pair.header(), pair.client.channel
+    header.set(C2S, "flags", 0xFFFFFFFF)  # FOREIGN among them: a reset naming its cause
+    for call in (lambda: client.send(b"x"), lambda: client.recv(10)):
+        with pytest.raises(ConnectionResetError, match="behind the socket object"):
+            call()
 
 
 def test_scribbled_data_is_only_data(pair: RingPair) -> None:

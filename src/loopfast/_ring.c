@@ -153,6 +153,13 @@
 #define WR_SHUT 0x1u  /* producer: no more data (shutdown SHUT_WR or close) */
 #define RD_SHUT 0x2u  /* consumer: closed; sends fail with EPIPE */
 #define RESET 0x4u    /* producer closed with unread data: consumer gets ECONNRESET */
+#define FOREIGN 0x8u  /* bytes were written to a wake-up socket behind the socket object */
+
+static const char FOREIGN_WHY[] =
+    "loopfast reset this ring connection: bytes were written to its fd behind the socket "
+    "object (os.write, os.sendfile, or a socket made from fileno() in another process); "
+    "a ring connection's fd carries no data, and loopfast will not lose them silently. "
+    "Code that writes the fd needs fast_path='stream'";
 
 typedef struct {
     _Atomic uint64_t head;
@@ -377,13 +384,57 @@ static size_t drain_r(Channel *ch) {
     return taken;
 }
 
-/* Empty a w socket's queue of filler: makes the side that filled it writable. */
-static void drain_filler(int w) {
+/* Empty a w socket's queue of filler: makes the side that filled it writable.
+ * Filler is NUL bytes; anything else was written to that side's fd by its
+ * program (os.write on fileno()), which a ring cannot carry. Returns 1 then. */
+static int drain_filler(int w) {
     char scratch[4096];
+    int foreign = 0;
     for (int i = 0; i < 1024; i++) {
-        if (recv(w, scratch, sizeof scratch, MSG_DONTWAIT) <= 0)
-            return;
+        ssize_t got = recv(w, scratch, sizeof scratch, MSG_DONTWAIT);
+        if (got <= 0)
+            break;
+        for (ssize_t k = 0; k < got && !foreign; k++)
+            foreign = scratch[k] != 0;
     }
+    return foreign;
+}
+
+/* Bytes were written to one side's fd behind its socket object: both sides
+ * reset, naming the cause (FOREIGN_WHY), rather than lose them silently. The
+ * peer learns it from FOREIGN in either ring's flags at its next call; wake
+ * it, and our own waiters, as a close would. */
+static void mark_foreign(Channel *ch) {
+    if (!ch->fault) {
+        ch->fault = ECONNRESET;
+        ch->fault_why = FOREIGN_WHY;
+    }
+    if (ch->base == NULL || ch->closed)
+        return;
+    atomic_fetch_or_explicit(&ch->tx->flags, FOREIGN, memory_order_acq_rel);
+    atomic_fetch_or_explicit(&ch->rx->flags, FOREIGN, memory_order_acq_rel);
+    wake_parked(&ch->tx->consumer_waiting);
+    ring_bell(ch->peer_w, &ch->tx->bells);
+    wake_parked(&ch->rx->consumer_waiting);
+    ring_bell(ch->own_w, &ch->rx->bells);
+}
+
+/* drain_filler, and a reset when it finds foreign bytes. */
+static void drain_checked(Channel *ch, int w) {
+    if (drain_filler(w))
+        mark_foreign(ch);
+}
+
+/* FOREIGN in a ring's flags (the peer found bytes written behind a socket
+ * object): our calls fail from now on, as after a reset. */
+static int foreign_told(Channel *ch, uint32_t flags) {
+    if (!(flags & FOREIGN))
+        return 0;
+    if (!ch->fault) {
+        ch->fault = ECONNRESET;
+        ch->fault_why = FOREIGN_WHY;
+    }
+    return 1;
 }
 
 /* The peer's process is gone: our fileno turns readable for good (end of
@@ -396,7 +447,7 @@ static void mark_dead(Channel *ch) {
         wake_parked(&ch->rx->consumer_waiting); /* a thread parked in recv */
     if (ch->own_w >= 0) {
         shutdown(ch->own_w, SHUT_WR);
-        drain_filler(ch->own_w); /* writable again: a send now fails at once, as on TCP */
+        drain_checked(ch, ch->own_w); /* writable again: a send now fails at once, as on TCP */
     }
 }
 
@@ -455,7 +506,8 @@ static int take_peer_reset(Channel *ch) {
 
 static int rx_has_news(Channel *ch, int64_t avail) {
     uint32_t flags = atomic_load_explicit(&ch->rx->flags, memory_order_acquire);
-    return avail != 0 || (flags & (WR_SHUT | RESET)) || ch->peer_dead || ch->fault || ch->rd_shut;
+    return avail != 0 || (flags & (WR_SHUT | RESET | FOREIGN)) || ch->peer_dead || ch->fault ||
+           ch->rd_shut;
 }
 
 /* Leaving recv: make our readiness say what the ring holds (level-true).
@@ -486,7 +538,7 @@ static void release_space(Channel *ch) {
     atomic_thread_fence(memory_order_seq_cst);
     if (atomic_load_explicit(&ch->rx->producer_waiting, memory_order_acquire) &&
         atomic_exchange_explicit(&ch->rx->producer_waiting, 0, memory_order_acq_rel))
-        drain_filler(ch->peer_w);
+        drain_checked(ch, ch->peer_w);
 }
 
 /* After publishing: wake a consumer that may be parked or selecting. */
@@ -531,7 +583,7 @@ static int rx_ready(Channel *ch) {
 static int tx_ready(Channel *ch) {
     int64_t free = tx_room(ch);
     uint32_t flags = atomic_load_explicit(&ch->tx->flags, memory_order_acquire);
-    return ch->closed || free != 0 || (flags & (RD_SHUT | WR_SHUT)) || ch->peer_dead ||
+    return ch->closed || free != 0 || (flags & (RD_SHUT | WR_SHUT | FOREIGN)) || ch->peer_dead ||
            ch->fault;
 }
 
@@ -607,7 +659,7 @@ static int wait_for(Channel *ch, ready_fn ready, int for_space, int64_t deadline
         atomic_thread_fence(memory_order_seq_cst);
         if (ready(ch)) {
             if (atomic_exchange_explicit(&ch->tx->producer_waiting, 0, memory_order_acq_rel))
-                drain_filler(ch->own_w);
+                drain_checked(ch, ch->own_w);
             got = 1;
             break;
         }
@@ -736,7 +788,7 @@ static void unlock_dir(PyThread_type_lock local, pthread_mutex_t *shared) {
 /* MSG_WAITALL with bytes in hand may wait for more only while more can come. */
 static int may_wait_more(Channel *ch) {
     uint32_t flags = atomic_load_explicit(&ch->rx->flags, memory_order_acquire);
-    return !(flags & (WR_SHUT | RESET)) && !ch->peer_dead && !ch->rd_shut && !ch->closed;
+    return !(flags & (WR_SHUT | RESET | FOREIGN)) && !ch->peer_dead && !ch->rd_shut && !ch->closed;
 }
 
 /* Receive into dst (up to n bytes). Returns bytes copied, 0 for end of
@@ -800,6 +852,10 @@ static Py_ssize_t do_recv(Channel *ch, char *dst, Py_ssize_t n, int flags) {
             }
         }
         uint32_t rflags = atomic_load_explicit(&ch->rx->flags, memory_order_acquire);
+        if (foreign_told(ch, rflags)) {
+            raise_errno(ch->fault, ch->fault_why);
+            break;
+        }
         if ((rflags & RESET) && take_rx_reset(ch)) {
             raise_errno(ECONNRESET, NULL);
             break;
@@ -876,7 +932,7 @@ static Py_ssize_t do_send(Channel *ch, const char *src, Py_ssize_t n, int flags,
             raise_errno(EBADF, NULL);
             break;
         }
-        if (ch->fault) {
+        if (ch->fault || foreign_told(ch, tflags)) {
             raise_errno(ch->fault, ch->fault_why);
             break;
         }
@@ -935,7 +991,7 @@ static Py_ssize_t do_send(Channel *ch, const char *src, Py_ssize_t n, int flags,
             atomic_thread_fence(memory_order_seq_cst);
             if (tx_room(ch) != 0) {
                 if (atomic_exchange_explicit(&ch->tx->producer_waiting, 0, memory_order_acq_rel))
-                    drain_filler(ch->own_w);
+                    drain_checked(ch, ch->own_w);
                 continue;
             }
             check_peer(ch); /* a peer that is gone gets EPIPE, not EAGAIN */
@@ -1282,7 +1338,7 @@ static PyObject *Channel_shutdown(Channel *self, PyObject *arg) {
          * TCP after a FIN); it needs no bell any more. Nothing shuts an r: a
          * hang-up of the peer's copy of our w must mean our r is closed. */
         shutdown(self->peer_w, SHUT_WR);
-        drain_filler(self->own_w); /* writable, as TCP after SHUT_WR: a send fails at once */
+        drain_checked(self, self->own_w); /* writable, as TCP after SHUT_WR: a send fails at once */
     }
     if (how != SHUT_WR) {
         /* Readable for good, as TCP after SHUT_RD; the peer may go on sending. */
@@ -1305,6 +1361,7 @@ PyDoc_STRVAR(close_doc,
 static PyObject *Channel_close(Channel *self, PyObject *Py_UNUSED(ignored)) {
     if (self->base == NULL || self->closed)
         Py_RETURN_NONE;
+    drain_checked(self, self->own_w); /* our program's bytes on our fd: the peer must hear */
     self->closed = 1;
     /* Wake our own waiters: parked in recv, selecting, or waiting for space. */
     wake_parked(&self->rx->consumer_waiting);
@@ -1331,14 +1388,14 @@ static PyObject *Channel_ready(Channel *self, PyObject *Py_UNUSED(ignored)) {
     uint64_t tail = atomic_load_explicit(&self->tx->tail, memory_order_acquire);
     uint32_t flags = atomic_load_explicit(&self->rx->flags, memory_order_acquire);
     uint32_t tflags = atomic_load_explicit(&self->tx->flags, memory_order_acquire);
-    int r = self->closed || head != self->st->rx_tail || (flags & (WR_SHUT | RESET)) ||
+    int r = self->closed || head != self->st->rx_tail || (flags & (WR_SHUT | RESET | FOREIGN)) ||
             self->peer_dead || self->fault || self->rd_shut;
     uint64_t window = atomic_load_explicit(&self->tx->window, memory_order_acquire);
     if (window > self->tx_size)
         window = self->tx_size;
     int w = self->closed || self->st->tx_head - tail < window ||
-            (tflags & (RD_SHUT | WR_SHUT)) || self->peer_dead || self->fault;
-    int eof = (flags & (WR_SHUT | RESET)) || self->peer_dead;
+            (tflags & (RD_SHUT | WR_SHUT | FOREIGN)) || self->peer_dead || self->fault;
+    int eof = (flags & (WR_SHUT | RESET | FOREIGN)) || self->peer_dead;
     return Py_BuildValue("(OOO)", r ? Py_True : Py_False, w ? Py_True : Py_False,
                          eof ? Py_True : Py_False);
 }
@@ -1381,6 +1438,30 @@ static PyObject *Channel_trim(Channel *self, PyObject *Py_UNUSED(ignored)) {
         PyThread_release_lock(self->tx_lock);
     }
     return PyBool_FromLong(done);
+}
+
+PyDoc_STRVAR(inspect_wakeups_doc,
+"inspect_wakeups($self, /)\n--\n\n"
+"Look (without taking) at what waits in our copy of the peer's w: filler is\n"
+"NUL bytes; anything else was written to the peer's fd by its program, and\n"
+"resets the connection on both sides (then it is drained and True returned).\n"
+"The background thread calls it when that socket turns readable.");
+
+static PyObject *Channel_inspect_wakeups(Channel *self, PyObject *Py_UNUSED(ignored)) {
+    /* The GIL is held throughout, so close() cannot unmap under us, and one
+     * buffer serves every caller. */
+    static char seen[65536];
+    if (self->base == NULL || self->closed || self->peer_w < 0)
+        Py_RETURN_FALSE;
+    ssize_t got = recv(self->peer_w, seen, sizeof seen, MSG_DONTWAIT | MSG_PEEK);
+    int foreign = 0;
+    for (ssize_t k = 0; k < got && !foreign; k++)
+        foreign = seen[k] != 0;
+    if (!foreign)
+        Py_RETURN_FALSE;
+    mark_foreign(self);
+    drain_filler(self->peer_w); /* a writer blocked on its fd goes on, and is told */
+    Py_RETURN_TRUE;
 }
 
 PyDoc_STRVAR(rehome_doc,
@@ -1547,6 +1628,7 @@ static PyMethodDef Channel_methods[] = {
     {"settle", (PyCFunction)Channel_settle, METH_NOARGS, settle_doc},
     {"rehome", (PyCFunction)Channel_rehome, METH_O, rehome_doc},
     {"trim", (PyCFunction)Channel_trim, METH_NOARGS, trim_doc},
+    {"inspect_wakeups", (PyCFunction)Channel_inspect_wakeups, METH_NOARGS, inspect_wakeups_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -93,8 +93,8 @@ _RING_ONLY: dict[str, str] = {
     "msg_oob": "_ring.c: urgent data (MSG_OOB) is not carried by the rings (EOPNOTSUPP)",
     "oob_inline": "_ring.c: urgent data (MSG_OOB) is not carried by the rings (EOPNOTSUPP)",
     "os_level_read_write_on_fileno": (
-        "_core/sockets/ring.py: os.read/os.write on the fd bypass the rings; the fd carries "
-        "wake-ups"
+        "_core/sockets/ring.py: the fd carries wake-ups, not data: os.write on it resets the "
+        "connection on both ends naming the cause, os.read returns wake-up bytes"
     ),
     "shut_rd_readiness": (
         "_ring.c: after our own SHUT_RD the fd is readable (a wake-up byte, which os.read "

@@ -235,7 +235,7 @@ class RingOffer:
         self._socks.remove(self.client_w)
         self._socks.remove(self.server_w)
         self.discard()  # the memfd, the server's r (sent), our r (copied to own_r)
-        return RingLink(channel, self.client_w, self.server_w)
+        return RingLink(channel, own_r, self.client_w, self.server_w)
 
     def discard(self) -> None:
         """Close every fd the offer still owns. Idempotent."""
@@ -248,14 +248,23 @@ class RingOffer:
 
 
 class RingLink:
-    """The channel and the two w sockets, shared by dup()'d socket objects."""
+    """The channel and the two w sockets, shared by every socket object of one connection.
 
-    def __init__(self, channel: Channel, own_w: _csocket.socket,
+    Socket objects (the first, its dup()s, and ``socket(fileno=...)`` of any of
+    their fds) each hold an fd number that refers to our r; ``holders`` lists
+    them, and the channel uses one of them (``channel_fd``), which it is moved
+    off before that number is closed.
+    """
+
+    def __init__(self, channel: Channel, r: int, own_w: _csocket.socket,
                  peer_w: _csocket.socket) -> None:
         self.channel = channel
+        self.channel_fd = r
         self.own_w = own_w
         self.peer_w = peer_w
         self.users = 1
+        self.holders: list[int] = []
+        self.first: RingConnection | None = None  # what socket(fileno=...) copies
         try:
             _watcher.watch(peer_w.fileno(), channel)
         except OSError as exc:  # e.g. EMFILE: blocked calls still see the peer's death
@@ -274,6 +283,41 @@ class RingLink:
         if window < channel.window and not compat.shrink_allowed(settings):
             return
         channel.window = window
+
+    def hold(self, fd: int) -> None:
+        """A socket object of this connection now uses fd number *fd* (our r or a dup).
+
+        The first one makes the connection findable by ``adopt`` (any fd that
+        refers to our r finds it).
+
+        Raises:
+            OSError: as os.fstat.
+        """
+        if not self.holders:
+            info = os.fstat(fd)
+            _live[(info.st_dev, info.st_ino)] = self
+        self.holders.append(fd)
+
+    def let_go(self, fd: int) -> bool:
+        """A socket object stops using *fd*; True when nobody else uses that number.
+
+        The channel moves to another holder's number first, so it never uses a
+        closed (or reused) one.
+        """
+        if fd in self.holders:
+            self.holders.remove(fd)
+        if fd in self.holders:
+            return False
+        if self.holders and self.channel_fd == fd:
+            self.moved(fd, self.holders[0])
+        return True
+
+    def moved(self, old: int, new: int) -> None:
+        """The holder at *old* moved to *new* (a dup)."""
+        self.holders = [new if held == old else held for held in self.holders]
+        if self.channel_fd == old:
+            self.channel.rehome(new)
+            self.channel_fd = new
 
     def release(self) -> None:
         """One socket object less; the last one closes the rings and the fds."""
@@ -295,6 +339,8 @@ class RingConnection(Connection):
                  link: RingLink, inherit: Inherited = ()) -> None:
         super().__init__(family, local, peer, credentials, shadow, inherit)
         self.link = link
+        if link.first is None:
+            link.first = self
 
     @property
     def channel(self) -> Channel:
@@ -313,6 +359,31 @@ class RingConnection(Connection):
         super().release()
         if self.link.users > 0:
             self.link.release()
+
+
+# Live connections by the (device, inode) of their r: socket(fileno=fd) finds its own.
+_live: weakref.WeakValueDictionary[tuple[int, int], RingLink] = weakref.WeakValueDictionary()
+
+
+def adopt(fd: int) -> RingConnection | None:
+    """A share of the live ring connection whose r *fd* refers to, or None.
+
+    What ``socket.socket(fileno=fd)`` of a ring connection's fd (in this
+    process) needs to carry its data instead of writing wake-up bytes.
+    """
+    if not _live:
+        return None
+    try:
+        info = os.fstat(fd)
+    except OSError:
+        return None
+    link = _live.get((info.st_dev, info.st_ino))
+    if link is None or link.users == 0 or link.first is None:
+        return None
+    first = link.first
+    link.users += 1
+    return RingConnection(first.family, first.local, first.peer, first.credentials, None,
+                          link, first._inherit)
 
 
 def server_link(fds: list[int], sizes: tuple[int, int], window: int | None = None) -> RingLink:
@@ -339,7 +410,7 @@ def server_link(fds: list[int], sizes: tuple[int, int], window: int | None = Non
         channel.window = window
     channel.settle()  # the client may have sent already
     # Channel() checked that both are AF_UNIX stream sockets.
-    return RingLink(channel, _csocket.socket(fileno=w), _csocket.socket(fileno=peer_w))
+    return RingLink(channel, r, _csocket.socket(fileno=w), _csocket.socket(fileno=peer_w))
 
 
 class _Watcher:
@@ -353,6 +424,11 @@ class _Watcher:
     makes our fileno read end of stream, as a TCP socket does when the kernel
     closes its peer. Our own blocking calls do not need it: they poll the same
     socket themselves.
+
+    The same socket turns readable when the peer fills (NUL filler that makes
+    its fd unwritable) or when the peer's program writes to its fd behind the
+    socket object; ``Channel.inspect_wakeups`` tells them apart and resets the
+    connection on both sides in the second case, naming the cause.
     """
 
     def __init__(self) -> None:
@@ -375,10 +451,14 @@ class _Watcher:
         """
         ref = weakref.ref(channel)
 
-        def hung_up(_events: int) -> None:
+        def hung_up(events: int) -> None:
             # The fd number may have been closed and reused since epoll reported it:
             # ask the fd as it is now, and forget only our own registration.
             if not _hung_up(fd):
+                if events & select.EPOLLIN:  # filler, or bytes written to the peer's fd
+                    live = ref()
+                    if live is not None:
+                        live.inspect_wakeups()
                 return
             background.forget(fd, hung_up)
             with self._lock:
@@ -391,7 +471,9 @@ class _Watcher:
         with self._lock:
             self._channels[fd] = ref
         try:
-            background.watch(fd, hung_up)  # EPOLLHUP comes unasked: the peer's r is closed
+            # EPOLLHUP comes unasked: the peer's r is closed. EPOLLIN, edge-triggered:
+            # something new in the peer's filler queue, once per time it fills.
+            background.watch(fd, hung_up, select.EPOLLIN | select.EPOLLET)
         except BaseException:
             with self._lock:
                 self._channels.pop(fd, None)

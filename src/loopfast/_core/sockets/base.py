@@ -30,7 +30,7 @@ import socket as _stdsocket
 from typing import Any, Self
 
 from ... import compat, policy
-from ..._fastpath import connector, registry
+from ..._fastpath import connector, registry, ring_link
 from ..._fastpath.connection import Connection
 from ..._fastpath.listener import Listener
 from ..._winsock.socket_poll import socket_poll
@@ -76,6 +76,15 @@ def become(sock: socket, state: Any) -> None:
         registry.register(sock)
 
 
+def _carried_by_unix_stream(sock: _stdsocket.socket) -> bool:
+    # The fd's own domain: socket.fromfd(fd, AF_INET, ...) names the family it wants.
+    try:
+        domain = StdSocket.getsockopt(sock, _stdsocket.SOL_SOCKET, _stdsocket.SO_DOMAIN)
+    except OSError:
+        return False
+    return bool(domain == _stdsocket.AF_UNIX and sock.type == _stdsocket.SOCK_STREAM)
+
+
 class socket(_stdsocket.socket):
     """A ``socket.socket`` that can carry loopback TCP over the fast path.
 
@@ -117,6 +126,8 @@ class socket(_stdsocket.socket):
         self._state: Any = None
         self._compat: compat.CompatibilitySettings | None = None
         self._rcvbuf_set = False
+        if fileno is not None and _carried_by_unix_stream(self) and self._share_ring(fileno):
+            return
         try:
             if busy_poll_us is not None:
                 self._busy = options.parse_busy_poll(busy_poll_us)
@@ -132,6 +143,23 @@ class socket(_stdsocket.socket):
         except BaseException:
             self.close()
             raise
+
+    def _share_ring(self, fd: int) -> bool:
+        """Become a holder of the live ring connection *fd* refers to, if there is one.
+
+        ``socket(fileno=fd)`` of a ring connection's fd (``socket.socket`` under
+        ``patch()``, as http.client's ``response.fileno()`` users do) must carry
+        the connection's data, not write wake-up bytes to the fd.
+        """
+        shared = ring_link.adopt(fd)
+        if shared is None:
+            return False
+        StdSocket.__init__(self, shared.family, _stdsocket.SOCK_STREAM, _stdsocket.IPPROTO_TCP, fd)
+        self._fast_path = True
+        timeout = shared.link.channel.timeout  # the rings' mode is shared, as O_NONBLOCK is
+        become(self, shared)
+        self.settimeout(timeout)
+        return True
 
     def _take_settings(self, other: socket) -> None:
         """Take *other*'s loopfast settings (dup, accept): switch, transport, spin, mode."""

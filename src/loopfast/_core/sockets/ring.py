@@ -13,7 +13,11 @@ writable while the peer's ring has room), so select, selectors, poll and
 asyncio work with it. Code that reads or writes the fd itself cannot work on
 a ring: ``sendfile()`` is carried by ``send()``, blocking TLS by ``tls.py``
 (``SSLContext.wrap_socket`` of a ring connection gives a ``RingTLSSocket``),
-and ``detach()`` refuses with EOPNOTSUPP. Code that takes the fd away wants
+``loopfast.socket(fileno=fd)`` (``socket.socket`` under ``patch()``) of a
+live connection's fd gives a socket that shares the connection, and
+``detach()`` refuses with EOPNOTSUPP. Bytes written to the fd behind the
+socket object reset the connection on both sides, naming the cause (the C
+core tells them from its own filler). Code that takes the fd away wants
 ``fast_path="stream"``, the AF_UNIX stream transport.
 """
 
@@ -43,6 +47,7 @@ class RingSocket(FastPathSocket, state=RingConnection):
     def _kind_changed(self) -> None:
         # The data methods reach the rings through this slot (see the module docstring).
         self._channel = self._state.link.channel
+        self._state.link.hold(self.fileno())
         self._channel.timeout = self.gettimeout()
         self._apply_busy_poll()
 
@@ -184,11 +189,21 @@ class RingSocket(FastPathSocket, state=RingConnection):
         place) may close that number: the socket moves to a new fd number first,
         so this socket keeps working.
 
+        One case works: a socket made with ``socket(fileno=fd)`` of another live
+        socket object's fd (which carries the same connection) lets go of its
+        share and returns *fd*, still open for that other object.
+
         Raises:
-            OSError: EOPNOTSUPP on an open socket.
+            OSError: EOPNOTSUPP on an open socket that is its fd's only holder.
         """
-        if self.fileno() == -1:
+        fd = self.fileno()
+        if fd == -1:
             return super().detach()
+        link = self._state.link
+        if link.holders.count(fd) > 1:
+            link.let_go(fd)
+            self._state.release()
+            return StdSocket.detach(self)  # not FastPathSocket's: the share is released
         self._rehome()
         raise OSError(errno.EOPNOTSUPP, "this fast-path connection is carried by shared memory "
                       "and its fd carries no data; code that takes the fd (detach, "
@@ -200,11 +215,17 @@ class RingSocket(FastPathSocket, state=RingConnection):
         timeout = self.gettimeout()
         StdSocket.__init__(self, self.family, self.type, self.proto, new)
         self.settimeout(timeout)
-        self._channel.rehome(new)
+        self._state.link.moved(old, new)
 
     def _real_close(self, _ss: Any = _csocket.socket) -> None:
+        # Another socket object may use this very fd number (socket(fileno=...)):
+        # then the number stays open for it, and the channel never uses a closed one.
+        last_holder = self._state.link.let_go(self.fileno())
         self._state.release()
-        _ss.close(self)
+        if last_holder:
+            _ss.close(self)
+        else:
+            _ss.detach(self)
 
 
 # The hot methods become the C core's: the definitions above give their

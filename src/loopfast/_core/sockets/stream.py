@@ -139,8 +139,9 @@ class FastPathSocket(socket, state=Connection):
             OSError: as ``socket.socket.dup``.
         """
         twin = super().dup()
-        twin._state = self._state.copy()  # same class: dup() makes type(self)
-        twin._kind_changed()
+        if twin._state is None:  # a ring's twin already shares it: socket(fileno=) of its fd
+            twin._state = self._state.copy()  # same class: dup() makes type(self)
+            twin._kind_changed()
         return twin
 
     def detach(self) -> int:

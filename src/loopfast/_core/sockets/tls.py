@@ -78,6 +78,7 @@ class RingTLSSocket(_Wrapped, RingSocket):  # type: ignore[misc]
         StdSocket.__init__(self, sock.family, sock.type, sock.proto, sock.fileno())
         self._take_settings(sock)
         self._state = sock._state
+        self._state.link.let_go(sock.fileno())  # self holds the number from here on
         become(sock, None)
         StdSocket.detach(sock)
         self._kind_changed()
