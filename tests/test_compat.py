@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import socket
-import struct
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -298,9 +297,6 @@ def test_rcvbuf_as_bytes_follows_the_rule(tcp_pair: MakePair) -> None:
 
 # -- bulk transfers: the window the sender is allowed ------------------------------------
 
-_BYTES_RETRANS = 208  # tcpi_bytes_retrans (u64), include/uapi/linux/tcp.h; kernels >= 4.19
-
-
 def _window_and_sent(sock: socket.socket) -> tuple[int, int]:
     """(peer window, data sent beyond snd_una + bytes_acked) from one TCP_INFO snapshot.
 
@@ -314,8 +310,8 @@ def _window_and_sent(sock: socket.socket) -> tuple[int, int]:
     raw = socket.socket.getsockopt(sock, socket.IPPROTO_TCP, socket.TCP_INFO, 512)
     info = _tcpinfo.TcpInfo.from_bytes(raw)
     assert info.snd_wnd is not None and info.bytes_sent is not None
-    (retrans,) = struct.unpack_from("<Q", raw, _BYTES_RETRANS)
-    return info.snd_wnd, info.bytes_sent - retrans - info.bytes_acked
+    assert info.bytes_retrans is not None
+    return info.snd_wnd, info.bytes_sent - info.bytes_retrans - info.bytes_acked
 
 
 def _bulk(cli: socket.socket, acc: socket.socket, total: int) -> tuple[int, int]:

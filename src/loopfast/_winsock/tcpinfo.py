@@ -35,6 +35,7 @@ _FIELDS: dict[str, tuple[int, str]] = {
     "bytes_received": (128, "Q"),
     "rwnd_limited": (176, "Q"),
     "bytes_sent": (200, "Q"),
+    "bytes_retrans": (208, "Q"),
     "snd_wnd": (228, "I"),
     "rcv_wnd": (232, "I"),
 }
@@ -44,10 +45,12 @@ _FIELDS: dict[str, tuple[int, str]] = {
 class TcpInfo:
     """The fields of ``struct tcp_info`` the compatibility mode is checked with.
 
-    Window figures are in bytes, after scaling. ``bytes_sent - bytes_acked`` is
-    the data in flight. ``rwnd_limited`` (microseconds the sender was held back
-    by the peer's window), ``bytes_sent``, ``snd_wnd`` and ``rcv_wnd`` are None on
-    kernels too old to report them.
+    Window figures are in bytes, after scaling. ``bytes_sent - bytes_retrans -
+    bytes_acked`` is the data in flight (``bytes_sent`` counts retransmissions,
+    such as a tail loss probe's when ACKs come late). ``rwnd_limited``
+    (microseconds the sender was held back by the peer's window), ``bytes_sent``,
+    ``bytes_retrans``, ``snd_wnd`` and ``rcv_wnd`` are None on kernels too old to
+    report them.
     """
 
     state: int
@@ -62,6 +65,7 @@ class TcpInfo:
     bytes_received: int
     rwnd_limited: int | None
     bytes_sent: int | None
+    bytes_retrans: int | None
     snd_wnd: int | None
     rcv_wnd: int | None
 
