@@ -8,10 +8,10 @@
  *
  * - head (bytes ever published) is stored only by the ring's producer, tail
  *   (bytes ever consumed) only by its consumer. Each side keeps its own
- *   positions in its side page (side_state: a MAP_SHARED|MAP_ANONYMOUS page
- *   made with the Channel) and never reads them back from the header, so a
- *   peer scribbling over the header cannot move our own position. fork()
- *   hands the side page on, the peer can never map it.
+ *   positions in its side state (side_state: a slot of a MAP_SHARED|
+ *   MAP_ANONYMOUS page, see slot_alloc) and never reads them back from the
+ *   header, so a peer scribbling over the header cannot move our own
+ *   position. fork() hands the side state on, the peer can never map it.
  * - Every process holding one end shares that end's positions and direction
  *   locks (process-shared, robust pthread mutexes in the side page, taken
  *   after the per-process lock, waited for without the GIL in LIVENESS_NS
@@ -200,6 +200,74 @@ typedef struct {
 } side_state;
 
 _Static_assert(sizeof(side_state) <= 4096, "side state fits its page");
+
+/* ---- side states: slots in shared anonymous pages ------------------------
+ *
+ * A page per Channel cost a mapping (mmap, munmap, a VMA) and 4 KiB of RSS per
+ * side; side states are ~128 bytes, so one page holds SLAB_SLOTS of them.
+ * fork() shares every page with the child, which holds copies of the
+ * connections of the time: from then on neither process may hand a slot of
+ * those pages to a new Channel (the other may still use it), so a fork seals
+ * every page in both processes (pthread_atfork) and new Channels get slots in
+ * new pages. A page is unmapped when this process no longer uses any of its
+ * slots (other processes' mappings keep the memory alive for them). Touched
+ * only with the GIL held (Channel init and dealloc), so no lock. */
+#define SLOT_SIZE 128
+#define SLAB_SLOTS (4096 / SLOT_SIZE)
+_Static_assert(sizeof(side_state) <= SLOT_SIZE, "a side state fits its slot");
+
+typedef struct slab {
+    struct slab *next;
+    char *page;
+    uint32_t used; /* bit i: slot i is ours */
+    int sealed;    /* shared with another process by fork(): never reused */
+} slab;
+
+static slab *slabs;
+
+static void seal_slabs(void) {
+    for (slab *sl = slabs; sl != NULL; sl = sl->next)
+        sl->sealed = 1;
+}
+
+static side_state *slot_alloc(void) {
+    slab *sl = slabs;
+    while (sl != NULL && (sl->sealed || sl->used == (uint32_t)((1ULL << SLAB_SLOTS) - 1)))
+        sl = sl->next;
+    if (sl == NULL) {
+        sl = calloc(1, sizeof *sl);
+        if (sl == NULL)
+            return NULL;
+        sl->page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (sl->page == MAP_FAILED) {
+            free(sl);
+            return NULL;
+        }
+        sl->next = slabs;
+        slabs = sl;
+    }
+    int i = __builtin_ctz(~sl->used);
+    sl->used |= 1u << i;
+    side_state *st = (side_state *)(sl->page + (size_t)i * SLOT_SIZE);
+    memset(st, 0, sizeof *st);
+    return st;
+}
+
+static void slot_free(side_state *st) {
+    for (slab **link = &slabs; *link != NULL; link = &(*link)->next) {
+        slab *sl = *link;
+        if ((char *)st < sl->page || (char *)st >= sl->page + 4096)
+            continue;
+        sl->used &= ~(1u << (((char *)st - sl->page) / SLOT_SIZE));
+        /* Keep one unsealed page for the next Channel; give the rest back. */
+        if (sl->used == 0 && (sl->sealed || sl != slabs)) {
+            *link = sl->next;
+            munmap(sl->page, 4096);
+            free(sl);
+        }
+        return;
+    }
+}
 
 typedef struct {
     PyObject_HEAD
@@ -1112,9 +1180,8 @@ static int Channel_init(Channel *self, PyObject *args, PyObject *kwds) {
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
-    void *page = mmap(NULL, sizeof(side_state), PROT_READ | PROT_WRITE,
-                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (page == MAP_FAILED) {
+    side_state *page = slot_alloc();
+    if (page == NULL) {
         PyErr_SetFromErrno(PyExc_OSError);
         munmap(base, len);
         return -1;
@@ -1122,7 +1189,7 @@ static int Channel_init(Channel *self, PyObject *args, PyObject *kwds) {
     self->rx_lock = PyThread_allocate_lock();
     self->tx_lock = PyThread_allocate_lock();
     if (!self->rx_lock || !self->tx_lock || init_side_state(page) != 0) {
-        munmap(page, sizeof(side_state));
+        slot_free(page);
         munmap(base, len);
         PyErr_NoMemory();
         return -1;
@@ -1174,7 +1241,7 @@ static void Channel_dealloc(Channel *self) {
         PyObject_ClearWeakRefs((PyObject *)self);
     unmap(self);
     if (self->st != NULL) /* other processes may hold the locks: they are never destroyed */
-        munmap(self->st, sizeof(side_state));
+        slot_free(self->st);
     if (self->rx_lock)
         PyThread_free_lock(self->rx_lock);
     if (self->tx_lock)
@@ -1927,14 +1994,55 @@ fail:
     return PyErr_SetFromErrno(PyExc_OSError);
 }
 
+PyDoc_STRVAR(set_windows_doc,
+"set_windows(memfd, c2s_window, s2c_window, /)\n--\n\n"
+"Set the receive windows a fresh memfd starts with, as create_memfd's\n"
+"arguments do (-1: the whole ring; clamped to the ring's size). Only for a\n"
+"memfd made by create_memfd with the default windows (each still the whole\n"
+"ring) and not yet handed to a peer: made ahead of need. Raises OSError.");
+
+static PyObject *set_windows(PyObject *module, PyObject *args) {
+    int fd;
+    long long windows[2];
+    if (!PyArg_ParseTuple(args, "iLL:set_windows", &fd, &windows[0], &windows[1]))
+        return NULL;
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    for (int i = 0; i < 2; i++) {
+        /* The ring sizes are in the file's length only as their sum; the
+         * header's own record of them is not kept, so read the window back:
+         * create_memfd clamped it to the ring's size when it wrote it. */
+        off_t at = (off_t)(offsetof(shm_header, ring) + (size_t)i * sizeof(ring_ctl) +
+                           offsetof(ring_ctl, window));
+        uint32_t size, value;
+        if (pread(fd, &size, sizeof size, at) != (ssize_t)sizeof size)
+            return PyErr_SetFromErrno(PyExc_OSError);
+        value = windows[i] < 0 || (unsigned long long)windows[i] > size ? size
+                                                                         : (uint32_t)windows[i];
+        if (pwrite(fd, &value, sizeof value, at) != (ssize_t)sizeof value)
+            return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
     {"create_memfd", create_memfd, METH_VARARGS, create_doc},
+    {"set_windows", set_windows, METH_VARARGS, set_windows_doc},
     {"socket_method", (PyCFunction)(void (*)(void))socket_method, METH_FASTCALL,
      socket_method_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static int ring_exec(PyObject *module) {
+    static int atfork_done;
+    if (!atfork_done) {
+        if (pthread_atfork(NULL, seal_slabs, seal_slabs) != 0) {
+            PyErr_SetString(PyExc_RuntimeError, "pthread_atfork failed");
+            return -1;
+        }
+        atfork_done = 1;
+    }
     PyObject *type = PyType_FromModuleAndSpec(module, &Channel_spec, NULL);
     if (type == NULL)
         return -1;

@@ -185,11 +185,113 @@ def _pair() -> tuple[_csocket.socket, _csocket.socket]:
     return r, w
 
 
+class _Parts:
+    """A memfd with the default windows and two wake-up socket pairs, made by one process."""
+
+    __slots__ = ("memfd", "pid", "sizes", "socks")
+
+    def __init__(self, c2s: int, s2c: int) -> None:
+        self.sizes = (c2s, s2c)
+        self.pid = os.getpid()
+        self.socks: list[_csocket.socket] = []
+        self.memfd = _core().create_memfd(c2s, s2c)
+        try:
+            self.socks.extend(_pair())
+            self.socks.extend(_pair())
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.memfd >= 0:
+            close_fds([self.memfd])
+            self.memfd = -1
+        for sock in self.socks:
+            sock.close()
+        self.socks.clear()
+
+
+class _Pool:
+    """Ring offers' parts made ahead of need, so a connect does not wait for them.
+
+    ``refill()`` (the connector calls it once its hello is out, while the server
+    works on it) makes up to ``DEPTH`` parts for the ring sizes last asked for;
+    ``take()`` hands one out. Parts are this process's alone: a child of fork()
+    starts with none (the parent's would give two connections one ring), and a
+    part made by another pid is never handed out. A failure to make parts
+    (EMFILE...) empties the pool, so it never holds fds a connection needs.
+    """
+
+    DEPTH = 2
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._parts: list[_Parts] = []
+        self._sizes: tuple[int, int] | None = None
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+        for parts in self._parts:  # the child's copies of the parent's fds
+            parts.close()
+        self._parts = []
+
+    def take(self, sizes: tuple[int, int]) -> _Parts | None:
+        """Parts for rings of *sizes*, or None (then the caller makes its own)."""
+        with self._lock:
+            self._sizes = sizes
+            if self._parts and self._parts[-1].sizes == sizes:
+                parts = self._parts.pop()
+                if parts.pid == os.getpid():
+                    return parts
+                parts.close()
+        return None
+
+    def refill(self) -> None:
+        """Make parts for the sizes last asked for, up to DEPTH. Never raises."""
+        with self._lock:
+            sizes = self._sizes
+            if sizes is None:
+                return
+            self._parts = [parts for parts in self._parts if self._keep(parts, sizes)]
+            missing = self.DEPTH - len(self._parts)
+        for _ in range(missing):
+            try:
+                parts = _Parts(*sizes)
+            except OSError:
+                self.clear()
+                return
+            with self._lock:
+                self._parts.append(parts)
+
+    def clear(self) -> None:
+        """Close every part held (at the fd limit, before trying again)."""
+        with self._lock:
+            held, self._parts = self._parts, []
+        for parts in held:
+            parts.close()
+
+    def _keep(self, parts: _Parts, sizes: tuple[int, int]) -> bool:
+        if parts.pid == os.getpid() and parts.sizes == sizes:
+            return True
+        parts.close()
+        return False
+
+
+_pool = _Pool()
+
+
+def refill() -> None:
+    """Make ring offers' parts ahead of the next connect (see ``_Pool``). Never raises."""
+    _pool.refill()
+
+
 class RingOffer:
     """What a client creates before its hello: the rings and both sides' wake-up pairs.
 
     Each ring's receive window starts at the one given (-1: the whole ring):
     the server's, a guess from its SO_RCVBUF, until it attaches and sets its own.
+    The parts come from this process's pool when it has some (``refill``).
 
     The offer owns every fd it made until ``client_link`` hands them on or
     ``discard`` closes them; a failure while making it closes what was made.
@@ -201,19 +303,24 @@ class RingOffer:
 
     def __init__(self, c2s: int, s2c: int, c2s_window: int = -1, s2c_window: int = -1) -> None:
         self.sizes = (c2s, s2c)
-        self._socks: list[_csocket.socket] = []
-        self.memfd = _core().create_memfd(c2s, s2c, c2s_window, s2c_window)
-        try:
-            self.client_r, self.client_w = self._pair()
-            self.server_r, self.server_w = self._pair()
-        except BaseException:
-            self.discard()
-            raise
-
-    def _pair(self) -> tuple[_csocket.socket, _csocket.socket]:
-        pair = _pair()
-        self._socks.extend(pair)
-        return pair
+        parts = _pool.take(self.sizes)
+        if parts is None:
+            try:
+                parts = _Parts(c2s, s2c)
+            except OSError as exc:
+                if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                    raise
+                _pool.clear()  # the pool's fds are better spent on this connection
+                parts = _Parts(c2s, s2c)
+        self.memfd = parts.memfd
+        self._socks = parts.socks
+        self.client_r, self.client_w, self.server_r, self.server_w = self._socks
+        if (c2s_window, s2c_window) != (-1, -1):
+            try:
+                _core().set_windows(self.memfd, c2s_window, s2c_window)
+            except BaseException:
+                self.discard()
+                raise
 
     def fds_for_server(self) -> list[int]:
         """The fds the hello carries, in the order handshake.py writes down."""
