@@ -11,11 +11,11 @@ the two transcripts and checks that the loopfast run freed every fd.
 from __future__ import annotations
 
 import difflib
-import os
 from collections.abc import Callable
 
 import pytest
 
+from .._fds import open_fds
 from .scenarios import SCENARIOS, Recorder
 
 # (scenario, transport) -> why the transcripts legitimately differ. Each entry is a
@@ -131,8 +131,7 @@ def _params(transports: tuple[str, ...], known: dict[tuple[str, str], str]) -> l
     return params
 
 
-def _open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+_open_fds = open_fds
 
 
 def _report(rec: Recorder) -> str:

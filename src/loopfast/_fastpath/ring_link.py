@@ -264,6 +264,11 @@ class _Pool:
             with self._lock:
                 self._parts.append(parts)
 
+    def fds(self) -> int:
+        """Fds held by the parts in the pool."""
+        with self._lock:
+            return sum(len(parts.socks) + (parts.memfd >= 0) for parts in self._parts)
+
     def clear(self) -> None:
         """Close every part held (at the fd limit, before trying again)."""
         with self._lock:
@@ -284,6 +289,11 @@ _pool = _Pool()
 def refill() -> None:
     """Make ring offers' parts ahead of the next connect (see ``_Pool``). Never raises."""
     _pool.refill()
+
+
+def pooled_fds() -> int:
+    """How many fds the pool holds now (for fd accounting: they belong to no connection)."""
+    return _pool.fds()
 
 
 class RingOffer:
@@ -372,8 +382,24 @@ class RingLink:
         self.users = 1
         self.holders: list[int] = []
         self.first: RingConnection | None = None  # what socket(fileno=...) copies
+        self.watched = False
+        _watcher.track(peer_w.fileno(), channel)
+        # Until a closing side tells its peer in the shared header, a sender learns
+        # of a peer's close only from the watcher: watch from the start.
+        self.watch_peer()
+
+    def watch_peer(self) -> None:
+        """Have the background thread watch the peer from now on (idempotent).
+
+        Needed once the application may wait on our fd in select/poll/epoll (it
+        asked for ``fileno()``): a killed peer cannot ring our bell. Blocking
+        calls look at the peer themselves and never need it.
+        """
+        if self.watched:
+            return
+        self.watched = True
         try:
-            _watcher.watch(peer_w.fileno(), channel)
+            _watcher.watch(self.peer_w.fileno(), self.channel)
         except OSError as exc:  # e.g. EMFILE: blocked calls still see the peer's death
             _log.warning("loopfast: cannot watch a ring connection's peer (%s); select() "
                          "will learn of its death only at the next call", exc)
@@ -526,11 +552,14 @@ class _Watcher:
 
     A peer that is killed cannot ring our bell, so our fileno would never turn
     readable for an application waiting in select(). The background thread
-    waits for POLLHUP on every link's copy of the peer's w (only the peer holds
+    waits for POLLHUP on the copy of the peer's w of every link whose fileno()
+    was asked for (select, poll, selectors and asyncio ask; only the peer holds
     that socket's other end, r) and then marks the channel's peer dead, which
     makes our fileno read end of stream, as a TCP socket does when the kernel
     closes its peer. Our own blocking calls do not need it: they poll the same
-    socket themselves.
+    socket themselves. So blocking request/response code, which never asks,
+    never wakes the thread when a peer closes (a wake-up cost tens of µs per
+    connection in the set-up profile); every link is tracked for trims.
 
     The same socket turns readable when the peer fills (NUL filler that makes
     its fd unwritable) or when the peer's program writes to its fd behind the
@@ -540,6 +569,7 @@ class _Watcher:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        # Every live link's channel, by its peer_w fd (trims); watched or not.
         self._channels: dict[int, weakref.ref[Channel]] = {}
         self._last_seen: dict[int, int] = {}  # fd -> bytes its channel had sent at the last tick
         background.every(self._sweep)
@@ -549,6 +579,11 @@ class _Watcher:
         # Links inherited by the child stay unwatched (the thread did not come along).
         self._lock = threading.Lock()
         self._channels = {}
+
+    def track(self, fd: int, channel: Channel) -> None:
+        """Give *channel*'s idle rings' pages back at the ticks (*fd*: its peer_w)."""
+        with self._lock:
+            self._channels[fd] = weakref.ref(channel)
 
     def watch(self, fd: int, channel: Channel) -> None:
         """Mark *channel*'s peer dead when *fd* (our copy of the peer's w) hangs up.
@@ -577,14 +612,9 @@ class _Watcher:
 
         with self._lock:
             self._channels[fd] = ref
-        try:
-            # EPOLLHUP comes unasked: the peer's r is closed. EPOLLIN, edge-triggered:
-            # something new in the peer's filler queue, once per time it fills.
-            background.watch(fd, hung_up, select.EPOLLIN | select.EPOLLET)
-        except BaseException:
-            with self._lock:
-                self._channels.pop(fd, None)
-            raise
+        # EPOLLHUP comes unasked: the peer's r is closed. EPOLLIN, edge-triggered:
+        # something new in the peer's filler queue, once per time it fills.
+        background.watch(fd, hung_up, select.EPOLLIN | select.EPOLLET)
 
     def forget(self, fd: int) -> None:
         """Stop watching *fd*; call before it is closed."""

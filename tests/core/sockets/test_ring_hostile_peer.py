@@ -18,6 +18,7 @@ import pytest
 import loopfast
 from loopfast._fastpath import background, connector, ring_link
 
+from ..._fds import open_fds
 from ...conftest import Pair
 from ...ring_pair import RingPair
 
@@ -87,8 +88,7 @@ def test_a_flood_of_foreign_bytes_does_not_spin_once_it_stops(
     assert cpu < SPIN_LIMIT and wakeups == 0
 
 
-def _open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+_open_fds = open_fds
 
 
 @pytest.mark.timeout(30)

@@ -257,7 +257,7 @@ class socket(_stdsocket.socket):
             OSError: as ``socket.getsockopt``.
         """
         if options.is_busy_poll(level, optname) and not args:
-            if self.fileno() == -1:
+            if StdSocket.fileno(self) == -1:
                 raise OSError(errno.EBADF, os.strerror(errno.EBADF))
             return self._busy or 0
         return self._get_option(level, optname, *args)

@@ -47,7 +47,7 @@ class RingSocket(FastPathSocket, state=RingConnection):
     def _kind_changed(self) -> None:
         # The data methods reach the rings through this slot (see the module docstring).
         self._channel = self._state.link.channel
-        self._state.link.hold(self.fileno())
+        self._state.link.hold(_csocket.socket.fileno(self))
         self._channel.timeout = self.gettimeout()
         self._apply_busy_poll()
 
@@ -55,6 +55,21 @@ class RingSocket(FastPathSocket, state=RingConnection):
     def fast_path_transport(self) -> str | None:
         """"ring": shared-memory rings carry this connection."""
         return "ring"
+
+    def fileno(self) -> int:
+        """The wake-up socket's fd (-1 once closed), for select, poll, selectors and asyncio.
+
+        Asking for it starts the watch on the peer (``RingLink.watch_peer``): a
+        killed peer cannot ring our bell, so only the background thread can make
+        the fd readable then. Code that never asks (blocking request/response
+        code: our own blocking calls look at the peer themselves) never pays for
+        the watch.
+        """
+        fd = _csocket.socket.fileno(self)
+        state = self._state
+        if fd != -1 and state is not None and not state.link.watched:
+            state.link.watch_peer()
+        return fd
 
     def send(self, data: Any, flags: int = 0) -> int:
         """``socket.send`` through the ring."""
@@ -165,7 +180,7 @@ class RingSocket(FastPathSocket, state=RingConnection):
 
     def _loopfast_ready(self, events: int) -> int:
         """Native poll bits the rings can report without a syscall (loopfast.poll asks first)."""
-        if self.fileno() == -1:
+        if _csocket.socket.fileno(self) == -1:
             return select.POLLNVAL
         readable, writable, peer_closed = self._channel.ready()
         bits = (select.POLLIN if readable else 0) | (select.POLLOUT if writable else 0)
@@ -196,7 +211,7 @@ class RingSocket(FastPathSocket, state=RingConnection):
         Raises:
             OSError: EOPNOTSUPP on an open socket that is its fd's only holder.
         """
-        fd = self.fileno()
+        fd = _csocket.socket.fileno(self)
         if fd == -1:
             return super().detach()
         link = self._state.link
@@ -210,7 +225,7 @@ class RingSocket(FastPathSocket, state=RingConnection):
                       "os.sendfile on the fd) needs fast_path='stream'")
 
     def _rehome(self) -> None:
-        old = self.fileno()
+        old = _csocket.socket.fileno(self)
         new = os.dup(old)
         timeout = self.gettimeout()
         StdSocket.__init__(self, self.family, self.type, self.proto, new)
@@ -220,7 +235,7 @@ class RingSocket(FastPathSocket, state=RingConnection):
     def _real_close(self, _ss: Any = _csocket.socket) -> None:
         # Another socket object may use this very fd number (socket(fileno=...)):
         # then the number stays open for it, and the channel never uses a closed one.
-        last_holder = self._state.link.let_go(self.fileno())
+        last_holder = self._state.link.let_go(_csocket.socket.fileno(self))
         self._state.release()
         if last_holder:
             _ss.close(self)

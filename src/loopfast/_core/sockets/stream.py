@@ -68,7 +68,7 @@ class FastPathSocket(socket, state=Connection):
 
     def connect_ex(self, address: Any) -> int:
         """0 once after a non-blocking connect(), as the kernel answers; then EISCONN."""
-        if self.fileno() == -1:
+        if _csocket.socket.fileno(self) == -1:  # not ours: RingSocket's asks for a watch
             return errno.EBADF
         if self._state.connect_pending:
             self._state.connect_pending = False
@@ -94,7 +94,7 @@ class FastPathSocket(socket, state=Connection):
         return self._state.peer
 
     def _check_open(self) -> None:
-        if self.fileno() == -1:
+        if _csocket.socket.fileno(self) == -1:  # not ours: RingSocket's asks for a watch
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
 
     def _set_option(self, level: int, optname: int, *args: Any) -> None:
