@@ -2,13 +2,26 @@
 
 Order of events, each step able to send the client back to plain TCP:
 
-1. connect an AF_UNIX stream to the rendezvous names, exact bind first;
-2. check the peer (SO_PEERCRED) owns the TCP listener the address reaches (F10);
-3. reserve the TCP-style local address (the application's own TCP socket,
-   bound if it was not, kept open so the address stays unique and visible to ss);
-4. send the hello; the connection is established (see handshake.py: no answer);
-5. move the carrier (the AF_UNIX stream, or the ring's wake-up socket) to the
+1. learn who owns the TCP listener the address reaches (SPEC F10), from a
+   recent check (``OWNER_TTL``) or one sock_diag lookup now, unless nobody
+   answered at this port's names lately (``ABSENT_TTL``: plain TCP servers
+   pay no lookup);
+2. with an owner known, make everything the hello needs (``Prepared``): the
+   TCP-style local address (the application's own TCP socket, bound if it was
+   not, kept open so the address stays unique and visible to ss), the rings
+   and the encoded hello;
+3. connect an AF_UNIX stream to the rendezvous names, exact bind first, read
+   the peer's uid (SO_PEERCRED) and, when it is the owner's, send the hello at
+   once: the server finds the hello queued with the connection. A peer of
+   another uid gets the full check as before (a fresh lookup, a warning, the
+   next name, then TCP), and never a byte;
+4. the connection is established (see handshake.py: no answer); move the
+   carrier (the AF_UNIX stream, or the ring's wake-up socket) to the
    application's own fd number, and return the connection's state.
+
+Without a known owner (first contact after ``ABSENT_TTL``, a failed lookup)
+steps 2 and 3 swap: the hello follows the owner check, some tens of µs after
+the connection.
 
 The caller (the socket class) turns the socket into the kind that state
 describes; nothing here knows the socket classes.
@@ -22,26 +35,33 @@ import socket as _stdsocket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 from .. import compat
 from .._core import addresses, ringcore
 from .._core.stdlib import PeerCredentials, StdSocket, peer_credentials, send_fds
-from . import handshake, owner
+from . import handshake, owner, ring_link
 from .connection import Connection
 from .ring_link import RingConnection, RingOffer, receive_ring, receive_window, ring_size
 
 _log = logging.getLogger("loopfast")
 
-# A listener's owner, once checked, is trusted for OWNER_TTL seconds for the
-# same peer uid: a connection burst asks the kernel once. A squatter of another
-# uid misses the cache (the uid is in the key); one of the same uid could pass
-# the check anyway (F10 is a uid check).
+# A listener's owner, once checked, is trusted for OWNER_TTL seconds: a peer of
+# that uid at the port's names gets the hello without another lookup. A squatter
+# of another uid misses (its uid is compared); one of the same uid could pass the
+# check anyway (F10 is a uid check).
 OWNER_TTL = 1.0
+# Nobody answered at a port's names: for ABSENT_TTL seconds connections there
+# look first and ask the kernel for the owner only if somebody answers (a plain
+# TCP server's clients pay no lookup). It decides the order of steps, never trust.
+ABSENT_TTL = 5.0
 # How long a client waits for room in a rendezvous backlog before it takes TCP:
 # the client does not choose it, so a squatter with a full backlog costs this, no more.
 RENDEZVOUS_WAIT = 0.05
-_recent_owners: dict[tuple[int, str, int, int], tuple[float, owner.Owner]] = {}
+_OwnerKey = tuple[int, str, int]
+_recent_owners: dict[_OwnerKey, tuple[float, owner.Owner]] = {}
+_absent: dict[_OwnerKey, float] = {}
 _SNDTIMEO = (_stdsocket.SOL_SOCKET, _stdsocket.SO_SNDTIMEO)
 _NONBLOCKING_STREAM = _stdsocket.SOCK_STREAM | _stdsocket.SOCK_NONBLOCK
 _no_core_warned = False
@@ -63,6 +83,7 @@ class Rendezvous:
         self.stream = stream
         self.credentials = credentials
         self.server_rcvbuf = server_rcvbuf
+        self.greeted = False  # find() sent the prepared hello already
 
     def say_hello(self, family: int, local: tuple[Any, ...], target: tuple[Any, ...],
                   reserved: int, ring: tuple[int, int] | None = None,
@@ -76,13 +97,80 @@ class Rendezvous:
         Raises:
             OSError: the listener went away in between.
         """
-        cip, tip = local[0], target[0]
-        fam = _stdsocket.AF_INET6
-        v4c, v4t = addresses.ipv4_of(family, cip), addresses.ipv4_of(family, tip)
-        if v4c is not None and v4t is not None:
-            fam, cip, tip = _stdsocket.AF_INET, v4c, v4t
-        wire = handshake.encode(handshake.Hello(fam, cip, local[1], tip, target[1], ring))
-        send_fds(self.stream, wire, [*(fds or ()), reserved])
+        send_fds(self.stream, _hello_wire(family, local, target, ring),
+                 [*(fds or ()), reserved])
+
+
+def _hello_wire(family: int, local: tuple[Any, ...], target: tuple[Any, ...],
+                ring: tuple[int, int] | None) -> bytes:
+    cip, tip = local[0], target[0]
+    fam = _stdsocket.AF_INET6
+    v4c, v4t = addresses.ipv4_of(family, cip), addresses.ipv4_of(family, tip)
+    if v4c is not None and v4t is not None:
+        fam, cip, tip = _stdsocket.AF_INET, v4c, v4t
+    return handshake.encode(handshake.Hello(fam, cip, local[1], tip, target[1], ring))
+
+
+class Prepared:
+    """Everything a hello needs, made before the rendezvous connect.
+
+    Owns the reservation (a duplicate of the application's TCP socket, bound
+    to the local port it keeps) and the ring offer until ``connection`` hands
+    them on or ``discard`` closes them; a failure while making it closes what
+    was made.
+
+    Raises:
+        OSError: binding, duplicating, or making the rings failed (EMFILE, ...).
+    """
+
+    def __init__(self, app: _stdsocket.socket, host: str, port: int, transport: str,
+                 settings: compat.CompatibilitySettings | None,
+                 server_rcvbuf: int | None) -> None:
+        self.server_rcvbuf = server_rcvbuf
+        self.offer: RingOffer | None = None
+        self.local = _reserve_local(app, host)
+        self.target = addresses.tcp_style(app.family, host, port)
+        # The TCP socket keeps the local port reserved (unique, visible to ss).
+        fd = os.dup(app.fileno())
+        try:
+            self.reservation = StdSocket(app.family, _stdsocket.SOCK_STREAM, app.proto, fileno=fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            if transport == "ring":
+                # c2s: big enough for an autotuning server, its window what its
+                # SO_RCVBUF says until it attaches and sets its own; s2c: ours.
+                rcvbuf = StdSocket.getsockopt(app, _stdsocket.SOL_SOCKET, _stdsocket.SO_RCVBUF)
+                rcvbuf_set = bool(getattr(app, "_rcvbuf_set", False))
+                s2c = ring_size(compat.ring_capacity(receive_ring(rcvbuf, rcvbuf_set), settings))
+                self.offer = RingOffer(receive_ring(server_rcvbuf, None), s2c,
+                                       ring_size(server_rcvbuf),
+                                       receive_window(s2c, rcvbuf, rcvbuf_set, settings))
+            sizes = self.offer.sizes if self.offer is not None else None
+            self.wire = _hello_wire(app.family, self.local, self.target, sizes)
+            self.fds = [*(self.offer.fds_for_server() if self.offer else ()),
+                        self.reservation.fileno()]
+        except BaseException:
+            self.discard()
+            raise
+
+    def discard(self) -> None:
+        """Close what this still owns. Idempotent."""
+        if self.offer is not None:
+            self.offer.discard()
+        self.reservation.close()
+
+    def send(self, stream: _stdsocket.socket) -> None:
+        """Send the hello on *stream*.
+
+        Raises:
+            OSError: the listener went away in between.
+        """
+        send_fds(stream, self.wire, self.fds)
+        refill = getattr(ring_link, "refill", None)
+        if self.offer is not None and refill is not None:
+            refill()
 
 
 def connect(app: _stdsocket.socket, host: str, port: int, transport: str,
@@ -100,49 +188,63 @@ def connect(app: _stdsocket.socket, host: str, port: int, transport: str,
     Raises:
         OSError: the rings could not be mapped after the hello went out.
     """
-    found = find(app.family, host, port, app.gettimeout())
-    if found is None:
-        return None
     transport = available_transport(transport)
-    with found.stream:
-        offer = reservation = None
+    expected = _expected_owner(app.family, host, port)
+    ready = None
+    if expected is not None:
         try:
-            local = _reserve_local(app, host)
-            target = addresses.tcp_style(app.family, host, port)
-            # The TCP socket keeps the local port reserved (unique, visible to ss).
-            reservation = StdSocket(app.family, _stdsocket.SOCK_STREAM, app.proto,
-                                    fileno=os.dup(app.fileno()))
-            if transport == "ring":
-                # c2s: big enough for an autotuning server, its window what its
-                # SO_RCVBUF says until it attaches and sets its own; s2c: ours.
-                rcvbuf = StdSocket.getsockopt(app, _stdsocket.SOL_SOCKET, _stdsocket.SO_RCVBUF)
-                rcvbuf_set = bool(getattr(app, "_rcvbuf_set", False))
-                s2c = ring_size(compat.ring_capacity(receive_ring(rcvbuf, rcvbuf_set), settings))
-                offer = RingOffer(receive_ring(found.server_rcvbuf, None), s2c,
-                                  ring_size(found.server_rcvbuf),
-                                  receive_window(s2c, rcvbuf, rcvbuf_set, settings))
-                found.say_hello(app.family, local, target, reservation.fileno(), offer.sizes,
-                                offer.fds_for_server())
-            else:
-                found.say_hello(app.family, local, target, reservation.fileno())
+            ready = Prepared(app, host, port, transport, settings, expected.rcvbuf)
         except OSError as exc:
-            if offer is not None:
-                offer.discard()
-            if reservation is not None:
-                reservation.close()
             _log.debug("loopfast: fast path to %s:%s not taken (%s); using TCP", host, port, exc)
             return None
+    try:
+        found = find(app.family, host, port, app.gettimeout(), expected, ready)
+    except BaseException:
+        if ready is not None:
+            ready.discard()
+        raise
+    if found is None:
+        if ready is not None:
+            ready.discard()
+        return None
+    with found.stream:
+        if ready is None or not found.greeted:  # greeted: find() sent ready's hello
+            ready = _greet(found, ready, lambda rcvbuf: Prepared(app, host, port, transport,
+                                                                 settings, rcvbuf))
+            if ready is None:
+                return None
+        offer, reservation = ready.offer, ready.reservation
         carrier = offer.client_r if offer is not None else found.stream
         os.dup2(carrier.fileno(), app.fileno(), inheritable=False)
     StdSocket.settimeout(app, app.gettimeout())  # the new file description needs O_NONBLOCK
     if offer is None:
-        return Connection(app.family, local, target, found.credentials, reservation)
+        return Connection(app.family, ready.local, ready.target, found.credentials, reservation)
     try:
         link = offer.client_link(app.fileno())
     except BaseException:
         reservation.close()
         raise
-    return RingConnection(app.family, local, target, found.credentials, reservation, link)
+    return RingConnection(app.family, ready.local, ready.target, found.credentials,
+                          reservation, link)
+
+
+def _greet(found: Rendezvous, ready: Prepared | None,
+           prepare: Callable[[int | None], Prepared]) -> Prepared | None:
+    """Send the hello to *found* after the owner check: *ready*'s if it was made for this
+    owner's SO_RCVBUF, else a new one. None (everything closed) to use TCP."""
+    try:
+        if ready is not None and ready.server_rcvbuf != found.server_rcvbuf:
+            ready.discard()  # the owner changed since it was made: the rings may differ
+            ready = None
+        if ready is None:
+            ready = prepare(found.server_rcvbuf)
+        ready.send(found.stream)
+    except OSError as exc:
+        if ready is not None:
+            ready.discard()
+        _log.debug("loopfast: fast path not taken (%s); using TCP", exc)
+        return None
+    return ready
 
 
 def available_transport(transport: str) -> str:
@@ -178,7 +280,8 @@ def _reserve_local(app: _stdsocket.socket, host: str) -> tuple[Any, ...]:
     return cast(tuple[Any, ...], bound)
 
 
-def find(family: int, host: str, port: int, timeout: float | None) -> Rendezvous | None:
+def find(family: int, host: str, port: int, timeout: float | None,
+         expected: owner.Owner | None = None, ready: Prepared | None = None) -> Rendezvous | None:
     """Reach a fast-path listener of *host*:*port* (numeric, loopback), or None for TCP.
 
     Every name is tried, most specific first, until one's peer passes the
@@ -187,7 +290,13 @@ def find(family: int, host: str, port: int, timeout: float | None) -> Rendezvous
     (or at once when *timeout*, the application's, is 0.0), and any failure
     to make the stream (EMFILE, ...), mean TCP: no peer and no limit can make
     a client hang or fail where TCP would connect.
+
+    With *expected* (the TCP listener's owner, known) and *ready*, a peer of
+    the owner's uid gets *ready*'s hello right after the connect (the
+    returned rendezvous is ``greeted`` then); any other peer the full check.
     """
+    key = _owner_key(family, host, port)
+    answered = False
     for name in addresses.client_names(family, host, port):
         try:
             stream = StdSocket(_stdsocket.AF_UNIX, _NONBLOCKING_STREAM)
@@ -196,6 +305,13 @@ def find(family: int, host: str, port: int, timeout: float | None) -> Rendezvous
         try:
             _connect(stream, name, timeout)
             credentials = peer_credentials(stream)
+            if (ready is not None and expected is not None and credentials.uid == expected.uid
+                    and not owner.unmapped(credentials.uid)):
+                ready.send(stream)  # back to back with the connect: see the module docstring
+                _trust(key, expected)
+                found = Rendezvous(stream, credentials, expected.rcvbuf)
+                found.greeted = True
+                return found
         except (ConnectionRefusedError, FileNotFoundError):
             stream.close()
             continue  # nobody there
@@ -205,10 +321,15 @@ def find(family: int, host: str, port: int, timeout: float | None) -> Rendezvous
         except BaseException:
             stream.close()
             raise
+        answered = True
         holder = _owner_matching(family, host, port, credentials)
         if holder is not None:
             return Rendezvous(stream, credentials, holder.rcvbuf)
         stream.close()
+    if not answered:
+        _absent[key] = time.monotonic() + ABSENT_TTL
+        if len(_absent) > 1024:
+            _absent.clear()
     return None
 
 
@@ -238,17 +359,45 @@ def _connect(stream: _stdsocket.socket, name: bytes, timeout: float | None) -> N
     stream.setsockopt(*_SNDTIMEO, bytes(16))
 
 
+def _owner_key(family: int, host: str, port: int) -> _OwnerKey:
+    v4 = addresses.ipv4_of(family, host)
+    return (_stdsocket.AF_INET, v4, port) if v4 else (_stdsocket.AF_INET6, host, port)
+
+
+def _expected_owner(family: int, host: str, port: int) -> owner.Owner | None:
+    """The owner of the TCP listener *host*:*port* reaches, if known without connecting:
+    checked within ``OWNER_TTL``, or looked up now unless nobody answered at the
+    port's names within ``ABSENT_TTL``. None: connect first (see the module docstring)."""
+    key = _owner_key(family, host, port)
+    now = time.monotonic()
+    known = _recent_owners.get(key)
+    if known is not None and known[0] > now:
+        return known[1]
+    if _absent.get(key, 0.0) > now:
+        return None
+    try:
+        holder = owner.listener_owner(*key)
+    except OSError:
+        return None  # the full check after the connect says why
+    if holder is None or owner.unmapped(holder.uid):
+        return None
+    return holder
+
+
+def _trust(key: _OwnerKey, holder: owner.Owner) -> None:
+    _absent.pop(key, None)
+    if len(_recent_owners) > 1024:
+        _recent_owners.clear()
+    _recent_owners[key] = (time.monotonic() + OWNER_TTL, holder)
+
+
 def _owner_matching(family: int, host: str, port: int,
                     creds: PeerCredentials) -> owner.Owner | None:
-    """The TCP listener's owner when it is the peer's uid; None (and a warning) otherwise."""
-    v4 = addresses.ipv4_of(family, host)
-    lookup_family, lookup_host = (_stdsocket.AF_INET, v4) if v4 else (_stdsocket.AF_INET6, host)
-    key = (lookup_family, lookup_host, port, creds.uid)
-    known = _recent_owners.get(key)
-    if known is not None and known[0] > time.monotonic():
-        return known[1]
+    """The TCP listener's owner when it is the peer's uid (asked of the kernel now);
+    None (and a warning) otherwise."""
+    key = _owner_key(family, host, port)
     try:
-        holder = owner.listener_owner(lookup_family, lookup_host, port)
+        holder = owner.listener_owner(*key)
     except OSError as exc:
         _log.warning("loopfast: cannot tell who owns %s:%s (%s); using TCP", host, port, exc)
         return None
@@ -268,7 +417,5 @@ def _owner_matching(family: int, host: str, port: int,
             "loopfast: the fast-path peer of %s:%s (pid %d, uid %d) does not own its TCP "
             "listener (uid %d); using TCP", host, port, creds.pid, creds.uid, holder.uid)
         return None
-    if len(_recent_owners) > 1024:
-        _recent_owners.clear()
-    _recent_owners[key] = (time.monotonic() + OWNER_TTL, holder)
+    _trust(key, holder)
     return holder
