@@ -25,6 +25,8 @@ import select
 import time
 from collections import OrderedDict
 
+from .._core.stdlib import PeerCredentials
+
 HELLO_DEADLINE = 5.0
 MAX_PENDING = 1024
 MAX_PER_UID = 64
@@ -39,8 +41,9 @@ class Pending:
 
     def __init__(self, epoll: select.epoll) -> None:
         self._epoll = epoll
-        # fd -> (stream, deadline, uid), oldest first.
-        self._held: OrderedDict[int, tuple[_csocket.socket, float, int]] = OrderedDict()
+        # fd -> (stream, deadline, the client's SO_PEERCRED), oldest first.
+        self._held: OrderedDict[int, tuple[_csocket.socket, float, PeerCredentials]] = (
+            OrderedDict())
         self._by_uid: dict[int, OrderedDict[int, None]] = {}
 
     def __contains__(self, fd: object) -> bool:
@@ -49,8 +52,10 @@ class Pending:
     def __len__(self) -> int:
         return len(self._held)
 
-    def hold(self, conn: _csocket.socket, uid: int) -> list[tuple[_csocket.socket, int]]:
-        """Hold *conn* of client *uid*; the (stream, uid) of arrivals dropped to make room.
+    def hold(self, conn: _csocket.socket,
+             credentials: PeerCredentials) -> list[tuple[_csocket.socket, int]]:
+        """Hold *conn* of the client *credentials* names (read once, kept for the hello's
+        check); the (stream, uid) of arrivals dropped to make room.
 
         The caller closes what is returned.
 
@@ -58,14 +63,15 @@ class Pending:
             OSError: the epoll registration failed (*conn* is not held then).
         """
         dropped = []
+        uid = credentials.uid
         mine = self._by_uid.get(uid)
         if mine is not None and len(mine) >= MAX_PER_UID:
-            dropped.append(self._drop(next(iter(mine))))
+            dropped.append(self._drop_uid(next(iter(mine))))
         if len(self._held) >= MAX_PENDING:
-            dropped.append(self._drop(next(iter(self._held))))
+            dropped.append(self._drop_uid(next(iter(self._held))))
         fd = conn.fileno()
         self._epoll.register(fd, _EDGE)
-        self._held[fd] = (conn, time.monotonic() + HELLO_DEADLINE, uid)
+        self._held[fd] = (conn, time.monotonic() + HELLO_DEADLINE, credentials)
         self._by_uid.setdefault(uid, OrderedDict())[fd] = None
         return dropped
 
@@ -74,8 +80,9 @@ class Pending:
         entry = self._held.get(fd)
         return None if entry is None else entry[0]
 
-    def take(self, fd: int) -> tuple[_csocket.socket, int]:
-        """Stop holding the arrival at *fd*; its (stream, uid). The caller owns the stream."""
+    def take(self, fd: int) -> tuple[_csocket.socket, PeerCredentials]:
+        """Stop holding the arrival at *fd*; its (stream, credentials). The caller owns
+        the stream."""
         return self._drop(fd)
 
     def expired(self, now: float) -> list[tuple[_csocket.socket, int]]:
@@ -85,7 +92,7 @@ class Pending:
             fd, (_conn, deadline, _uid) = next(iter(self._held.items()))
             if deadline > now:
                 break
-            gone.append(self._drop(fd))
+            gone.append(self._drop_uid(fd))
         return gone
 
     def clear(self, unregister: bool) -> None:
@@ -98,14 +105,18 @@ class Pending:
         self._held.clear()
         self._by_uid.clear()
 
-    def _drop(self, fd: int) -> tuple[_csocket.socket, int]:
-        conn, _deadline, uid = self._held.pop(fd)
-        mine = self._by_uid[uid]
+    def _drop(self, fd: int) -> tuple[_csocket.socket, PeerCredentials]:
+        conn, _deadline, credentials = self._held.pop(fd)
+        mine = self._by_uid[credentials.uid]
         del mine[fd]
         if not mine:
-            del self._by_uid[uid]
+            del self._by_uid[credentials.uid]
         self._epoll.unregister(fd)
-        return conn, uid
+        return conn, credentials
+
+    def _drop_uid(self, fd: int) -> tuple[_csocket.socket, int]:
+        conn, credentials = self._drop(fd)
+        return conn, credentials.uid
 
 
 class Refusals:

@@ -19,6 +19,14 @@ Invariants:
   ``arrivals.Pending``, bounded per uid and in time, and is looked at only
   when epoll says its stream moved; one call accepts at most
   ``ACCEPT_BURST`` arrivals per name, so a flood never holds up the caller.
+- A hello normally comes with its connection (the client sends it right
+  after its connect). One that is not queued yet is waited for, but at most
+  ``HELLO_GRACE`` seconds in all per ``Grace`` (one per accept() call, across
+  all arrivals), then the arrival is held: so a
+  listener that select() reported readable accepts an honest client without
+  BlockingIOError, and silent arrivals cannot make a call wait longer.
+- ``accept`` is called only on a listening socket epoll reported ready
+  (``_ready``); with none known, one ``epoll.poll(0)`` asks which are.
 - At the fd limit (EMFILE/ENFILE on a rendezvous accept) the names are
   withdrawn for ``EXHAUSTED_BACKOFF`` seconds: new clients take TCP (one fd
   here instead of several), and nothing keeps the bundle readable meanwhile.
@@ -51,14 +59,36 @@ from .._core.stdlib import (
 from . import handshake, owner
 from .arrivals import HELLO_DEADLINE, Pending, Refusals
 from .connection import Connection, Inherited
-from .ring_link import RingConnection, check_ring_sizes, receive_window, server_link
+from .ring_link import RingConnection, receive_window, ring_limits, server_link
 
 ACCEPT_BURST = 64  # arrivals one call takes from one rendezvous name at most
+# What one accept() call waits, in all, for hellos not queued with their connection
+# (the kernel's timer slack, 50 µs by default, comes on top when none comes).
+HELLO_GRACE = 50e-6
 EXHAUSTED_BACKOFF = 1.0
+_SELECT_LIMIT = 1024  # FD_SETSIZE
 _FD_LIMIT = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 _log = logging.getLogger("loopfast")
 
+
+
+class Grace:
+    """What one accept() call may still wait, in all, for hellos not queued yet."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, seconds: float = HELLO_GRACE) -> None:
+        self.left = seconds
+
+    def wait(self, conn: _csocket.socket) -> bool:
+        """Wait for *conn* to turn readable within what is left; True if it did."""
+        if self.left <= 0:
+            return False
+        began = time.monotonic()
+        ready = _wait_readable(conn, self.left)
+        self.left -= time.monotonic() - began
+        return ready
 
 
 class TcpArrival(NamedTuple):
@@ -92,6 +122,8 @@ class Listener:
         self.pending = Pending(self.epoll)
         self.refusals = Refusals(host, port)
         self._moved: set[int] = set()  # held arrivals epoll reported, not yet looked at
+        self._ready: set[int] = set()  # listening fds epoll reported, not yet drained
+        self._limits: tuple[int, int, int] | None = None  # ring_limits and SO_RCVBUF
         self._backlog = _stdsocket.SOMAXCONN
         self._exhausted_until: float | None = None
         self._tcp_turn = False
@@ -155,18 +187,38 @@ class Listener:
         self.epoll.register(unix.fileno(), select.EPOLLIN)
         self.rendezvous.append(unix)
 
-    def next_arrival(self) -> TcpArrival | FastArrival | None:
+    def next_arrival(self, grace: Grace | None = None) -> TcpArrival | FastArrival | None:
         """One waiting connection, or None: a TCP ``(fd, addr)`` or a fast-path arrival.
 
-        Never blocks. TCP and fast-path arrivals take turns so neither starves.
+        Never blocks, but waits for a hello not yet queued as long as *grace*
+        allows (see the module docstring). TCP and fast-path arrivals take
+        turns so neither starves.
 
         Raises:
             OSError: the TCP listener's accept failed (e.g. EMFILE).
         """
+        now = time.monotonic()
+        self._offer_again(now)
+        for conn, uid in self.pending.expired(now):
+            conn.close()
+            self.refusals.note(uid, f"no whole hello within {HELLO_DEADLINE:.0f} s")
+        polled = not self._ready and not self._moved
+        if polled:
+            self._note(self.epoll.poll(0, ACCEPT_BURST))  # what is ready now, in one call
+        grace = grace or Grace(0.0)
+        arrival = self._take(grace)
+        if arrival is None and not polled:  # what was known is drained: anything new?
+            self._note(self.epoll.poll(0, ACCEPT_BURST))
+            arrival = self._take(grace)
+        return arrival
+
+    def _take(self, grace: Grace) -> TcpArrival | FastArrival | None:
+        if not self._ready and not self._moved:
+            return None
         self._tcp_turn = not self._tcp_turn
         if self._tcp_turn:
-            return self._accept_tcp() or self._accept_fast()
-        return self._accept_fast() or self._accept_tcp()
+            return self._accept_tcp() or self._accept_fast(grace)
+        return self._accept_fast(grace) or self._accept_tcp()
 
     def inherited(self) -> Inherited:
         """The options accepted connections take from the TCP listener (cached)."""
@@ -175,8 +227,18 @@ class Listener:
         return self._inherit
 
     def options_changed(self) -> None:
-        """Forget the cached inherited options (the listener's were set)."""
+        """Forget the cached options of the TCP listener (the program set one)."""
         self._inherit = None
+        self._limits = None
+
+    def ring_limits(self) -> tuple[int, int, int]:
+        """``ring_link.ring_limits`` of the TCP listener and its SO_RCVBUF (cached until
+        ``options_changed``)."""
+        if self._limits is None:
+            receive, send = ring_limits(self.tcp)
+            self._limits = (receive, send, self.tcp.getsockopt(_stdsocket.SOL_SOCKET,
+                                                               _stdsocket.SO_RCVBUF))
+        return self._limits
 
     def wait(self, timeout: float | None) -> None:
         """Park until something may be ready, or *timeout* seconds pass (None: no limit)."""
@@ -187,8 +249,10 @@ class Listener:
 
     def _note(self, events: list[tuple[int, int]]) -> None:
         # A held arrival is edge-triggered: an event taken from the epoll instance
-        # is its only word that bytes came, so it is kept until looked at.
-        self._moved.update(fd for fd, _ in events if fd in self.pending)
+        # is its only word that bytes came, so it is kept until looked at. A
+        # listening socket is level-triggered: reported again while it has more.
+        for fd, _ in events:
+            (self._moved if fd in self.pending else self._ready).add(fd)
 
     def accepted(self, arrival: FastArrival, rcvbuf_set: bool = False,
                  settings: compat.CompatibilitySettings | None = None) -> tuple[int, Connection]:
@@ -208,7 +272,7 @@ class Listener:
         try:
             inherit = self.inherited()
             if hello.ring is not None:
-                rcvbuf = self.tcp.getsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_RCVBUF)
+                rcvbuf = self.ring_limits()[2]
                 window = receive_window(hello.ring[0], rcvbuf, rcvbuf_set, settings)
         except BaseException:
             arrival.stream.close()
@@ -230,26 +294,24 @@ class Listener:
             unix.listen(backlog)
 
     def _accept_tcp(self) -> TcpArrival | None:
+        fd = self.tcp.fileno()
+        if fd not in self._ready:
+            return None
         try:
             return TcpArrival(*self.tcp._accept())  # type: ignore[attr-defined]
         except (BlockingIOError, InterruptedError):
+            self._ready.discard(fd)
             return None
         except OSError as exc:
             # accept4() takes an fd number before it looks at the queue, so at the fd
             # limit it fails with nothing queued; a TCP listener would not have been
             # readable then, and the application would not have called accept().
             if exc.errno in _FD_LIMIT and not _readable(self.tcp):
+                self._ready.discard(fd)
                 return None
             raise
 
-    def _accept_fast(self) -> FastArrival | None:
-        now = time.monotonic()
-        self._offer_again(now)
-        for conn, uid in self.pending.expired(now):
-            conn.close()
-            self.refusals.note(uid, f"no whole hello within {HELLO_DEADLINE:.0f} s")
-        if len(self.pending):  # only held arrivals are edge-triggered: nothing to take otherwise
-            self._note(self.epoll.poll(0, ACCEPT_BURST))
+    def _accept_fast(self, grace: Grace) -> FastArrival | None:
         while self._moved:
             arrival = self._look_at(self._moved.pop())
             if arrival is not None:
@@ -257,9 +319,10 @@ class Listener:
         for unix in list(self.rendezvous):
             if self._exhausted_until is not None:
                 break  # the names were withdrawn meanwhile
-            arrival = self._accept_from(unix)
-            if arrival is not None:
-                return arrival
+            if unix.fileno() in self._ready:
+                arrival = self._accept_from(unix, grace)
+                if arrival is not None:
+                    return arrival
         return None
 
     def _look_at(self, fd: int) -> FastArrival | None:
@@ -269,18 +332,19 @@ class Listener:
         size = _hello_size(conn)
         if size == 0:
             return None  # half a hello: the next edge says more came
-        conn, uid = self.pending.take(fd)
+        conn, credentials = self.pending.take(fd)
         if size < 0:
             conn.close()
-            self.refusals.note(uid, "the stream ended before a whole hello")
+            self.refusals.note(credentials.uid, "the stream ended before a whole hello")
             return None
-        return self._validate(conn, size)
+        return self._validate(conn, size, credentials)
 
-    def _accept_from(self, unix: _stdsocket.socket) -> FastArrival | None:
+    def _accept_from(self, unix: _stdsocket.socket, grace: Grace) -> FastArrival | None:
         for _ in range(ACCEPT_BURST):
             try:
                 fd, _ = unix._accept()  # type: ignore[attr-defined]
             except (BlockingIOError, InterruptedError):
+                self._ready.discard(unix.fileno())
                 return None
             except OSError as exc:
                 if exc.errno in _FD_LIMIT:
@@ -291,6 +355,8 @@ class Listener:
             conn = _csocket.socket(_csocket.AF_UNIX, _csocket.SOCK_STREAM, 0, fd)
             conn.setblocking(False)
             size = _hello_size(conn)
+            if size == 0 and grace.wait(conn):
+                size = _hello_size(conn)
             if size > 0:  # the usual case: the hello came with the connection
                 arrival = self._validate(conn, size)
                 if arrival is not None:
@@ -303,8 +369,7 @@ class Listener:
 
     def _hold(self, conn: _csocket.socket) -> None:
         try:
-            uid = peer_credentials(conn).uid
-            dropped = self.pending.hold(conn, uid)
+            dropped = self.pending.hold(conn, peer_credentials(conn))
         except OSError as exc:
             conn.close()
             self.refusals.note(None, f"it could not be held: {exc}")
@@ -332,11 +397,13 @@ class Listener:
                 raise
             self._exhausted(exc)
 
-    def _validate(self, conn: _csocket.socket, size: int) -> FastArrival | None:
+    def _validate(self, conn: _csocket.socket, size: int,
+                  credentials: PeerCredentials | None = None) -> FastArrival | None:
         fds: list[int] = []
         uid = None
         try:
-            credentials = peer_credentials(conn)
+            if credentials is None:
+                credentials = peer_credentials(conn)
             uid = credentials.uid
             if owner.unmapped(uid):
                 raise handshake.HandshakeError(
@@ -351,7 +418,7 @@ class Listener:
             peer = self._client_address(fds[-1], hello)
             local = self._local_address(hello)
             if hello.ring is not None:  # rings larger than this server maps for a client
-                check_ring_sizes(hello.ring, self.tcp)
+                self._check_ring_sizes(hello.ring)
             if not _offer_allowed(self.host, self.port):
                 raise handshake.HandshakeError(errno.ECONNREFUSED, "a filter now covers this port")
             close_fds(fds[-1:])  # the reserved socket said what it had to
@@ -361,6 +428,18 @@ class Listener:
             conn.close()
             self.refusals.note(uid, exc)
             return None
+
+    def _check_ring_sizes(self, sizes: tuple[int, int]) -> None:
+        """Refuse rings (c2s, s2c) larger than this listener maps for a client.
+
+        Raises:
+            ConnectionRefusedError: a ring is larger than ``ring_link.ring_limits``.
+        """
+        receive, send, _rcvbuf = self.ring_limits()
+        if sizes[0] > receive or sizes[1] > send:
+            raise ConnectionRefusedError(
+                errno.ECONNREFUSED, f"hello asks for rings of {sizes[0]} and {sizes[1]} bytes; "
+                f"this server maps at most {receive} and {send}")
 
     def _client_address(self, reserved: int, hello: handshake.Hello) -> tuple[Any, ...]:
         """The client's address, read from the TCP socket it keeps reserved (not from the hello).
@@ -432,6 +511,7 @@ class Listener:
         self.rendezvous.clear()
         self.pending.clear(unregister)
         self._moved.clear()
+        self._ready.intersection_update({self.tcp.fileno()})
 
     def shutdown(self, how: int) -> None:
         """shutdown() the TCP listener and the rendezvous: a blocked accept() wakes with EINVAL."""
@@ -463,6 +543,18 @@ class Listener:
 def _readable(sock: _stdsocket.socket) -> bool:
     probe = select.poll()
     probe.register(sock.fileno(), select.POLLIN)
+    return bool(probe.poll(0))
+
+
+def _wait_readable(conn: _csocket.socket, seconds: float) -> bool:
+    """Wait at most *seconds* for *conn* to turn readable; False at once when <= 0."""
+    if seconds <= 0:
+        return False
+    fd = conn.fileno()
+    if fd < _SELECT_LIMIT:  # select() takes microseconds, poll() and epoll milliseconds
+        return bool(select.select([fd], [], [], seconds)[0])
+    probe = select.poll()  # above FD_SETSIZE: one look, no wait
+    probe.register(fd, select.POLLIN)
     return bool(probe.poll(0))
 
 

@@ -15,7 +15,7 @@ import socket as _stdsocket
 import time
 from typing import Any, Self
 
-from ..._fastpath.listener import Listener, TcpArrival
+from ..._fastpath.listener import Grace, Listener, TcpArrival
 from ..stdlib import StdSocket
 from .base import become, socket
 
@@ -35,10 +35,13 @@ class FastPathListener(socket, state=Listener):
             TimeoutError: the socket's timeout passed; BlockingIOError: non-blocking
                 and nothing waits; OSError: as ``socket.socket.accept``.
         """
+        if self.fileno() == -1:  # closed: as the stdlib's accept answers
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
         timeout = self.gettimeout()
         deadline = None if timeout is None else time.monotonic() + timeout
+        grace = Grace()  # for hellos not queued yet, in all (see _fastpath.listener)
         while True:
-            arrival = self._state.next_arrival()
+            arrival = self._state.next_arrival(grace)
             if arrival is not None:
                 sock = self._adopt(arrival)
                 if sock is not None:
