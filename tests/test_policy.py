@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
+import time
 from collections.abc import Callable
 
 import pytest
@@ -63,6 +64,7 @@ def test_policy_file_is_read_and_re_read(make_pair: Callable[..., Pair], tmp_pat
     assert not cli.fast_path_active
     path.write_text("fast_path = on   # back on\nexclude_ports = 1-1023\n", encoding="utf-8")
     os.utime(path, ns=(1, 10**18))  # a different mtime even within one clock tick
+    loopfast.policy.invalidate()  # else seen within policy.RECHECK
     cli, acc = make_pair()
     assert cli.fast_path_active and acc.fast_path_active
 
@@ -101,3 +103,18 @@ def test_parse_file_errors_name_the_line() -> None:
         Policy.parse("fast_path\n", "p")
     policy = Policy.parse("exclude_ports = 22\nexclude_ports = 80\n", "p")
     assert policy.excluded_ports == frozenset({22, 80}) and policy.enabled
+
+
+def test_a_policy_file_change_applies_within_recheck(
+        tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "policy"
+    path.write_text("fast_path = on\n", encoding="utf-8")
+    monkeypatch.setenv("LOOPFAST_POLICY_FILE", str(path))
+    monkeypatch.setattr(loopfast.policy, "RECHECK", 0.2)
+    assert loopfast.policy.current().allows(8080)
+    path.write_text("fast_path = off\n", encoding="utf-8")
+    os.utime(path, ns=(1, 10**18))
+    deadline = time.monotonic() + 0.2 + 1.0
+    while loopfast.policy.current().allows(8080):
+        assert time.monotonic() < deadline, "the change never applied"
+        time.sleep(0.02)

@@ -13,7 +13,9 @@ Environment (read at every connect and listen, so a test or a wrapper can set it
                                     no fast path to or from these ports
     LOOPFAST_POLICY_FILE=/path      the policy file (default /etc/loopfast/policy)
 
-Policy file (re-read when it changes)::
+Policy file (looked at again at most every ``RECHECK`` seconds, and re-read when
+its mtime or size changed: a change takes up to a second to apply; ``invalidate()``
+applies it at the next call)::
 
     # comments and blank lines are ignored
     fast_path = off                 # or on
@@ -29,10 +31,14 @@ import dataclasses
 import logging
 import os
 import threading
+import time
 
-__all__ = ["DEFAULT_POLICY_FILE", "Policy", "PolicyError", "current"]
+__all__ = ["DEFAULT_POLICY_FILE", "RECHECK", "Policy", "PolicyError", "current", "invalidate"]
 
 DEFAULT_POLICY_FILE = "/etc/loopfast/policy"
+# Seconds the policy file's state is trusted: a stat per connection cost more than the
+# rest of the policy check. Environment variables are read at every call.
+RECHECK = 1.0
 
 _log = logging.getLogger("loopfast")
 
@@ -105,15 +111,31 @@ def _switch(value: str, origin: str) -> bool:
 
 
 class _FileCache:
-    """The parsed policy file, re-read when its mtime or size changes."""
+    """The parsed policy file, looked at every ``RECHECK`` seconds at most and re-read
+    when its mtime or size changes."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._key: tuple[str, int, int] | None = None
         self._policy = Policy()
         self._reported: set[str] = set()
+        self._looked: tuple[str, float, Policy] | None = None  # path, until, answer
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._looked = None
 
     def load(self, path: str) -> Policy:
+        now = time.monotonic()
+        looked = self._looked
+        if looked is not None and looked[0] == path and now < looked[1]:
+            return looked[2]
+        policy = self._look(path)
+        with self._lock:
+            self._looked = (path, now + RECHECK, policy)
+        return policy
+
+    def _look(self, path: str) -> Policy:
         try:
             st = os.stat(path)
         except FileNotFoundError:
@@ -143,8 +165,15 @@ class _FileCache:
 _files = _FileCache()
 
 
+def invalidate() -> None:
+    """Look at the policy file again at the next ``current()`` (not up to ``RECHECK`` later)."""
+    _files.invalidate()
+
+
 def current() -> Policy:
     """The policy in force now: environment first, then the policy file.
+
+    The file is looked at every ``RECHECK`` seconds at most (see ``invalidate``).
 
     Never raises: an unusable policy is reported in the log and turns the fast path off.
     """
