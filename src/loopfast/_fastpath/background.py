@@ -12,10 +12,13 @@ daemon thread with one epoll instance:
   the stat registry's check for connections still open).
 
 The thread starts with the first ``watch`` and ends, closing its epoll
-instance, at the first tick that finds nothing watched: within ``TICK`` of a
-process's last fast-path connection closing, nothing of loopfast runs in it
-(CPython's own tests check that no thread outlives a test). A forked child has
-no thread; it starts its own when it needs one.
+instance, at the first tick that finds nothing watched. The stat endpoint
+(``registry.py``) stays watched ``registry.LINGER`` seconds after the last
+fast-path connection closed, so within ``registry.CLOSED_WITHIN`` (2 s) of
+that nothing of loopfast runs in the process (CPython's own tests check that no
+thread outlives a test), and a process connecting once a second keeps one
+thread instead of starting one per connection. A forked child has no thread;
+it starts its own when it needs one.
 """
 
 from __future__ import annotations

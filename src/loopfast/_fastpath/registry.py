@@ -11,9 +11,12 @@ abstract name ``@loopfast-stat/<pid>/<token>``, served by the process's
 background thread (``background.py``). A query there gets the live
 connections as JSON, and only when the asker's uid is the process's or root
 (SO_PEERCRED): "processes the user may inspect". When no registered
-connection is open any more the endpoint closes (at the background thread's
-next tick), so a process without fast-path connections runs no loopfast
-thread; the name dies with the endpoint, nothing is left behind. The registry
+connection has been open for ``LINGER`` seconds the endpoint closes (checked
+at the background thread's ticks, so within ``LINGER + 2 * TICK``, 2 s, of the
+last close), and with it the thread: a process without fast-path connections
+runs no loopfast thread, while one that connects every second does not pay
+a thread start and a bind per connection. The name dies with the endpoint,
+nothing is left behind. The registry
 costs one WeakSet insertion per connection; reading ring statistics happens
 only when asked.
 
@@ -34,12 +37,13 @@ import secrets
 import select
 import socket as _stdsocket
 import threading
+import time
 import weakref
 from typing import Any
 
 from .._core.addresses import NAME_PREFIX
 from .._core.stdlib import StdSocket, peer_credentials
-from .background import background
+from .background import TICK, background
 
 __all__ = ["LISTENER_PREFIX", "QUERY_PREFIX", "QUERY_TIMEOUT", "connections", "endpoint_pid",
            "register"]
@@ -47,6 +51,8 @@ __all__ = ["LISTENER_PREFIX", "QUERY_PREFIX", "QUERY_TIMEOUT", "connections", "e
 LISTENER_PREFIX = "@" + NAME_PREFIX[1:].decode()  # as /proc/net/unix shows the rendezvous names
 QUERY_PREFIX = "@loopfast-stat/"
 QUERY_TIMEOUT = 1.0  # how long the endpoint waits for an asker to take its answer
+LINGER = 1.0  # seconds the endpoint (and so the thread) outlives the last connection
+CLOSED_WITHIN = LINGER + 2 * TICK  # the bound tests hold the thread's end to
 _TOKEN_BYTES = 8
 _NAME = re.compile(rf"{re.escape(QUERY_PREFIX)}([1-9][0-9]{{0,9}})/[0-9a-f]{{{2 * _TOKEN_BYTES}}}")
 _log = logging.getLogger("loopfast")  # loopfast.patch() may rebind the module's name
@@ -59,6 +65,7 @@ class _Registry:
         self.endpoint: _stdsocket.socket | None = None
         self.failed = False
         self.pinned = False
+        self.idle_since: float | None = None  # when a tick first found nothing open
         background.every(self._tick)
         os.register_at_fork(after_in_child=self._after_fork)
 
@@ -68,6 +75,7 @@ class _Registry:
         self.live = weakref.WeakSet()
         self.failed = False
         self.pinned = False
+        self.idle_since = None
         if self.endpoint is not None:
             self.endpoint.close()
             self.endpoint = None
@@ -104,12 +112,19 @@ class _Registry:
                 self.endpoint = None
 
     def _tick(self) -> None:
-        # In the background thread: the endpoint closes with the last open connection.
+        # In the background thread: the endpoint closes LINGER after the last open connection.
         with self.lock:
             if self.endpoint is None or self.pinned:
                 return
             if any(sock.fileno() != -1 for sock in list(self.live)):
+                self.idle_since = None
                 return
+            now = time.monotonic()
+            if self.idle_since is None:
+                self.idle_since = now
+            if now - self.idle_since < LINGER:
+                return
+            self.idle_since = None
             background.forget(self.endpoint.fileno())
             self.endpoint.close()
             self.endpoint = None
