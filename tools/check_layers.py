@@ -27,7 +27,8 @@ LAYERS: list[tuple[str, list[str]]] = [
                "_winsock.*"]),
     ("fastpath", ["_fastpath", "_fastpath.*"]),
     ("sockets", ["_core.sockets", "_core.sockets.*"]),
-    ("api", ["_core.helpers", "_core.patch", "_core.aio_transport", "asyncio", ""]),
+    ("api", ["_core.helpers", "_core.patch", "_core.aio_transport", "_core.aio_selector",
+             "asyncio", ""]),
     ("tools", ["_tools", "_tools.*", "bench", "bench.*", "__main__"]),
 ]
 

@@ -55,9 +55,12 @@
  *     its r (every byte: anyone holding a copy of its w, the peer included,
  *     can put foreign bytes there), then stores 0, then looks at the ring
  *     again. It empties r when a bell is held, and whenever a call found
- *     nothing (EAGAIN, timeout): a readable r with an empty ring is drained
- *     by the first recv that sees it, so foreign bytes cost one spurious
- *     wake-up, never a spin. An extra byte (a ringer's, arriving after the
+ *     nothing and r may hold bytes (a timeout; an EAGAIN whose one poll of r
+ *     and the peer's w found r readable): a readable r with an empty ring is
+ *     drained by the first recv that sees it, so foreign bytes cost one
+ *     spurious wake-up, never a spin. With the token at 0 and r seen empty
+ *     there is nothing to drain (a bell sent after that look took the token
+ *     first), so an empty non-blocking recv costs that one poll. An extra byte (a ringer's, arriving after the
  *     drain) is harmless in the same way; a missing one cannot happen: the
  *     token is 0 only once r was emptied, and the look after the store sees
  *     every ringer's data that came before. A peer that pins the token at a
@@ -73,6 +76,16 @@
  *     re-check) when the ring is empty. A parked recv also wakes for close()
  *     and SHUT_RD from another thread, the peer's SHUT_WR, and a dead peer
  *     (the watcher's mark_dead, or its own check every LIVENESS_NS).
+ *   * An event loop's spin (spin_ready, for aio_selector.py) acts as a recv
+ *     that takes no bytes: it holds both rx locks (taken without waiting; a
+ *     busy one means a call that keeps readiness itself), so it alone owns
+ *     consumer_waiting; it stores CW_SPINNING, fences and looks; on leaving
+ *     it stores CW_OUTSIDE, fences and looks again. A publish it saw, or that
+ *     came in between, is reported to the loop instead of rung: the loop's
+ *     recv then settles r as any recv does, and a loop that stops watching
+ *     the channel first calls settle() (which rings the bell it owes). The
+ *     close() of another thread waits for the spin's rx_lock; the spin sees
+ *     closed and ends.
  *   * producer_waiting: a producer that finds no room (ring full, or window
  *     reached) fills its r until EAGAIN (unwritable), then sets
  *     producer_waiting, fences, and re-checks its room (tail and window). A
@@ -111,6 +124,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -528,6 +542,18 @@ static void check_peer(Channel *ch) {
         mark_dead(ch);
 }
 
+/* check_peer, and whether our r holds bytes, in one syscall: what a recv that
+ * found nothing needs to know (end of stream instead of EAGAIN; r to sweep). */
+static int check_peer_and_r(Channel *ch) {
+    struct pollfd probe[2] = {{ch->own_r, POLLIN, 0}, {ch->peer_w, 0, 0}};
+    int watch_peer = !ch->peer_dead && ch->peer_w >= 0;
+    if (poll(probe, watch_peer ? 2 : 1, 0) <= 0)
+        return 0;
+    if (watch_peer && (probe[1].revents & (POLLHUP | POLLERR)))
+        mark_dead(ch);
+    return (probe[0].revents & (POLLIN | POLLHUP | POLLERR)) != 0;
+}
+
 /* Make our fileno unwritable: fill r's send buffer (r -> w). */
 static void fill(Channel *ch) {
     static const char junk[4096];
@@ -579,8 +605,10 @@ static int rx_has_news(Channel *ch, int64_t avail) {
 }
 
 /* Leaving recv: make our readiness say what the ring holds (level-true).
- * sweep: the call found nothing (EAGAIN, timeout), so whatever made our r
- * readable was no bell of ours: empty r even when no bell is counted. */
+ * sweep: r may hold bytes that are no bell of ours (the call found nothing
+ * after a timeout, or a look at r found it readable): empty r even when no
+ * bell is counted. Without sweep and with the token at 0, r is known empty:
+ * nothing to drain. */
 static void settle_readable(Channel *ch, int sweep) {
     atomic_store_explicit(&ch->rx->consumer_waiting, CW_OUTSIDE, memory_order_seq_cst);
     atomic_thread_fence(memory_order_seq_cst);
@@ -637,6 +665,30 @@ static int give_pages_back(Channel *ch) {
     PyEval_RestoreThread(save);
     ch->st->tx_punched = ch->st->tx_head; /* a failure keeps the pages, and we do not retry */
     return done;
+}
+
+/* ---- looking without a call ------------------------------------------- */
+
+/* Readiness as the rings say it now, for ready() and the event loop's spin.
+ * The mapping must be there (base != NULL: a caller that holds no direction
+ * lock holds the rx_lock or the GIL, so close() cannot unmap). No lock is
+ * needed otherwise (another process may be inside a call): look, never store,
+ * and never judge the peer's positions (a call does that). */
+static int look_readable(Channel *ch) {
+    uint64_t head = atomic_load_explicit(&ch->rx->head, memory_order_acquire);
+    uint32_t flags = atomic_load_explicit(&ch->rx->flags, memory_order_acquire);
+    return ch->closed || head != ch->st->rx_tail || (flags & (WR_SHUT | RESET | FOREIGN)) ||
+           ch->peer_dead || ch->fault || ch->rd_shut;
+}
+
+static int look_writable(Channel *ch) {
+    uint64_t tail = atomic_load_explicit(&ch->tx->tail, memory_order_acquire);
+    uint32_t tflags = atomic_load_explicit(&ch->tx->flags, memory_order_acquire);
+    uint64_t window = atomic_load_explicit(&ch->tx->window, memory_order_acquire);
+    if (window > ch->tx_size)
+        window = ch->tx_size;
+    return ch->closed || ch->st->tx_head - tail < window ||
+           (tflags & (RD_SHUT | WR_SHUT | FOREIGN)) || ch->peer_dead || ch->fault;
 }
 
 /* ---- waiting ------------------------------------------------------------ */
@@ -851,6 +903,26 @@ static void unlock_dir(PyThread_type_lock local, pthread_mutex_t *shared) {
     PyThread_release_lock(local);
 }
 
+/* Both rx locks without waiting (the local one first, as lock_dir); 1 when
+ * taken. A busy lock means a call is in progress, and it settles our
+ * readiness as it leaves. */
+static int try_rx_locks(Channel *ch) {
+    if (!PyThread_acquire_lock(ch->rx_lock, NOWAIT_LOCK))
+        return 0;
+    int rc = pthread_mutex_trylock(&ch->st->rx_mu);
+    if (rc == EOWNERDEAD)
+        rc = pthread_mutex_consistent(&ch->st->rx_mu);
+    if (rc != 0) {
+        PyThread_release_lock(ch->rx_lock);
+        return 0;
+    }
+    return 1;
+}
+
+static void drop_rx_locks(Channel *ch) {
+    unlock_dir(ch->rx_lock, &ch->st->rx_mu);
+}
+
 /* ---- receiving ---------------------------------------------------------- */
 
 /* MSG_WAITALL with bytes in hand may wait for more only while more can come. */
@@ -872,7 +944,7 @@ static Py_ssize_t do_recv(Channel *ch, char *dst, Py_ssize_t n, int flags) {
     int nowait = (flags & MSG_DONTWAIT) || ch->timeout_ns == 0, kernel;
     int64_t deadline = deadline_for(ch, ch->rcvtimeo_ns, &kernel);
     Py_ssize_t done = 0;
-    int found_nothing = 0; /* the call ends in EAGAIN or a timeout */
+    int sweep = 0; /* r may hold bytes that are no bell (see settle_readable) */
     if (ch->closed)
         return raise_errno(EBADF, NULL), -1;
     if (lock_dir(ch, ch->rx_lock, &ch->st->rx_mu) < 0)
@@ -949,12 +1021,11 @@ static Py_ssize_t do_recv(Channel *ch, char *dst, Py_ssize_t n, int flags) {
                 result = done;
                 break;
             }
-            if (!ch->peer_dead) {
-                check_peer(ch); /* the peer's last close may be news: end of stream, not EAGAIN */
-                if (ch->peer_dead)
-                    continue;
-            }
-            found_nothing = 1;
+            /* One look (poll) at both: the peer's last close may be news (end of
+             * stream, not EAGAIN), and r is swept only when it holds bytes. */
+            sweep = check_peer_and_r(ch);
+            if (ch->peer_dead)
+                continue;
             raise_errno(EAGAIN, NULL);
             break;
         }
@@ -966,7 +1037,7 @@ static Py_ssize_t do_recv(Channel *ch, char *dst, Py_ssize_t n, int flags) {
                 result = done;
                 break;
             }
-            found_nothing = 1;
+            sweep = 1;
             if (kernel)
                 raise_errno(EAGAIN, NULL); /* SO_RCVTIMEO, as the kernel reports it */
             else
@@ -974,7 +1045,7 @@ static Py_ssize_t do_recv(Channel *ch, char *dst, Py_ssize_t n, int flags) {
             break;
         }
     }
-    settle_readable(ch, found_nothing);
+    settle_readable(ch, sweep);
     unlock_dir(ch->rx_lock, &ch->st->rx_mu);
     return result;
 }
@@ -1449,22 +1520,10 @@ PyDoc_STRVAR(ready_doc,
 static PyObject *Channel_ready(Channel *self, PyObject *Py_UNUSED(ignored)) {
     if (self->base == NULL)
         return Py_BuildValue("(OOO)", Py_True, Py_True, Py_True);
-    /* No lock is held here (another process may be inside a call): look, never
-     * store, and never judge the peer's positions (a call does that). */
-    uint64_t head = atomic_load_explicit(&self->rx->head, memory_order_acquire);
-    uint64_t tail = atomic_load_explicit(&self->tx->tail, memory_order_acquire);
     uint32_t flags = atomic_load_explicit(&self->rx->flags, memory_order_acquire);
-    uint32_t tflags = atomic_load_explicit(&self->tx->flags, memory_order_acquire);
-    int r = self->closed || head != self->st->rx_tail || (flags & (WR_SHUT | RESET | FOREIGN)) ||
-            self->peer_dead || self->fault || self->rd_shut;
-    uint64_t window = atomic_load_explicit(&self->tx->window, memory_order_acquire);
-    if (window > self->tx_size)
-        window = self->tx_size;
-    int w = self->closed || self->st->tx_head - tail < window ||
-            (tflags & (RD_SHUT | WR_SHUT | FOREIGN)) || self->peer_dead || self->fault;
     int eof = (flags & (WR_SHUT | RESET | FOREIGN)) || self->peer_dead;
-    return Py_BuildValue("(OOO)", r ? Py_True : Py_False, w ? Py_True : Py_False,
-                         eof ? Py_True : Py_False);
+    return Py_BuildValue("(OOO)", look_readable(self) ? Py_True : Py_False,
+                         look_writable(self) ? Py_True : Py_False, eof ? Py_True : Py_False);
 }
 
 PyDoc_STRVAR(stats_doc,
@@ -1553,7 +1612,10 @@ PyDoc_STRVAR(settle_doc,
 static PyObject *Channel_settle(Channel *self, PyObject *Py_UNUSED(ignored)) {
     if (!usable(self))
         return NULL;
-    settle_readable(self, 0);
+    if (try_rx_locks(self)) { /* else a call is in progress: it settles as it leaves */
+        settle_readable(self, 0);
+        drop_rx_locks(self);
+    }
     Py_RETURN_NONE;
 }
 
@@ -1948,6 +2010,235 @@ static PyObject *socket_method(PyObject *module, PyObject *const *args, Py_ssize
     return (PyObject *)m;
 }
 
+/* ---- the event loop's spin ----------------------------------------------
+ *
+ * An asyncio selector loop about to sleep in epoll first watches the rings of
+ * its ring connections for a while (aio_selector.py). It takes each watched
+ * channel's rx locks without waiting (close() takes the local one before it
+ * unmaps, and a recv in any process holds the shared one while it owns
+ * consumer_waiting), so nothing is unmapped under the spin and no recv's
+ * consumer_waiting is overwritten; a channel whose lock is busy is left to
+ * epoll. A channel watched for reading is marked CW_SPINNING (store, fence,
+ * look: the Dekker pairing with announce(), as wait_for's), so its producer
+ * publishes without a syscall; on leaving it goes back to CW_OUTSIDE with
+ * settle_readable's store, fence, look, and whatever that look finds is
+ * reported ready: the caller hands it to a recv (whose settle_readable makes
+ * r level-true again) or settles the channel (Channel.settle) when it stops
+ * watching it before any recv. */
+
+#define WANT_READ 1
+#define WANT_WRITE 2
+#define SPIN_STACK 32
+
+typedef struct {
+    Channel *ch;
+    int want;  /* WANT_READ | WANT_WRITE */
+    int held;  /* 0: not ours to look at; 1: local rx lock; 2: both rx locks, marked */
+    int hit;   /* what it is ready for */
+} watched;
+
+static int look_watched(watched *w) {
+    int hit = 0;
+    if ((w->want & WANT_READ) && look_readable(w->ch))
+        hit |= WANT_READ;
+    if ((w->want & WANT_WRITE) && look_writable(w->ch))
+        hit |= WANT_WRITE;
+    w->hit |= hit;
+    return hit;
+}
+
+/* Parse (Channel, want) pairs into w; -1 with an exception set. The largest
+ * spin ceiling (busy_poll_us) among them goes to *cap. */
+static int parse_watched(PyObject *module, PyObject *entries, watched *w, Py_ssize_t n,
+                         int64_t *cap) {
+    PyObject *type = PyObject_GetAttrString(module, "Channel");
+    if (type == NULL)
+        return -1;
+    *cap = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(entries, i);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2 ||
+            !PyObject_TypeCheck(PyTuple_GET_ITEM(item, 0), (PyTypeObject *)type)) {
+            Py_DECREF(type);
+            PyErr_SetString(PyExc_TypeError, "spin_ready takes (Channel, want) pairs");
+            return -1;
+        }
+        long want = PyLong_AsLong(PyTuple_GET_ITEM(item, 1));
+        if (want == -1 && PyErr_Occurred()) {
+            Py_DECREF(type);
+            return -1;
+        }
+        w[i].ch = (Channel *)PyTuple_GET_ITEM(item, 0);
+        w[i].want = (int)want & (WANT_READ | WANT_WRITE);
+        w[i].held = w[i].hit = 0;
+        if (w[i].ch->spin_max_ns > *cap)
+            *cap = w[i].ch->spin_max_ns;
+    }
+    Py_DECREF(type);
+    return 0;
+}
+
+/* With the GIL: take what can be taken and look once. Returns hits; *held
+ * says how many channels the spin may look at. */
+static int take_watched(watched *w, Py_ssize_t n, Py_ssize_t *held) {
+    int hits = 0;
+    *held = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Channel *ch = w[i].ch;
+        if (ch->base == NULL || ch->closed) { /* as ready() answers for it */
+            w[i].hit = w[i].want;
+            hits += w[i].want != 0;
+            continue;
+        }
+        if (w[i].want & WANT_READ) {
+            if (!try_rx_locks(ch))
+                continue;
+            w[i].held = 2;
+        } else if (w[i].want) {
+            if (!PyThread_acquire_lock(ch->rx_lock, NOWAIT_LOCK))
+                continue;
+            w[i].held = 1;
+        }
+        *held += 1;
+        hits += look_watched(&w[i]) != 0;
+    }
+    return hits;
+}
+
+static void release_watched(watched *w, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (w[i].held == 2)
+            drop_rx_locks(w[i].ch);
+        else if (w[i].held == 1)
+            PyThread_release_lock(w[i].ch->rx_lock);
+    }
+}
+
+typedef struct {
+    int64_t budget, every; /* ns: how long to spin; how often to look at epoll */
+    int epfd;
+    int epoll_ready;       /* epoll_wait found an event */
+    int64_t epoll_at;      /* when epoll was last looked at (0: not in this spin) */
+} spin_plan;
+
+/* Without the GIL: mark, spin until a hit, an epoll event or the budget's
+ * end, unmark and look again. Returns the number of channels hit. */
+static int spin_watched(watched *w, Py_ssize_t n, spin_plan *plan) {
+    int hits = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (w[i].held == 2)
+            atomic_store_explicit(&w[i].ch->rx->consumer_waiting, CW_SPINNING,
+                                  memory_order_seq_cst);
+    atomic_thread_fence(memory_order_seq_cst);
+    int64_t start = now_ns(), until = start + plan->budget, next_epoll = start + plan->every;
+    unsigned looks = 0;
+    while (!hits) {
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (w[i].held)
+                hits += look_watched(&w[i]) != 0;
+        if (hits)
+            break;
+        cpu_relax();
+        looks += (unsigned)n;
+        if (looks < 64)
+            continue;
+        looks = 0;
+        int64_t t = now_ns();
+        if (t >= next_epoll && plan->epfd >= 0) {
+            struct epoll_event ev;
+            plan->epoll_at = t;
+            next_epoll = t + plan->every;
+            if (epoll_wait(plan->epfd, &ev, 1, 0) > 0) {
+                plan->epoll_ready = 1;
+                break;
+            }
+        }
+        if (t >= until)
+            break;
+    }
+    /* Leaving: CW_OUTSIDE, fence, look (settle_readable's order): a producer
+     * that read CW_SPINNING published before our store, so this look sees it. */
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (w[i].held == 2)
+            atomic_store_explicit(&w[i].ch->rx->consumer_waiting, CW_OUTSIDE,
+                                  memory_order_seq_cst);
+    atomic_thread_fence(memory_order_seq_cst);
+    hits = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (w[i].held == 2)
+            look_watched(&w[i]);
+        hits += w[i].hit != 0;
+    }
+    return hits;
+}
+
+PyDoc_STRVAR(spin_ready_doc,
+"spin_ready(entries, epfd, budget_ns, epoll_every_ns, /)\n--\n\n"
+"Watch ring connections as an event loop does before it sleeps. entries is a\n"
+"tuple of (Channel, want) pairs, want 1 for reading, 2 for writing, 3 both.\n"
+"Looks once; if nothing is ready and budget_ns > 0, spins with the GIL released\n"
+"for up to min(budget_ns, the largest busy_poll_us among the channels),\n"
+"looking at the epoll instance epfd (-1: none) every epoll_every_ns, until a\n"
+"channel is ready or epoll has an event. A channel whose rx lock is busy (a\n"
+"call in progress) is not looked at. Returns (hits, epoll_ready, epoll_at,\n"
+"spun, cap_ns): hits lists (index, ready) pairs, ready in the bits of want;\n"
+"epoll_at is the time.monotonic_ns() of the last look at epoll (0: none);\n"
+"spun whether it spun (the first look found nothing); cap_ns the largest\n"
+"ceiling among the channels. A channel reported readable\n"
+"may have no bell in its fileno: recv from it, or call its settle().");
+
+static PyObject *spin_ready(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    long long budget, every;
+    int epfd;
+    if (nargs != 4 || !PyTuple_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "spin_ready(entries: tuple, epfd, budget_ns, epoll_every_ns)");
+        return NULL;
+    }
+    if (int_arg(args[1], &epfd) < 0 || (budget = PyLong_AsLongLong(args[2])) == -1 ||
+        (every = PyLong_AsLongLong(args[3])) == -1) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "budget_ns and epoll_every_ns must be >= 0");
+        return NULL;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(args[0]);
+    watched stack[SPIN_STACK], *w = n <= SPIN_STACK ? stack : PyMem_Calloc((size_t)n, sizeof *w);
+    if (w == NULL)
+        return PyErr_NoMemory();
+    spin_plan plan = {budget < 0 ? 0 : budget, every < 1000 ? 1000 : every, epfd, 0, 0};
+    int64_t cap;
+    PyObject *result = NULL;
+    if (parse_watched(module, args[0], w, n, &cap) < 0)
+        goto done;
+    if (plan.budget > cap)
+        plan.budget = cap;
+    Py_ssize_t held;
+    int hits = take_watched(w, n, &held), spun = hits == 0 && held > 0 && plan.budget > 0;
+    if (spun) {
+        PyThreadState *save = PyEval_SaveThread();
+        hits = spin_watched(w, n, &plan);
+        PyEval_RestoreThread(save);
+    }
+    release_watched(w, n);
+    PyObject *list = PyList_New(0);
+    for (Py_ssize_t i = 0; list != NULL && i < n; i++) {
+        if (!w[i].hit)
+            continue;
+        PyObject *pair = Py_BuildValue("(ni)", i, w[i].hit);
+        if (pair == NULL || PyList_Append(list, pair) < 0)
+            Py_CLEAR(list);
+        Py_XDECREF(pair);
+    }
+    if (list != NULL)
+        result = Py_BuildValue("(NOLOL)", list, plan.epoll_ready ? Py_True : Py_False,
+                               (long long)plan.epoll_at, spun ? Py_True : Py_False,
+                               (long long)cap);
+done:
+    if (w != stack)
+        PyMem_Free(w);
+    return result;
+}
+
 PyDoc_STRVAR(create_doc,
 "create_memfd(c2s_size, s2c_size, c2s_window=-1, s2c_window=-1, /)\n--\n\n"
 "A new sealed memfd holding a fresh header and two rings; returns its fd\n"
@@ -2031,6 +2322,7 @@ static PyMethodDef module_methods[] = {
     {"set_windows", set_windows, METH_VARARGS, set_windows_doc},
     {"socket_method", (PyCFunction)(void (*)(void))socket_method, METH_FASTCALL,
      socket_method_doc},
+    {"spin_ready", (PyCFunction)(void (*)(void))spin_ready, METH_FASTCALL, spin_ready_doc},
     {NULL, NULL, 0, NULL},
 };
 
