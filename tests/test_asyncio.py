@@ -1,6 +1,8 @@
 """loopfast.asyncio (SPEC A1): streams over the fast path, fall-back, TLS, backpressure.
 
-Every test runs on asyncio's default loop and, when installed, on uvloop.
+Every test runs on asyncio's default loop, on the same loop with loopfast's selector
+(``loopfast.asyncio.new_event_loop()``: it spins on the rings before it sleeps) and,
+when installed, on uvloop.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ try:
 except ImportError:  # an optional extra
     uvloop = None
 
-LOOPS = ["asyncio", pytest.param("uvloop", marks=pytest.mark.skipif(
+LOOPS = ["asyncio", "loopfast", pytest.param("uvloop", marks=pytest.mark.skipif(
     uvloop is None, reason="uvloop is not installed (pip install uvloop to run these)"))]
 STEP = 5.0
 
@@ -34,7 +36,9 @@ Run = Callable[[Callable[[], Awaitable[Any]]], Any]
 @pytest.fixture(params=LOOPS)
 def run(request: pytest.FixtureRequest) -> Run:
     """``run(main)``: run the coroutine function *main* on the loop under test, bounded."""
-    factory = uvloop.new_event_loop if request.param == "uvloop" else None
+    factories = {"uvloop": getattr(uvloop, "new_event_loop", None),
+                 "loopfast": lfa.new_event_loop}
+    factory = factories.get(request.param)
 
     def runner(main: Callable[[], Awaitable[Any]]) -> Any:
         async def bounded() -> Any:

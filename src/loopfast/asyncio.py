@@ -19,6 +19,13 @@ How the connection is carried depends on the loop (docs/asyncio.md):
   TCP connections keep the loop's native transport. The listener is served by
   an ``add_reader`` on its fd (an epoll fd, which libuv cannot ``accept()`` on).
 
+``new_event_loop()``, ``run()`` and ``EventLoopPolicy`` give asyncio's own
+selector loop with ``RingSelector`` (``_core/aio_selector.py``): before it
+sleeps in epoll it watches its ring connections' rings for an adaptive while,
+with the GIL released, so a message on a ring costs no wake-up and no syscall.
+``loopfast.patch()`` (and so ``loopfast run``) gives every default selector
+loop that selector.
+
 This module shadows the stdlib's ``asyncio`` inside the package; it imports it
 absolutely as ``_asyncio``.
 """
@@ -30,18 +37,51 @@ import logging
 import socket as _stdsocket
 import ssl as _ssl
 from asyncio import base_events, selector_events
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, TypeVar
 
 from ._core import aio_transport
+from ._core.aio_selector import RingSelector
 from ._core.sockets import socket
 
-__all__ = ["fast_path_active", "open_connection", "start_server"]
+__all__ = ["EventLoopPolicy", "fast_path_active", "new_event_loop", "open_connection", "run",
+           "start_server"]
+
+_T = TypeVar("_T")
 
 _LIMIT = 2 ** 16  # asyncio.streams' default buffer limit
 _log = logging.getLogger("loopfast")
 ClientConnected = Callable[[_asyncio.StreamReader, _asyncio.StreamWriter], Awaitable[None] | None]
 SSLArg = _ssl.SSLContext | bool | None
+
+
+def new_event_loop() -> _asyncio.AbstractEventLoop:
+    """asyncio's selector loop with ``RingSelector``: ring connections at ring speed.
+
+    The loop is the stdlib's (``asyncio.SelectorEventLoop``); only its selector
+    differs: it spins on the rings of its ring connections before it sleeps
+    (adaptive, at most their ``busy_poll_us``; 0 turns it off), and is an
+    ``EpollSelector`` for everything else.
+    """
+    return _asyncio.SelectorEventLoop(RingSelector())
+
+
+def run(main: Coroutine[Any, Any, _T], *, debug: bool | None = None) -> _T:
+    """``asyncio.run(main)`` on ``new_event_loop()``."""
+    with _asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:
+        return runner.run(main)
+
+
+class EventLoopPolicy(_asyncio.DefaultEventLoopPolicy):
+    """asyncio's default policy whose loops are ``new_event_loop()``'s.
+
+    ``asyncio.set_event_loop_policy(loopfast.asyncio.EventLoopPolicy())`` makes
+    ``asyncio.run``, ``asyncio.new_event_loop`` and ``get_event_loop`` use it.
+    """
+
+    def new_event_loop(self) -> _asyncio.AbstractEventLoop:
+        """A loop from ``loopfast.asyncio.new_event_loop()``."""
+        return new_event_loop()
 
 
 def _native(loop: _asyncio.AbstractEventLoop) -> bool:

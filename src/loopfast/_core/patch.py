@@ -18,6 +18,13 @@ The transport is the shared-memory ring by default. Blocking TLS works on it:
 (``ctx.wrap_socket(socket.socket())``, then ``connect()``) stays the stdlib's
 SSLSocket and connects over TCP, on either transport.
 
+asyncio: ``patch()`` also makes ``selectors.DefaultSelector`` loopfast's
+``RingSelector`` (``aio_selector.py``), so the selector loop that
+``asyncio.run``, ``asyncio.new_event_loop`` and ``get_event_loop`` make (and
+any other ``DefaultSelector`` user) spins on its ring connections' rings
+before it sleeps; for every other fd it is the stdlib's ``EpollSelector``.
+``unpatch()`` puts the stdlib's back.
+
 Invariants: ``isinstance(x, socket.socket)`` answers as it would without the
 patch (a metaclass checks against the original class); the original class is
 put back by ``unpatch()``; the per-process counters are three integers.
@@ -31,6 +38,7 @@ import threading
 from typing import Any
 
 from ..constants import SIO_LOOPBACK_FAST_PATH
+from . import aio_selector
 from .sockets import TRANSPORTS, socket, tls
 from .stdlib import StdSocket, is_tcp
 
@@ -112,11 +120,14 @@ def patch(transport: str | bool = "ring") -> None:
     # it must see the stdlib's, whoever imports it later.
     import ssl  # noqa: F401
     _stdsocket.socket = PatchedSocket  # type: ignore[misc]
+    aio_selector.install()  # asyncio's selector loops spin on their rings before sleeping
 
 
 def unpatch() -> None:
-    """Put the stdlib's ``socket.socket`` back; sockets made meanwhile keep their setting."""
+    """Put the stdlib's ``socket.socket`` and ``selectors.DefaultSelector`` back; sockets
+    and event loops made meanwhile keep theirs."""
     _stdsocket.socket = StdSocket  # type: ignore[misc]
+    aio_selector.uninstall()
 
 
 def patched() -> bool:
