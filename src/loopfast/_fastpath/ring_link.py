@@ -498,6 +498,11 @@ class RingConnection(Connection):
 _live: weakref.WeakValueDictionary[tuple[int, int], RingLink] = weakref.WeakValueDictionary()
 
 
+def any_live() -> bool:
+    """Whether this process has a live ring connection (``adopt`` can find one)."""
+    return bool(_live)
+
+
 def adopt(fd: int) -> RingConnection | None:
     """A share of the live ring connection whose r *fd* refers to, or None.
 

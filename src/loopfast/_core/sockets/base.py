@@ -126,7 +126,8 @@ class socket(_stdsocket.socket):
         self._state: Any = None
         self._compat: compat.CompatibilitySettings | None = None
         self._rcvbuf_set = False
-        if fileno is not None and _carried_by_unix_stream(self) and self._share_ring(fileno):
+        if (fileno is not None and ring_link.any_live() and _carried_by_unix_stream(self)
+                and self._share_ring(fileno)):
             return
         try:
             if busy_poll_us is not None:

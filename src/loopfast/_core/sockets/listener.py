@@ -66,7 +66,9 @@ class FastPathListener(socket, state=Listener):
             _log.warning("loopfast: refused a fast-path client of %s:%s: %s",
                          self._state.host, self._state.port, exc)
             return None
-        sock = socket(self.family, _stdsocket.SOCK_STREAM, self.proto, fileno=fd)
+        sock = socket.__new__(socket)  # a new connection's fd: nothing to share (base.__init__)
+        StdSocket.__init__(sock, self.family, _stdsocket.SOCK_STREAM, self.proto, fd)
+        sock._state = None
         sock._take_settings(self)
         sock._fast_path = True
         become(sock, state)
