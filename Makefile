@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.loopfast-installed
 SOURCES := pyproject.toml $(wildcard setup.py) $(wildcard src/loopfast/*.c)
 
-.PHONY: test bench bench-apps stress lint install clean
+.PHONY: test bench bench-apps stress cpython-suites lint install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,14 @@ test: $(STAMP)
 
 stress: $(STAMP)
 	$(PY) -m pytest -m stress -q
+
+# make cpython-suites CPYTHON_SUITES_ARGS="--json build/cpython-suites.json": CPython's own
+# socket suites, plain and under loopfast run (ring, stream), against the expected
+# differences (tools/cpython_suites; docs/cpython-suites.md). One suite at a time.
+CPYTHON_SUITES_ARGS ?=
+
+cpython-suites: $(STAMP)
+	$(PY) -m tools.cpython_suites $(CPYTHON_SUITES_ARGS)
 
 # make bench BENCH_ARGS="--json docs/bench/bench.json --plot docs/bench/latency.png"
 BENCH_ARGS ?=
