@@ -60,11 +60,12 @@ class _Budget:
         self.ns = DEFAULT_CAP_NS
         self.waits = 0
 
-    def next(self) -> int:
+    def next(self) -> int | None:
+        """This wait's budget; None when the loop idles and this is no probe."""
         if self.ns:
             return self.ns
         self.waits += 1
-        return self.cap if self.waits % PROBE_EVERY == 0 else 0
+        return self.cap if self.waits % PROBE_EVERY == 0 else None
 
     def spun(self, used: int, paid: bool, cap: int) -> None:
         self.cap = cap
@@ -165,11 +166,17 @@ class RingSelector(selectors.EpollSelector):
         """As ``EpollSelector.select``; ring connections are looked at (and spun on) first."""
         if not self._rings:
             return super().select(timeout)
-        entries, fds = self._plan or self._make_plan()
         wait = None if timeout is None else max(0, int(timeout * 1e9))
-        budget = 0 if wait == 0 else self._budget.next()
+        budget = self._budget.next() if wait != 0 else None
+        if budget is None and not self._owed:
+            # No spin, and no ring holds data its fd does not show (only a spin, or
+            # a hit not read yet, leaves such data): epoll alone answers, and the
+            # rings' pages are not touched (an idle loop's rings are cold).
+            return self._epoll(timeout)
+        budget = budget or 0
         if wait is not None and budget > wait:
             budget = wait
+        entries, fds = self._plan or self._make_plan()
         start = time.monotonic_ns()
         hits, epoll_ready, epoll_at, spun, cap = _spin_ready(entries, self._epfd, budget,
                                                              EPOLL_EVERY_NS)
@@ -184,10 +191,13 @@ class RingSelector(selectors.EpollSelector):
                 return []  # the loop has work; epoll was looked at lately
             if wait:
                 timeout = max(0.0, (wait - (now - start)) / 1e9)
-            events = super().select(timeout)
-            self._epoll_at = time.monotonic_ns()
-            return events
+            return self._epoll(timeout)
         return self._merge(hits, fds, epoll_ready)
+
+    def _epoll(self, timeout: float | None) -> list[tuple[selectors.SelectorKey, int]]:
+        events = super().select(timeout)
+        self._epoll_at = time.monotonic_ns()
+        return events
 
     def _merge(self, hits: list[tuple[int, int]], fds: list[int],
                epoll_ready: bool) -> list[tuple[selectors.SelectorKey, int]]:
