@@ -726,6 +726,21 @@ def scenario_sendmsg_multiple_buffers(t: Transport, rec: Recorder) -> None:
 
 
 @scenario
+def scenario_addresses_given_to_a_connected_socket(t: Transport, rec: Recorder) -> None:
+    """sendto/sendmsg parse the address as the stdlib does, then Linux TCP ignores it."""
+    c, s = t.pair()
+    host, port = s.getsockname()[:2]
+    rec.call("sendto a valid address", c.sendto, b"a", (host, port))
+    rec.call("sendto flags and address", c.sendto, b"b", 0, (host, port))
+    rec.call("sendto an object", c.sendto, b"x", object())
+    rec.call("sendto a bad port", c.sendto, b"x", (host, 99999))
+    rec.call("sendto without an address", lambda: c.sendto(b"x"))  # type: ignore[call-overload]
+    rec.call("sendmsg a valid address", c.sendmsg, [b"c"], [], 0, (host, port))
+    rec.call("sendmsg an object", c.sendmsg, [b"x"], [], 0, object())
+    rec.call("recv what was sent", lambda: recv_exactly(s, 3))
+
+
+@scenario
 def scenario_recvmsg_data(t: Transport, rec: Recorder) -> None:
     c, s = t.pair()
     c.sendall(b"message!")

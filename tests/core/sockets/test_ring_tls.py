@@ -13,6 +13,7 @@ import selectors
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -317,3 +318,23 @@ def test_wrapped_listener_accepts_tls(make_server: Callable[..., loopfast.socket
     assert isinstance(conn, ssl.SSLSocket) and conn.version() == "TLSv1.3"
     tc.sendall(b"hello")
     assert conn.recv(10) == b"hello"
+
+
+@pytest.mark.parametrize("suppress", [True, False])
+def test_a_reset_under_a_read_is_a_ragged_eof(pair: Pair, contexts: Contexts, closing: Closing,
+                                              suppress: bool) -> None:
+    """OpenSSL over a kernel socket reports a peer's reset as an EOF (b"" or SSLEOFError)."""
+    cli, srv = pair
+    server_ctx, client_ctx = contexts
+    server = Task(lambda: server_ctx.wrap_socket(srv, server_side=True,
+                                                 suppress_ragged_eofs=suppress))
+    tc = client_ctx.wrap_socket(cli, server_hostname="localhost")
+    ts = closing(server.result())
+    ts.sendall(b"never read")
+    time.sleep(0.05)  # it has arrived: the client's close leaves it unread, a reset
+    tc.close()
+    if suppress:
+        assert ts.recv(10) == b""
+    else:
+        with pytest.raises(ssl.SSLEOFError):
+            ts.recv(10)

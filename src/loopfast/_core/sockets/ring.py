@@ -95,19 +95,19 @@ class RingSocket(FastPathSocket, state=RingConnection):
         """``(recv_into(...), None)``, as a connected TCP socket answers."""
         return self.recv_into(buffer, nbytes, flags), None
 
-    def sendto(self, data: Any, *args: Any) -> int:
-        """``send``; the address is ignored, as Linux TCP ignores it once connected."""
-        return self.send(data, args[0] if len(args) == 2 else 0)
-
     def sendmsg(self, buffers: Any, ancdata: Any = (), flags: int = 0,
                 address: Any = None) -> int:
         """The data part of ``socket.sendmsg``; ancillary data is ignored, as TCP ignores it.
 
         Raises:
-            TypeError, ValueError, OverflowError: bad arguments, as ``socket.sendmsg``.
+            TypeError, ValueError, OverflowError, socket.gaierror: bad arguments, as
+                ``socket.sendmsg``.
         """
         arguments.check_ancdata(ancdata)
-        return self.send(arguments.sendmsg_payload(buffers), arguments.flags_int(flags))
+        payload, flags = arguments.sendmsg_payload(buffers), arguments.flags_int(flags)
+        if address is not None:
+            self._check_address(address, "sendmsg")
+        return self.send(payload, flags)
 
     def recvmsg(self, bufsize: int, ancbufsize: int = 0, flags: int = 0) -> Any:
         """The data part of ``socket.recvmsg``: ``(data, [], 0, None)``.

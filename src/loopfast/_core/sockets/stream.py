@@ -76,8 +76,30 @@ class FastPathSocket(socket, state=Connection):
         return errno.EISCONN
 
     def sendto(self, data: Any, *args: Any) -> int:
-        """``send``; the address is ignored, as Linux TCP ignores it once connected."""
+        """``send``; the address is checked as ``socket.sendto`` checks it, then ignored,
+        as Linux TCP ignores it once connected.
+
+        Raises:
+            TypeError, OverflowError, socket.gaierror: a bad address, as ``socket.sendto``.
+        """
+        if len(args) not in (1, 2):
+            raise TypeError(f"sendto() takes 2 or 3 arguments ({len(args) + 1} given)")
+        self._check_address(args[-1], "sendto")
         return self.send(data, args[0] if len(args) == 2 else 0)
+
+    def _check_address(self, address: Any, caller: str) -> None:
+        # The stdlib parses the address before the kernel ignores it: parse it the
+        # same way, on the never-connected TCP socket the connection keeps for options.
+        shadow = self._state.shadow()
+        try:
+            if caller == "sendto":
+                _csocket.socket.sendto(shadow, b"", _stdsocket.MSG_NOSIGNAL, address)
+            else:
+                _csocket.socket.sendmsg(shadow, [b""], [], _stdsocket.MSG_NOSIGNAL, address)
+        except _stdsocket.gaierror:
+            raise
+        except OSError:
+            pass  # the address parsed; the unconnected socket refused to send (EPIPE)
 
     def getsockname(self) -> Any:
         """This end's TCP-style address."""
@@ -113,13 +135,17 @@ class FastPathSocket(socket, state=Connection):
                 address: Any = None) -> int:
         """``socket.sendmsg``; fds and credentials are left out, as TCP ignores them.
 
+        The address is checked as ``socket.sendmsg`` checks it, then ignored, as
+        Linux TCP ignores it once connected (the AF_UNIX stream would refuse it).
+
         Raises:
-            TypeError, OverflowError: bad ancillary data, as ``socket.sendmsg``; as it.
+            TypeError, OverflowError: bad ancillary data or address, as
+                ``socket.sendmsg``; as it.
         """
         ancdata = [item for item in arguments.check_ancdata(ancdata)
                    if not (item[0] == _stdsocket.SOL_SOCKET and item[1] in _ANC_IGNORED)]
         if address is not None:
-            return super().sendmsg(buffers, ancdata, flags, address)
+            self._check_address(address, "sendmsg")
         return super().sendmsg(buffers, ancdata, flags)
 
     def recvmsg(self, bufsize: int, ancbufsize: int = 0, flags: int = 0) -> Any:

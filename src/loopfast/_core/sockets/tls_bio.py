@@ -141,31 +141,38 @@ class RingTLS:
             try:
                 with self._ssl:
                     result = op()
-            except ssl.SSLWantReadError:
+            except ssl.SSLWantReadError as want:
                 self._flush(nonblocking, deadline, what)
-                self._fill(nonblocking, deadline, what)
+                if not self._fill(nonblocking, deadline, what):
+                    raise want from None  # the stdlib's own words: "... (read) (_ssl.c:N)"
                 continue
             self._flush(nonblocking, deadline, what)
             return result
 
-    def _fill(self, nonblocking: bool, deadline: float | None, what: str) -> None:
-        """Move the records the ring holds (waiting for some) into the incoming BIO."""
+    def _fill(self, nonblocking: bool, deadline: float | None, what: str) -> bool:
+        """Move the records the ring holds (waiting for some) into the incoming BIO.
+
+        False when a non-blocking call found nothing to move (the caller raises
+        the SSLObject's own SSLWantReadError). A reset by the peer is the end of
+        the records, as OpenSSL over a kernel socket reports it (SSLEOFError:
+        ``b""`` from a read that suppresses ragged EOFs).
+        """
         _check_deadline(deadline, what)
         if not (self._rx.acquire(False) if nonblocking
                 else self._rx.acquire(True, _remaining(deadline))):
             if nonblocking:  # another thread is reading
-                raise ssl.SSLWantReadError(ssl.SSL_ERROR_WANT_READ,
-                                           f"The operation did not complete ({what})")
+                return False
             raise TimeoutError(f"The {what} operation timed out")
         try:
             if self._incoming.eof:
-                return  # the SSLObject reports the end itself
+                return True  # the SSLObject reports the end itself
             flags = _stdsocket.MSG_DONTWAIT if nonblocking else 0
             try:
                 n = self._channel.recv_into(self._buffer, CHUNK, flags)
             except BlockingIOError:
-                raise ssl.SSLWantReadError(ssl.SSL_ERROR_WANT_READ,
-                                           f"The operation did not complete ({what})") from None
+                return False
+            except ConnectionResetError:
+                n = 0
             except TimeoutError:
                 raise TimeoutError(f"The {what} operation timed out") from None
             with self._ssl:
@@ -173,6 +180,7 @@ class RingTLS:
                     self._incoming.write(memoryview(self._buffer)[:n])
                 else:
                     self._incoming.write_eof()
+            return True
         finally:
             self._rx.release()
 
