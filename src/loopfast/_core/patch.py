@@ -102,6 +102,9 @@ def _count(sock: socket) -> None:
 def patch(transport: str | bool = "ring") -> None:
     """Make the TCP sockets this process creates through ``socket.socket`` opt in.
 
+    asyncio's selector loops made from now on spin on their ring connections
+    before they sleep (``selectors.DefaultSelector`` becomes ``RingSelector``).
+
     Args:
         transport: "ring" or True (shared memory, the fastest; the default; blocking
             ``SSLContext.wrap_socket`` included) or "stream" (AF_UNIX, for code that
