@@ -501,10 +501,21 @@ static void mark_foreign(Channel *ch) {
     ring_bell(ch->own_w, &ch->rx->bells);
 }
 
+/* After foreign bytes: no more writes into the r whose queue w is. A writer
+ * blocked in os.write or os.sendfile on that fd wakes with EPIPE instead of
+ * waiting forever for room nobody makes; the filler is over for a reset
+ * connection anyway. Bells (w -> r) are not affected, and w's hang-up, which
+ * says that r was closed, is not either: EPOLLHUP needs both directions shut. */
+static void refuse_foreign(int w) {
+    shutdown(w, SHUT_RD);
+}
+
 /* drain_filler, and a reset when it finds foreign bytes. */
 static void drain_checked(Channel *ch, int w) {
-    if (drain_filler(w))
+    if (drain_filler(w)) {
         mark_foreign(ch);
+        refuse_foreign(w);
+    }
 }
 
 /* FOREIGN in a ring's flags (the peer found bytes written behind a socket
@@ -1586,7 +1597,8 @@ static PyObject *Channel_inspect_wakeups(Channel *self, PyObject *Py_UNUSED(igno
     if (!foreign)
         Py_RETURN_FALSE;
     mark_foreign(self);
-    drain_filler(self->peer_w); /* a writer blocked on its fd goes on, and is told */
+    refuse_foreign(self->peer_w); /* a writer blocked on its fd fails (EPIPE), and is told */
+    drain_filler(self->peer_w);
     Py_RETURN_TRUE;
 }
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import select
 import socket
+import threading
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -170,3 +171,32 @@ def test_os_write_wakes_a_peer_blocked_in_recv_in_another_process(
             with pytest.raises(ConnectionResetError, match=LOUD):
                 acc.send(b"x")
     assert waited < 1.0
+
+
+def test_a_writer_blocked_in_sendfile_on_the_fd_is_released(
+        make_pair: Callable[..., Pair], tmp_path: pytest.TempPathFactory) -> None:
+    """CPython's test_socket sendfile tests hung here: the reset must free the writer."""
+    cli, acc = make_pair()
+    cli.setblocking(True)  # os.sendfile blocks in the kernel, as in test_socket
+    path = os.path.join(str(tmp_path), "big.bin")
+    with open(path, "wb") as f:
+        f.write(os.urandom(4 << 20))
+    outcome: list[object] = []
+
+    def write() -> None:
+        with open(path, "rb") as f:
+            try:
+                outcome.append(os.sendfile(cli.fileno(), f.fileno(), 0, 4 << 20))
+                outcome.append(os.sendfile(cli.fileno(), f.fileno(), 0, 4 << 20))
+            except OSError as exc:
+                outcome.append(type(exc))
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    with pytest.raises(ConnectionResetError, match=LOUD):
+        for _ in range(1000):  # bounded: the reset comes with the first foreign bytes
+            acc.recv(1 << 16)
+    writer.join(TIMEOUT)
+    assert not writer.is_alive(), "the writer is still blocked in os.sendfile"
+    assert outcome[-1] is BrokenPipeError  # a short count first, then EPIPE: never all of it
+    assert all(n < 4 << 20 for n in outcome if isinstance(n, int))
