@@ -120,11 +120,12 @@ class Side:
     closed: bool = False
 
     def close(self) -> None:
-        """Close as RingLink.release and the application's socket would: rings, then fds."""
+        """Close as the application's socket and RingLink.release would: r, hang_up, rings."""
         if not self.closed:
             self.closed = True
-            self.channel.close()
             self.r.close()
+            self.channel.hang_up()
+            self.channel.close()
             self.w.close()
             self.peer_w.close()
 

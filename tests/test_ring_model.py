@@ -346,12 +346,17 @@ class RingMachine(RuleBasedStateMachine):
             server = not server
         if chance or not self.is_open(server):
             return
-        me = self.model.sides[server]
+        model = self.model
+        me, peer = model.sides[server], model.sides[not server]
         self.side(server).close()
-        # The last close of our r is what the peer sees (as TCP's last close sends the
-        # FIN): the same hang-up as a death, which the peer watcher reports.
+        # The last close of our r tells the peer in the header (hang_up), as TCP's last
+        # close sends the FIN, or a reset when it leaves the peer's bytes unread; the
+        # peer watcher then sees the same hang-up as a death.
         me.closed = True
         if self.is_open(not server):
+            if model.rxq(server):
+                peer.reset_pending = True
+            me.wr_shut = True
             self._peer_learns(server)
 
     @rule(server=SIDES, chance=CHANCE)

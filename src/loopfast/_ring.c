@@ -1498,6 +1498,35 @@ static PyObject *Channel_shutdown(Channel *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(hang_up_doc,
+"hang_up($self, /)\n--\n\n"
+"Call after closing our r's fd, before close(). If that closed r's last copy\n"
+"anywhere (our w reports POLLHUP: no dup and no fork()ed child holds r), tell\n"
+"the peer in the header, as TCP's last close sends a FIN, or a reset when we\n"
+"leave its data unread: WR_SHUT (and RESET) on our tx ring, RD_SHUT on our rx\n"
+"ring; then ring its bell, wake its parked recv and drain its filler, so its\n"
+"select, recv and send learn it with no thread of ours and no syscall of\n"
+"theirs. Returns True if it told. A process that dies never calls it: its\n"
+"peer learns of the death from the hang-up of its copy of our w, as before.");
+
+static PyObject *Channel_hang_up(Channel *self, PyObject *Py_UNUSED(ignored)) {
+    if (self->base == NULL || self->closed || self->own_w < 0)
+        Py_RETURN_FALSE;
+    struct pollfd probe = {self->own_w, 0, 0};
+    if (poll(&probe, 1, 0) != 1 || !(probe.revents & POLLHUP))
+        Py_RETURN_FALSE; /* r lives on elsewhere: its last close tells */
+    /* No other holder is left to race with: no lock needed. */
+    int64_t unread = rx_avail(self);
+    uint32_t told = WR_SHUT | (unread != 0 ? RESET : 0);
+    atomic_fetch_or_explicit(&self->tx->flags, told, memory_order_acq_rel);
+    atomic_fetch_or_explicit(&self->rx->flags, RD_SHUT, memory_order_acq_rel);
+    atomic_thread_fence(memory_order_seq_cst);
+    wake_parked(&self->tx->consumer_waiting);
+    ring_bell(self->peer_w, &self->tx->bells);
+    drain_checked(self, self->peer_w); /* a peer waiting for room fails at once */
+    Py_RETURN_TRUE;
+}
+
 PyDoc_STRVAR(close_doc,
 "close($self, /)\n--\n\n"
 "Let go of the rings: wakes our own threads that wait, then unmaps.\n"
@@ -1579,27 +1608,35 @@ static PyObject *Channel_trim(Channel *self, PyObject *Py_UNUSED(ignored)) {
 
 PyDoc_STRVAR(inspect_wakeups_doc,
 "inspect_wakeups($self, /)\n--\n\n"
-"Look (without taking) at what waits in our copy of the peer's w: filler is\n"
-"NUL bytes; anything else was written to the peer's fd by its program, and\n"
-"resets the connection on both sides (then it is drained and True returned).\n"
-"The background thread calls it when that socket turns readable.");
+"Look (without taking) at what waits in both w sockets we hold (ours: what our\n"
+"fd was given; our copy of the peer's: what the peer's fd was given): filler\n"
+"is NUL bytes; anything else was written to an fd by its program, and resets\n"
+"the connection on both sides (then that queue is drained and refused, and\n"
+"True returned). The background thread calls it when one turns readable.");
 
 static PyObject *Channel_inspect_wakeups(Channel *self, PyObject *Py_UNUSED(ignored)) {
     /* The GIL is held throughout, so close() cannot unmap under us, and one
      * buffer serves every caller. */
     static char seen[65536];
-    if (self->base == NULL || self->closed || self->peer_w < 0)
+    if (self->base == NULL || self->closed)
         Py_RETURN_FALSE;
-    ssize_t got = recv(self->peer_w, seen, sizeof seen, MSG_DONTWAIT | MSG_PEEK);
-    int foreign = 0;
-    for (ssize_t k = 0; k < got && !foreign; k++)
-        foreign = seen[k] != 0;
-    if (!foreign)
-        Py_RETURN_FALSE;
-    mark_foreign(self);
-    refuse_foreign(self->peer_w); /* a writer blocked on its fd fails (EPIPE), and is told */
-    drain_filler(self->peer_w);
-    Py_RETURN_TRUE;
+    int told = 0;
+    int ws[2] = {self->peer_w, self->own_w};
+    for (int i = 0; i < 2; i++) {
+        if (ws[i] < 0)
+            continue;
+        ssize_t got = recv(ws[i], seen, sizeof seen, MSG_DONTWAIT | MSG_PEEK);
+        int foreign = 0;
+        for (ssize_t k = 0; k < got && !foreign; k++)
+            foreign = seen[k] != 0;
+        if (!foreign)
+            continue;
+        mark_foreign(self);
+        refuse_foreign(ws[i]); /* a writer blocked on that fd fails (EPIPE), and is told */
+        drain_filler(ws[i]);
+        told = 1;
+    }
+    return PyBool_FromLong(told);
 }
 
 PyDoc_STRVAR(rehome_doc,
@@ -1764,6 +1801,7 @@ static PyMethodDef Channel_methods[] = {
     {"shutdown", (PyCFunction)Channel_shutdown, METH_O,
      "shutdown($self, how, /)\n--\n\nsocket.shutdown for the rings."},
     {"close", (PyCFunction)Channel_close, METH_NOARGS, close_doc},
+    {"hang_up", (PyCFunction)Channel_hang_up, METH_NOARGS, hang_up_doc},
     {"ready", (PyCFunction)Channel_ready, METH_NOARGS, ready_doc},
     {"stats", (PyCFunction)Channel_stats, METH_NOARGS, stats_doc},
     {"settle", (PyCFunction)Channel_settle, METH_NOARGS, settle_doc},

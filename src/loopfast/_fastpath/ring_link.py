@@ -384,22 +384,20 @@ class RingLink:
         self.first: RingConnection | None = None  # what socket(fileno=...) copies
         self.watched = False
         _watcher.track(peer_w.fileno(), channel)
-        # Until a closing side tells its peer in the shared header, a sender learns
-        # of a peer's close only from the watcher: watch from the start.
-        self.watch_peer()
 
     def watch_peer(self) -> None:
         """Have the background thread watch the peer from now on (idempotent).
 
         Needed once the application may wait on our fd in select/poll/epoll (it
-        asked for ``fileno()``): a killed peer cannot ring our bell. Blocking
-        calls look at the peer themselves and never need it.
+        asked for ``fileno()``): a killed peer cannot ring our bell. A peer that
+        closes tells us in the header (``Channel.hang_up``), and blocking calls
+        look at the peer themselves: neither needs the thread.
         """
         if self.watched:
             return
         self.watched = True
         try:
-            _watcher.watch(self.peer_w.fileno(), self.channel)
+            _watcher.watch(self.peer_w.fileno(), self.own_w.fileno(), self.channel)
         except OSError as exc:  # e.g. EMFILE: blocked calls still see the peer's death
             _log.warning("loopfast: cannot watch a ring connection's peer (%s); select() "
                          "will learn of its death only at the next call", exc)
@@ -453,10 +451,16 @@ class RingLink:
             self.channel_fd = new
 
     def release(self) -> None:
-        """One socket object less; the last one closes the rings and the fds."""
+        """One socket object less; the last one closes the rings and the fds.
+
+        Socket objects close their fd before they release, so the last release
+        can tell whether our r's last copy anywhere is gone, and if so tell the
+        peer (``Channel.hang_up``), as TCP's last close sends its FIN.
+        """
         self.users -= 1
         if self.users == 0:
-            _watcher.forget(self.peer_w.fileno())
+            _watcher.forget(self.peer_w.fileno(), self.own_w.fileno())
+            self.channel.hang_up()
             self.channel.close()
             self.own_w.close()
             self.peer_w.close()
@@ -590,13 +594,21 @@ class _Watcher:
         with self._lock:
             self._channels[fd] = weakref.ref(channel)
 
-    def watch(self, fd: int, channel: Channel) -> None:
+    def watch(self, fd: int, own_fd: int, channel: Channel) -> None:
         """Mark *channel*'s peer dead when *fd* (our copy of the peer's w) hangs up.
 
+        Both w sockets (*fd*, and *own_fd*, ours) are looked at when they turn
+        readable: what was written to either side's fd lands there.
+
         Raises:
-            OSError: the background thread could not watch it (EMFILE...).
+            OSError: the background thread could not watch them (EMFILE...).
         """
         ref = weakref.ref(channel)
+
+        def written(_events: int) -> None:  # filler, or bytes written to our own fd
+            live = ref()
+            if live is not None:
+                live.inspect_wakeups()
 
         def hung_up(events: int) -> None:
             # The fd number may have been closed and reused since epoll reported it:
@@ -618,14 +630,21 @@ class _Watcher:
         with self._lock:
             self._channels[fd] = ref
         # EPOLLHUP comes unasked: the peer's r is closed. EPOLLIN, edge-triggered:
-        # something new in the peer's filler queue, once per time it fills.
+        # something new in a filler queue, once per time a side fills. Our own w
+        # hangs up only when our r is closed, after forget().
         background.watch(fd, hung_up, select.EPOLLIN | select.EPOLLET)
+        try:
+            background.watch(own_fd, written, select.EPOLLIN | select.EPOLLET)
+        except BaseException:
+            background.forget(fd, hung_up)
+            raise
 
-    def forget(self, fd: int) -> None:
-        """Stop watching *fd*; call before it is closed."""
+    def forget(self, fd: int, own_fd: int) -> None:
+        """Stop watching *fd* and *own_fd* (no-ops if never watched); call before closing."""
         with self._lock:
             self._channels.pop(fd, None)
         background.forget(fd)
+        background.forget(own_fd)
 
     def _sweep(self) -> None:
         # Only a ring that carried nothing for a whole tick gives its pages back: a

@@ -235,12 +235,14 @@ class RingSocket(FastPathSocket, state=RingConnection):
     def _real_close(self, _ss: Any = _csocket.socket) -> None:
         # Another socket object may use this very fd number (socket(fileno=...)):
         # then the number stays open for it, and the channel never uses a closed one.
+        # The fd goes first: the link's last release then knows whether our r's last
+        # copy is gone (RingLink.release tells the peer).
         last_holder = self._state.link.let_go(_csocket.socket.fileno(self))
-        self._state.release()
         if last_holder:
             _ss.close(self)
         else:
             _ss.detach(self)
+        self._state.release()
 
 
 # The hot methods become the C core's: the definitions above give their
