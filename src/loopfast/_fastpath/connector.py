@@ -29,6 +29,7 @@ describes; nothing here knows the socket classes.
 
 from __future__ import annotations
 
+import _socket as _csocket
 import logging
 import os
 import socket as _stdsocket
@@ -66,6 +67,12 @@ _SNDTIMEO = (_stdsocket.SOL_SOCKET, _stdsocket.SO_SNDTIMEO)
 _NONBLOCKING_STREAM = _stdsocket.SOCK_STREAM | _stdsocket.SOCK_NONBLOCK
 _no_core_warned = False
 _no_core_lock = threading.Lock()
+
+
+def raw_family(sock: _stdsocket.socket) -> int:
+    """*sock*'s family as a plain int: ``sock.family`` makes an enum on every read,
+    which showed in the set-up profile (ten reads a connection)."""
+    return int(_csocket.socket.family.__get__(sock))
 
 
 class Rendezvous:
@@ -128,12 +135,13 @@ class Prepared:
                  server_rcvbuf: int | None) -> None:
         self.server_rcvbuf = server_rcvbuf
         self.offer: RingOffer | None = None
+        family = raw_family(app)
         self.local = _reserve_local(app, host)
-        self.target = addresses.tcp_style(app.family, host, port)
+        self.target = addresses.tcp_style(family, host, port)
         # The TCP socket keeps the local port reserved (unique, visible to ss).
         fd = os.dup(app.fileno())
         try:
-            self.reservation = StdSocket(app.family, _stdsocket.SOCK_STREAM, app.proto, fileno=fd)
+            self.reservation = StdSocket(family, _stdsocket.SOCK_STREAM, app.proto, fileno=fd)
         except BaseException:
             os.close(fd)
             raise
@@ -148,7 +156,7 @@ class Prepared:
                                        ring_size(server_rcvbuf),
                                        receive_window(s2c, rcvbuf, rcvbuf_set, settings))
             sizes = self.offer.sizes if self.offer is not None else None
-            self.wire = _hello_wire(app.family, self.local, self.target, sizes)
+            self.wire = _hello_wire(family, self.local, self.target, sizes)
             self.fds = [*(self.offer.fds_for_server() if self.offer else ()),
                         self.reservation.fileno()]
         except BaseException:
@@ -189,7 +197,8 @@ def connect(app: _stdsocket.socket, host: str, port: int, transport: str,
         OSError: the rings could not be mapped after the hello went out.
     """
     transport = available_transport(transport)
-    expected = _expected_owner(app.family, host, port)
+    family = raw_family(app)
+    expected = _expected_owner(family, host, port)
     ready = None
     if expected is not None:
         try:
@@ -198,7 +207,7 @@ def connect(app: _stdsocket.socket, host: str, port: int, transport: str,
             _log.debug("loopfast: fast path to %s:%s not taken (%s); using TCP", host, port, exc)
             return None
     try:
-        found = find(app.family, host, port, app.gettimeout(), expected, ready)
+        found = find(family, host, port, app.gettimeout(), expected, ready)
     except BaseException:
         if ready is not None:
             ready.discard()
@@ -267,16 +276,17 @@ def available_transport(transport: str) -> str:
 def _reserve_local(app: _stdsocket.socket, host: str) -> tuple[Any, ...]:
     """Bind *app* (still TCP) to a loopback port unless bound; its TCP-style address."""
     bound = StdSocket.getsockname(app)
+    family = raw_family(app)
     if bound[1] == 0:
-        if app.family == _stdsocket.AF_INET:
+        if family == _stdsocket.AF_INET:
             loop = "127.0.0.1"
         else:
-            loop = "::ffff:127.0.0.1" if addresses.ipv4_of(app.family, host) else "::1"
+            loop = "::ffff:127.0.0.1" if addresses.ipv4_of(family, host) else "::1"
         StdSocket.bind(app, (loop, 0))
         bound = StdSocket.getsockname(app)
     if bound[0] in ("0.0.0.0", "::"):
-        v4 = addresses.ipv4_of(app.family, host)
-        return addresses.tcp_style(app.family, v4 or "::1", bound[1])
+        v4 = addresses.ipv4_of(family, host)
+        return addresses.tcp_style(family, v4 or "::1", bound[1])
     return cast(tuple[Any, ...], bound)
 
 

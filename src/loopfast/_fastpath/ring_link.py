@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import _socket as _csocket
 import errno
+import functools
 import logging
 import os
 import select
@@ -46,6 +47,7 @@ def _core() -> ModuleType:
     return core
 
 
+@functools.lru_cache(maxsize=256)  # a handful of distinct buffers; six calls a connection
 def ring_size(rcvbuf: int | None) -> int:
     """The ring for a receiver whose SO_RCVBUF is *rcvbuf*: at most that, a power of two.
 

@@ -332,9 +332,10 @@ class socket(_stdsocket.socket):
                 or not isinstance(address[0], str) or not isinstance(address[1], int)
                 or self._listening() or self._connected()):
             return False
-        host = addresses.numeric_host(self.family, address[0], address[1])
+        family = connector.raw_family(self)
+        host = addresses.numeric_host(family, address[0], address[1])
         port = address[1]
-        if (not addresses.is_loopback(self.family, host) or not policy.current().allows(port)
+        if (not addresses.is_loopback(family, host) or not policy.current().allows(port)
                 or filtering.covering("client", (host, port))):
             return False
         state = connector.connect(self, host, port, self._transport, self._compat)
