@@ -303,6 +303,8 @@ typedef struct {
     int peer_dead;  /* our copy of the peer's w reported POLLRDHUP */
     int dead_told;  /* the reset a dead peer owes us was raised once */
     int sent_after_close; /* a send to a closed peer was taken (TCP takes one) or a reset seen */
+    int reset_seen; /* the connection was reset (TCP's state is CLOSE: getpeername ENOTCONN) */
+    int abortive;   /* SO_LINGER (1, 0): our last close resets the peer, as TCP's abortive close */
     int server;
     int64_t rcvtimeo_ns, sndtimeo_ns; /* SO_RCVTIMEO / SO_SNDTIMEO: blocking calls give EAGAIN */
     int fault;      /* sticky errno after corruption */
@@ -588,6 +590,7 @@ static int take_dead_peer_reset(Channel *ch) {
     if ((free >= 0 && (uint64_t)free < ch->tx_size) || !accepted) {
         ch->dead_told = 1;
         ch->sent_after_close = 1; /* after a reset every send fails with EPIPE */
+        ch->reset_seen = 1;
         return 1;
     }
     return 0;
@@ -601,6 +604,7 @@ static int take_rx_reset(Channel *ch) {
         return 0;
     atomic_fetch_or_explicit(&ch->rx->flags, WR_SHUT, memory_order_acq_rel);
     ch->sent_after_close = 1; /* after a reset every send fails with EPIPE */
+    ch->reset_seen = 1;
     return 1;
 }
 
@@ -1503,7 +1507,8 @@ PyDoc_STRVAR(hang_up_doc,
 "Call after closing our r's fd, before close(). If that closed r's last copy\n"
 "anywhere (our w reports POLLHUP: no dup and no fork()ed child holds r), tell\n"
 "the peer in the header, as TCP's last close sends a FIN, or a reset when we\n"
-"leave its data unread: WR_SHUT (and RESET) on our tx ring, RD_SHUT on our rx\n"
+"leave its data unread or SO_LINGER (1, 0) asked for an abortive close\n"
+"(abortive): WR_SHUT (and RESET) on our tx ring, RD_SHUT on our rx\n"
 "ring; then ring its bell, wake its parked recv and drain its filler, so its\n"
 "select, recv and send learn it with no thread of ours and no syscall of\n"
 "theirs. Returns True if it told. A process that dies never calls it: its\n"
@@ -1517,7 +1522,7 @@ static PyObject *Channel_hang_up(Channel *self, PyObject *Py_UNUSED(ignored)) {
         Py_RETURN_FALSE; /* r lives on elsewhere: its last close tells */
     /* No other holder is left to race with: no lock needed. */
     int64_t unread = rx_avail(self);
-    uint32_t told = WR_SHUT | (unread != 0 ? RESET : 0);
+    uint32_t told = WR_SHUT | (unread != 0 || self->abortive ? RESET : 0);
     atomic_fetch_or_explicit(&self->tx->flags, told, memory_order_acq_rel);
     atomic_fetch_or_explicit(&self->rx->flags, RD_SHUT, memory_order_acq_rel);
     atomic_thread_fence(memory_order_seq_cst);
@@ -1744,6 +1749,26 @@ static PyObject *Channel_get_bytes_out(Channel *self, void *closure) {
     return PyLong_FromUnsignedLongLong(self->bytes_out);
 }
 
+static PyObject *Channel_get_reset(Channel *self, void *closure) {
+    int reset = self->reset_seen || self->fault;
+    if (!reset && self->base != NULL && !self->closed)
+        reset = (atomic_load_explicit(&self->rx->flags, memory_order_acquire) &
+                 (RESET | FOREIGN)) != 0;
+    return PyBool_FromLong(reset);
+}
+
+static PyObject *Channel_get_abortive(Channel *self, void *closure) {
+    return PyBool_FromLong(self->abortive);
+}
+
+static int Channel_set_abortive(Channel *self, PyObject *value, void *closure) {
+    int on = value == NULL ? 0 : PyObject_IsTrue(value);
+    if (on < 0)
+        return -1;
+    self->abortive = on;
+    return 0;
+}
+
 static PyObject *Channel_get_peer_dead(Channel *self, void *closure) {
     return PyBool_FromLong(self->peer_dead);
 }
@@ -1825,6 +1850,11 @@ static PyGetSetDef Channel_getset[] = {
      "once; this covers a process without one).", NULL},
     {"bytes_out", (getter)Channel_get_bytes_out, NULL,
      "Bytes this process sent on the channel (stats() without building a dict).", NULL},
+    {"reset", (getter)Channel_get_reset, NULL,
+     "The connection was reset (by the peer, a dead peer owing one, or a fault): TCP's "
+     "state would be CLOSE.", NULL},
+    {"abortive", (getter)Channel_get_abortive, (setter)Channel_set_abortive,
+     "SO_LINGER (1, 0): our last close resets the peer (hang_up sets RESET).", NULL},
     {"peer_dead", (getter)Channel_get_peer_dead, (setter)Channel_set_peer_dead,
      "True once the peer's process is known to be gone.", NULL},
     {"window", (getter)Channel_get_window, (setter)Channel_set_window,

@@ -21,6 +21,9 @@ class Channel:
     timeout: float | None
     busy_poll_us: int
     peer_dead: bool
+    abortive: bool
+    @property
+    def reset(self) -> bool: ...
     @property
     def bytes_out(self) -> int: ...
     rcvtimeo: float

@@ -1101,6 +1101,41 @@ def scenario_recv_after_peer_close(t: Transport, rec: Recorder) -> None:
 
 
 @scenario
+def scenario_accept_of_a_connection_reset_before_accept(t: Transport, rec: Recorder) -> None:
+    """accept() still returns it with the address it had; then ENOTCONN, data, reset."""
+    lst = t.listener()
+    c = t.client_socket()
+    c.settimeout(IO_TIMEOUT)
+    rec.call("connect", c.connect, lst.getsockname())
+    c.sendall(b"data")
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()  # abortive: a reset before the server accepts
+    time.sleep(0.05)
+    lst.settimeout(IO_TIMEOUT)
+    s, address = lst.accept()
+    t.track(s)
+    s.settimeout(IO_TIMEOUT)
+    rec.note("accept's address", addr_shape(address))
+    rec.addr("getpeername", s.getpeername)
+    rec.call("recv the data", s.recv, 10)
+    rec.call("recv after it", s.recv, 10)
+
+
+@scenario
+def scenario_getpeername_after_a_reset(t: Transport, rec: Recorder) -> None:
+    """A reset leaves a TCP socket CLOSE: getpeername() raises ENOTCONN (ssl uses it)."""
+    c, s = t.pair()
+    rec.addr("getpeername before", s.getpeername)
+    s.sendall(b"never read")
+    rec.call("client readable", readable, c, WAIT)
+    c.close()  # leaves the bytes unread: a reset
+    rec.call("server readable", readable, s, WAIT)
+    rec.addr("getpeername after the reset", s.getpeername)
+    rec.call("recv", s.recv, 10)
+    rec.addr("getsockname after", s.getsockname)
+
+
+@scenario
 def scenario_linger_zero_close_resets_peer(t: Transport, rec: Recorder) -> None:
     c, s = t.pair()
     linger = struct.pack("ii", 1, 0)

@@ -22,10 +22,6 @@ from .scenarios import SCENARIOS, Recorder
 # difference loopfast documents (README, docs/options.md); the test is
 # xfail(strict=True) for that transport only, so a difference that goes away is noticed.
 _BOTH_FAST_PATHS: dict[str, str] = {
-    "linger_zero_close_resets_peer": (
-        "docs/options.md: SO_LINGER is a no-op on the fast path, so linger (1, 0) does not "
-        "make close() abortive; the peer reads b'' where TCP gives ConnectionResetError"
-    ),
     "tcp_introspection_options": (
         "docs/options.md: TCP_INFO, TCP_MAXSEG and TCP_CONGESTION are refused on the fast "
         "path (ENOPROTOOPT): there is no TCP state machine, segment or congestion control"
@@ -57,6 +53,19 @@ _BOTH_FAST_PATHS: dict[str, str] = {
     ),
 }
 _STREAM_ONLY: dict[str, str] = {
+    "linger_zero_close_resets_peer": (
+        "docs/options.md: on the stream SO_LINGER (1, 0) does not make close() abortive "
+        "(AF_UNIX has no reset to send); the peer reads b'' where TCP gives "
+        "ConnectionResetError"
+    ),
+    "accept_of_a_connection_reset_before_accept": (
+        "README: on the stream SO_LINGER (1, 0) does not reset (AF_UNIX has no reset to "
+        "send) and getpeername() keeps answering: the server reads end of stream"
+    ),
+    "getpeername_after_a_reset": (
+        "README: the stream's getpeername() keeps answering after a reset; Linux TCP's "
+        "socket is then CLOSE and raises ENOTCONN"
+    ),
     "tls_over_connection": (
         "README: blocking ssl.wrap_socket takes the fd, which over the stream transport is "
         "the AF_UNIX stream: TLS works but getpeername() names the AF_UNIX peer"

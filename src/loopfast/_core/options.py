@@ -86,7 +86,8 @@ for _name, _treat, _why in [
     ("SO_PROTOCOL", Treatment.NOOP, "reports IPPROTO_TCP"),
     ("SO_KEEPALIVE", Treatment.NOOP, "a dead peer is noticed at once, without probes"),
     ("SO_LINGER", Treatment.NOOP, "close never waits (data is in the peer's buffer); "
-     "(1, 0) ends the stream as a plain close does, without a reset"),
+     "on the ring (1, 0) makes the last close reset the peer, as TCP's abortive close; "
+     "on the stream it ends the stream as a plain close does"),
     ("SO_REUSEADDR", Treatment.NOOP, "matters only for bind"),
     ("SO_REUSEPORT", Treatment.NOOP, "matters only for bind"),
     ("SO_PRIORITY", Treatment.NOOP, "no queueing discipline on the fast path"),

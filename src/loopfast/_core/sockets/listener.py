@@ -45,7 +45,11 @@ class FastPathListener(socket, state=Listener):
             if arrival is not None:
                 sock = self._adopt(arrival)
                 if sock is not None:
-                    return sock, sock.getpeername()
+                    # The address accept found, as the kernel's accept gives it: a
+                    # connection reset since has no peer name any more (ENOTCONN).
+                    if isinstance(arrival, TcpArrival):
+                        return sock, arrival.address
+                    return sock, sock._state.peer
                 continue
             if deadline is None:
                 self._state.wait(None)

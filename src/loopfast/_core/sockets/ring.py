@@ -134,6 +134,17 @@ class RingSocket(FastPathSocket, state=RingConnection):
             at += len(part)
         return len(data), [], 0, None
 
+    def getpeername(self) -> Any:
+        """The peer's TCP-style address; ENOTCONN once the connection was reset, as TCP's.
+
+        Raises:
+            OSError: EBADF if closed; ENOTCONN after a reset (the ssl module tells
+                "closed before the handshake" by it).
+        """
+        if _csocket.socket.fileno(self) != -1 and self._channel.reset:
+            raise OSError(errno.ENOTCONN, os.strerror(errno.ENOTCONN))
+        return super().getpeername()
+
     def shutdown(self, how: int) -> None:
         """``socket.shutdown``. After SHUT_RD, recv returns queued data, then b"" at once.
 
@@ -166,6 +177,9 @@ class RingSocket(FastPathSocket, state=RingConnection):
         if optname == _stdsocket.SO_RCVBUF:  # our receive window follows it
             rcvbuf = self._get_option(_stdsocket.SOL_SOCKET, _stdsocket.SO_RCVBUF)
             self._state.link.rcvbuf_changed(rcvbuf, self._compat)
+        if optname == _stdsocket.SO_LINGER:  # (1, 0): the last close resets the peer, as TCP's
+            onoff, linger = struct.unpack("ii", bytes(args[0])[:8])
+            channel.abortive = bool(onoff) and linger == 0
         if optname in (_stdsocket.SO_RCVTIMEO, _stdsocket.SO_SNDTIMEO):
             seconds, micros = struct.unpack("ll", bytes(args[0])[:16])
             if optname == _stdsocket.SO_RCVTIMEO:

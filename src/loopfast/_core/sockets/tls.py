@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import os
+import socket as _stdsocket
 import ssl
 from typing import Any, Self
 
@@ -57,6 +58,41 @@ class _Wrapped(ssl.SSLSocket):
         self.suppress_ragged_eofs = suppress_ragged_eofs
 
 
+def _refuse_reset_with_data(sock: RingSocket) -> None:
+    """What ``SSLSocket._create`` does with a socket that is no longer connected.
+
+    A reset connection (``getpeername()`` raises ENOTCONN, as TCP's after a
+    reset) with bytes still queued must not hand them to a caller who would
+    take them for TLS: the stdlib reads one byte and raises SSLError(ENOTCONN,
+    "Closed before TLS handshake with data in recv buffer."); with none queued
+    its recv raises the reset.
+
+    Raises:
+        ssl.SSLError: bytes were queued (the socket is closed then).
+        OSError: the reset itself, or what getpeername/recv raise.
+    """
+    try:
+        sock.getpeername()
+        return
+    except OSError as exc:
+        if exc.errno != errno.ENOTCONN:
+            raise
+        notconn = exc.errno
+    try:
+        data = sock.recv(1, _stdsocket.MSG_DONTWAIT)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTCONN, errno.EINVAL):
+            raise
+        data = b""
+    if data:
+        reason = "Closed before TLS handshake with data in recv buffer."
+        error = ssl.SSLError(notconn, reason)
+        error.reason = reason  # the attributes _ssl.c always adds
+        error.library = None  # type: ignore[assignment]  # as the stdlib sets it
+        sock.close()
+        raise error
+
+
 class RingTLSSocket(_Wrapped, RingSocket):  # type: ignore[misc]
     """An ``ssl.SSLSocket`` over a ring connection (its records travel through the rings).
 
@@ -72,6 +108,7 @@ class RingTLSSocket(_Wrapped, RingSocket):  # type: ignore[misc]
     def _wrap(cls, sock: RingSocket, context: ssl.SSLContext, server_side: bool,
               do_handshake_on_connect: bool, suppress_ragged_eofs: bool,
               server_hostname: str | None, session: ssl.SSLSession | None) -> RingTLSSocket:
+        _refuse_reset_with_data(sock)
         timeout = sock.gettimeout()
         self = cls.__new__(cls)
         # The same fd number, as the stdlib's wrap_socket keeps it; sock is left detached.
