@@ -553,8 +553,11 @@ def server_link(fds: list[int], sizes: tuple[int, int], window: int | None = Non
     if window is not None:
         channel.window = window
     channel.settle()  # the client may have sent already
-    # Channel() checked that both are AF_UNIX stream sockets.
-    return RingLink(channel, r, _csocket.socket(fileno=w), _csocket.socket(fileno=peer_w))
+    # Channel() checked that both are AF_UNIX stream sockets: saying so spares the
+    # socket constructor its probes (three getsockopt calls each).
+    unix = (_csocket.AF_UNIX, _csocket.SOCK_STREAM, 0)
+    return RingLink(channel, r, _csocket.socket(*unix, fileno=w),
+                    _csocket.socket(*unix, fileno=peer_w))
 
 
 class _Watcher:
