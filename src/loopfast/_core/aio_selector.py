@@ -31,7 +31,6 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
-import os
 import selectors
 import time
 from collections.abc import Callable
@@ -83,15 +82,8 @@ def _channel_of(fileobj: Any, fd: int) -> Any:
     channel = getattr(fileobj, "_channel", None)
     if isinstance(channel, ringcore.ring.Channel):
         return channel
-    live = ring_link._live  # by the (device, inode) of the connection's r
-    if not live:
-        return None
-    try:
-        info = os.fstat(fd)
-    except OSError:
-        return None
-    link = live.get((info.st_dev, info.st_ino))
-    return None if link is None or link.users == 0 else link.channel
+    link = ring_link.link_of(fd)
+    return None if link is None else link.channel
 
 
 class RingSelector(selectors.EpollSelector):

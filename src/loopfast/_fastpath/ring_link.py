@@ -509,11 +509,11 @@ def any_live() -> bool:
     return bool(_live)
 
 
-def adopt(fd: int) -> RingConnection | None:
-    """A share of the live ring connection whose r *fd* refers to, or None.
+def link_of(fd: int) -> RingLink | None:
+    """The live ring connection (in this process) whose r *fd* refers to, or None.
 
-    What ``socket.socket(fileno=fd)`` of a ring connection's fd (in this
-    process) needs to carry its data instead of writing wake-up bytes.
+    Any fd number of it will do (a dup, one made by ``socket.fromfd``): the
+    lookup is by the socket's inode. No syscall while no ring connection lives.
     """
     if not _live:
         return None
@@ -522,7 +522,17 @@ def adopt(fd: int) -> RingConnection | None:
     except OSError:
         return None
     link = _live.get((info.st_dev, info.st_ino))
-    if link is None or link.users == 0 or link.first is None:
+    return None if link is None or link.users == 0 else link
+
+
+def adopt(fd: int) -> RingConnection | None:
+    """A share of the live ring connection whose r *fd* refers to, or None.
+
+    What ``socket.socket(fileno=fd)`` of a ring connection's fd (in this
+    process) needs to carry its data instead of writing wake-up bytes.
+    """
+    link = link_of(fd)
+    if link is None or link.first is None:
         return None
     first = link.first
     link.users += 1
