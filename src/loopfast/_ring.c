@@ -104,6 +104,18 @@
  *   the punch returns, before head is published. The hot path pays nothing
  *   for it. A peer that never trims keeps only pages of a ring this side
  *   accepted the size of.
+ * - Last close (hang_up): after closing its r, a side polls its own w; POLLHUP
+ *   there means no copy of r is left anywhere (no dup, no fork()ed holder), and
+ *   only then it tells the peer in the header: WR_SHUT (and RESET when it
+ *   leaves the peer's bytes unread, or SO_LINGER (1, 0) asked for it) on its
+ *   tx ring, RD_SHUT on its rx ring, then a bell, a futex wake and a drain of
+ *   the peer's filler. A side that dies never tells; its peer learns from the
+ *   hang-up of its copy of the dead side's w, as before.
+ * - Filler is NUL bytes, and only its side writes into r -> w. Anything else
+ *   found in a w queue (drain_checked, inspect_wakeups) was written to that
+ *   side's fd by its program: FOREIGN goes into both rings' flags (both sides'
+ *   calls then fail with ECONNRESET naming the cause), both are woken, and
+ *   that w's reading side is shut, so a writer blocked on the fd gets EPIPE.
  * - The GIL is released only to spin or park; the shared mapping lives until
  *   the Channel is closed, and close() first takes both direction locks, so
  *   no thread is inside a ring when it is unmapped. close() wakes parked
