@@ -480,6 +480,14 @@ static size_t drain_r(Channel *ch) {
     return taken;
 }
 
+/* Filler is NUL bytes: anything else in *n* bytes (n <= 0: none) was not ours. */
+static int not_filler(const char *buf, ssize_t n) {
+    for (ssize_t k = 0; k < n; k++)
+        if (buf[k] != 0)
+            return 1;
+    return 0;
+}
+
 /* Empty a w socket's queue of filler: makes the side that filled it writable.
  * Filler is NUL bytes; anything else was written to that side's fd by its
  * program (os.write on fileno()), which a ring cannot carry. Returns 1 then. */
@@ -490,8 +498,7 @@ static int drain_filler(int w) {
         ssize_t got = recv(w, scratch, sizeof scratch, MSG_DONTWAIT);
         if (got <= 0)
             break;
-        for (ssize_t k = 0; k < got && !foreign; k++)
-            foreign = scratch[k] != 0;
+        foreign = foreign || not_filler(scratch, got);
     }
     return foreign;
 }
@@ -501,10 +508,7 @@ static int drain_filler(int w) {
  * peer learns it from FOREIGN in either ring's flags at its next call; wake
  * it, and our own waiters, as a close would. */
 static void mark_foreign(Channel *ch) {
-    if (!ch->fault) {
-        ch->fault = ECONNRESET;
-        ch->fault_why = FOREIGN_WHY;
-    }
+    set_fault(ch, FOREIGN_WHY);
     if (ch->base == NULL || ch->closed)
         return;
     atomic_fetch_or_explicit(&ch->tx->flags, FOREIGN, memory_order_acq_rel);
@@ -515,21 +519,22 @@ static void mark_foreign(Channel *ch) {
     ring_bell(ch->own_w, &ch->rx->bells);
 }
 
-/* After foreign bytes: no more writes into the r whose queue w is. A writer
- * blocked in os.write or os.sendfile on that fd wakes with EPIPE instead of
- * waiting forever for room nobody makes; the filler is over for a reset
- * connection anyway. Bells (w -> r) are not affected, and w's hang-up, which
- * says that r was closed, is not either: EPOLLHUP needs both directions shut. */
-static void refuse_foreign(int w) {
+/* Foreign bytes found in w's queue: reset both sides (mark_foreign), then no
+ * more writes into the r whose queue w is. A writer blocked in os.write or
+ * os.sendfile on that fd wakes with EPIPE instead of waiting forever for room
+ * nobody makes; the filler is over for a reset connection anyway. Bells
+ * (w -> r) are not affected, and w's hang-up, which says that r was closed, is
+ * not either: EPOLLHUP needs both directions shut. Then what waits is dropped. */
+static void reject_foreign(Channel *ch, int w) {
+    mark_foreign(ch);
     shutdown(w, SHUT_RD);
+    drain_filler(w);
 }
 
 /* drain_filler, and a reset when it finds foreign bytes. */
 static void drain_checked(Channel *ch, int w) {
-    if (drain_filler(w)) {
-        mark_foreign(ch);
-        refuse_foreign(w);
-    }
+    if (drain_filler(w))
+        reject_foreign(ch, w);
 }
 
 /* FOREIGN in a ring's flags (the peer found bytes written behind a socket
@@ -537,10 +542,7 @@ static void drain_checked(Channel *ch, int w) {
 static int foreign_told(Channel *ch, uint32_t flags) {
     if (!(flags & FOREIGN))
         return 0;
-    if (!ch->fault) {
-        ch->fault = ECONNRESET;
-        ch->fault_why = FOREIGN_WHY;
-    }
+    set_fault(ch, FOREIGN_WHY);
     return 1;
 }
 
@@ -1643,14 +1645,9 @@ static PyObject *Channel_inspect_wakeups(Channel *self, PyObject *Py_UNUSED(igno
         if (ws[i] < 0)
             continue;
         ssize_t got = recv(ws[i], seen, sizeof seen, MSG_DONTWAIT | MSG_PEEK);
-        int foreign = 0;
-        for (ssize_t k = 0; k < got && !foreign; k++)
-            foreign = seen[k] != 0;
-        if (!foreign)
+        if (!not_filler(seen, got))
             continue;
-        mark_foreign(self);
-        refuse_foreign(ws[i]); /* a writer blocked on that fd fails (EPIPE), and is told */
-        drain_filler(ws[i]);
+        reject_foreign(self, ws[i]); /* a writer blocked on that fd fails (EPIPE), and is told */
         told = 1;
     }
     return PyBool_FromLong(told);

@@ -44,6 +44,12 @@ def peer_credentials(sock: _csocket.socket) -> PeerCredentials:
     return PeerCredentials(*_PEERCRED.unpack(raw))
 
 
+def raw_family(sock: _csocket.socket) -> int:
+    """*sock*'s family as a plain int: ``socket.socket.family`` makes an enum on every
+    read, which showed in the set-up profile (ten reads a connection)."""
+    return int(_csocket.socket.family.__get__(sock))
+
+
 def is_tcp(sock: _csocket.socket) -> bool:
     """True for an AF_INET/AF_INET6 stream socket of the TCP protocol."""
     return (sock.family in _INET and sock.type == socket.SOCK_STREAM

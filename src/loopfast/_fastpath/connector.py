@@ -29,7 +29,6 @@ describes; nothing here knows the socket classes.
 
 from __future__ import annotations
 
-import _socket as _csocket
 import logging
 import os
 import socket as _stdsocket
@@ -41,7 +40,7 @@ from typing import Any, cast
 
 from .. import compat
 from .._core import addresses, ringcore
-from .._core.stdlib import PeerCredentials, StdSocket, peer_credentials, send_fds
+from .._core.stdlib import PeerCredentials, StdSocket, peer_credentials, raw_family, send_fds
 from . import handshake, owner, ring_link
 from .connection import Connection
 from .ring_link import RingConnection, RingOffer, receive_ring, receive_window, ring_size
@@ -67,12 +66,6 @@ _SNDTIMEO = (_stdsocket.SOL_SOCKET, _stdsocket.SO_SNDTIMEO)
 _NONBLOCKING_STREAM = _stdsocket.SOCK_STREAM | _stdsocket.SOCK_NONBLOCK
 _no_core_warned = False
 _no_core_lock = threading.Lock()
-
-
-def raw_family(sock: _stdsocket.socket) -> int:
-    """*sock*'s family as a plain int: ``sock.family`` makes an enum on every read,
-    which showed in the set-up profile (ten reads a connection)."""
-    return int(_csocket.socket.family.__get__(sock))
 
 
 class Rendezvous:

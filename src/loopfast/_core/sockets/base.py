@@ -36,7 +36,7 @@ from ..._fastpath.listener import Listener
 from ..._winsock.socket_poll import socket_poll
 from ...constants import SIO_LOOPBACK_FAST_PATH, SIO_SET_COMPATIBILITY_MODE, SO_BUSY_POLL
 from .. import addresses, filtering, options
-from ..stdlib import StdSocket, is_tcp
+from ..stdlib import StdSocket, is_tcp, raw_family
 
 _BOOL_SIZE = 4  # Winsock's BOOL
 TRANSPORTS = ("ring", "stream")
@@ -332,7 +332,7 @@ class socket(_stdsocket.socket):
                 or not isinstance(address[0], str) or not isinstance(address[1], int)
                 or self._listening() or self._connected()):
             return False
-        family = connector.raw_family(self)
+        family = raw_family(self)
         host = addresses.numeric_host(family, address[0], address[1])
         port = address[1]
         if (not addresses.is_loopback(family, host) or not policy.current().allows(port)
