@@ -318,6 +318,8 @@ typedef struct {
     int reset_seen; /* the connection was reset (TCP's state is CLOSE: getpeername ENOTCONN) */
     int abortive;   /* SO_LINGER (1, 0): our last close resets the peer, as TCP's abortive close */
     int server;
+    int r_gone;     /* hang_up saw our r closed everywhere: bells at ourselves reach nobody */
+    int w_queued;   /* hang_up saw bytes waiting in our w (close() must look at them) */
     int64_t rcvtimeo_ns, sndtimeo_ns; /* SO_RCVTIMEO / SO_SNDTIMEO: blocking calls give EAGAIN */
     int fault;      /* sticky errno after corruption */
     const char *fault_why;
@@ -1221,11 +1223,13 @@ static int check_fd_is_stream(int fd) {
 }
 
 PyDoc_STRVAR(Channel_doc,
-"Channel(memfd, c2s_size, s2c_size, server, own_r, own_w, peer_w, /)\n--\n\n"
+"Channel(memfd, c2s_size, s2c_size, server, own_r, own_w, peer_w, trusted=False, /)\n--\n\n"
 "One end of a ring-carried connection: maps the sealed memfd (the fd is not\n"
 "kept) and uses the three socket fds, which the caller owns and keeps open\n"
 "until close(). Raises OSError(EINVAL) when the memfd is not sealed, has the\n"
-"wrong size, or a size is not a power of two in [4096, 64 MiB].");
+"wrong size, or a size is not a power of two in [4096, 64 MiB]. trusted: this\n"
+"process made every fd (create_memfd with these sizes, socketpair), so those\n"
+"checks are skipped.");
 
 static int init_side_state(side_state *st) {
     pthread_mutexattr_t attr;
@@ -1243,10 +1247,10 @@ static int init_side_state(side_state *st) {
 }
 
 static int Channel_init(Channel *self, PyObject *args, PyObject *kwds) {
-    int memfd, server, own_r, own_w, peer_w;
+    int memfd, server, own_r, own_w, peer_w, trusted = 0;
     unsigned long long c2s, s2c;
-    if (!PyArg_ParseTuple(args, "iKKpiii:Channel", &memfd, &c2s, &s2c, &server, &own_r, &own_w,
-                          &peer_w))
+    if (!PyArg_ParseTuple(args, "iKKpiii|p:Channel", &memfd, &c2s, &s2c, &server, &own_r, &own_w,
+                          &peer_w, &trusted))
         return -1;
     if (self->base != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Channel is already initialised");
@@ -1259,19 +1263,21 @@ static int Channel_init(Channel *self, PyObject *args, PyObject *kwds) {
             return -1;
         }
     }
-    int seals = fcntl(memfd, F_GET_SEALS);
+    size_t len = HEADER_SIZE + (size_t)c2s + (size_t)s2c;
+    /* trusted: every fd was made by this process (create_memfd, socketpair)
+     * for these sizes, as the client's are; a server checks what it was sent. */
+    int seals = trusted ? REQUIRED_SEALS : fcntl(memfd, F_GET_SEALS);
     if (seals < 0 || (seals & REQUIRED_SEALS) != REQUIRED_SEALS) {
         raise_errno(EINVAL, "the shared memory is not a sealed memfd");
         return -1;
     }
     struct stat st;
-    size_t len = HEADER_SIZE + (size_t)c2s + (size_t)s2c;
-    if (fstat(memfd, &st) < 0 || (size_t)st.st_size != len) {
+    if (!trusted && (fstat(memfd, &st) < 0 || (size_t)st.st_size != len)) {
         raise_errno(EINVAL, "the shared memory has the wrong size");
         return -1;
     }
-    if (check_fd_is_stream(own_r) < 0 || check_fd_is_stream(own_w) < 0 ||
-        (peer_w >= 0 && check_fd_is_stream(peer_w) < 0)) {
+    if (!trusted && (check_fd_is_stream(own_r) < 0 || check_fd_is_stream(own_w) < 0 ||
+                     (peer_w >= 0 && check_fd_is_stream(peer_w) < 0))) {
         raise_errno(EINVAL, "the wake-up fds must be AF_UNIX stream sockets");
         return -1;
     }
@@ -1531,9 +1537,11 @@ PyDoc_STRVAR(hang_up_doc,
 static PyObject *Channel_hang_up(Channel *self, PyObject *Py_UNUSED(ignored)) {
     if (self->base == NULL || self->closed || self->own_w < 0)
         Py_RETURN_FALSE;
-    struct pollfd probe = {self->own_w, 0, 0};
+    struct pollfd probe = {self->own_w, POLLIN, 0};
     if (poll(&probe, 1, 0) != 1 || !(probe.revents & POLLHUP))
         Py_RETURN_FALSE; /* r lives on elsewhere: its last close tells */
+    self->r_gone = 1;
+    self->w_queued = (probe.revents & POLLIN) != 0;
     /* No other holder is left to race with: no lock needed. */
     int64_t unread = rx_avail(self);
     uint32_t told = WR_SHUT | (unread != 0 || self->abortive ? RESET : 0);
@@ -1541,6 +1549,10 @@ static PyObject *Channel_hang_up(Channel *self, PyObject *Py_UNUSED(ignored)) {
     atomic_fetch_or_explicit(&self->rx->flags, RD_SHUT, memory_order_acq_rel);
     atomic_thread_fence(memory_order_seq_cst);
     wake_parked(&self->tx->consumer_waiting);
+    /* A peer that hung up first (RD_SHUT on our tx ring: its r is closed
+     * everywhere) has no fd left to ring and nothing waiting for room. */
+    if (atomic_load_explicit(&self->tx->flags, memory_order_acquire) & RD_SHUT)
+        Py_RETURN_TRUE;
     ring_bell(self->peer_w, &self->tx->bells);
     drain_checked(self, self->peer_w); /* a peer waiting for room fails at once */
     Py_RETURN_TRUE;
@@ -1558,12 +1570,17 @@ PyDoc_STRVAR(close_doc,
 static PyObject *Channel_close(Channel *self, PyObject *Py_UNUSED(ignored)) {
     if (self->base == NULL || self->closed)
         Py_RETURN_NONE;
-    drain_checked(self, self->own_w); /* our program's bytes on our fd: the peer must hear */
+    if (!self->r_gone || self->w_queued)
+        drain_checked(self, self->own_w); /* our program's bytes on our fd: the peer must hear */
     self->closed = 1;
-    /* Wake our own waiters: parked in recv, selecting, or waiting for space. */
+    /* Wake our own waiters: parked in recv, selecting, or waiting for space.
+     * With our r closed everywhere (hang_up saw it) nobody can select on it
+     * or wait for its room: only a parked recv is left to wake. */
     wake_parked(&self->rx->consumer_waiting);
-    ring_bell(self->own_w, &self->rx->bells);
-    drain_filler(self->own_w);
+    if (!self->r_gone) {
+        ring_bell(self->own_w, &self->rx->bells);
+        drain_filler(self->own_w);
+    }
     if (take(self->rx_lock) < 0 || take(self->tx_lock) < 0)
         return raise_errno(EDEADLK, NULL);
     unmap(self);
@@ -2351,17 +2368,22 @@ static PyObject *create_memfd(PyObject *module, PyObject *args) {
         return PyErr_SetFromErrno(PyExc_OSError);
     if (ftruncate(fd, (off_t)len) < 0)
         goto fail;
-    shm_header *h = mmap(NULL, HEADER_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (h == MAP_FAILED)
-        goto fail;
-    h->magic = MAGIC;
-    h->version = 1;
+    /* Written with pwrite, not through a mapping: an munmap in a process with
+     * threads costs a TLB shootdown, and this runs once per connection. */
+    shm_header h;
+    memset(&h, 0, sizeof h);
+    h.magic = MAGIC;
+    h.version = 1;
     for (int i = 0; i < 2; i++) {
         unsigned long long size = i ? s2c : c2s, window = (unsigned long long)windows[i];
-        atomic_store(&h->ring[i].consumer_waiting, 1);
-        atomic_store(&h->ring[i].window, (uint32_t)(windows[i] < 0 || window > size ? size : window));
+        atomic_init(&h.ring[i].consumer_waiting, CW_OUTSIDE);
+        atomic_init(&h.ring[i].window, (uint32_t)(windows[i] < 0 || window > size ? size : window));
     }
-    munmap(h, HEADER_SIZE);
+    if (pwrite(fd, &h, sizeof h, 0) != (ssize_t)sizeof h) {
+        if (errno == 0)
+            errno = EIO;
+        goto fail;
+    }
     if (fcntl(fd, F_ADD_SEALS, REQUIRED_SEALS) < 0)
         goto fail;
     return PyLong_FromLong(fd);
@@ -2374,41 +2396,28 @@ fail:
     return PyErr_SetFromErrno(PyExc_OSError);
 }
 
-PyDoc_STRVAR(set_windows_doc,
-"set_windows(memfd, c2s_window, s2c_window, /)\n--\n\n"
-"Set the receive windows a fresh memfd starts with, as create_memfd's\n"
-"arguments do (-1: the whole ring; clamped to the ring's size). Only for a\n"
-"memfd made by create_memfd with the default windows (each still the whole\n"
-"ring) and not yet handed to a peer: made ahead of need. Raises OSError.");
+/* Forks this process came out of (the child's count goes up): parts made
+ * ahead of need (ring_link's pool) are not handed out across one, whoever
+ * forked, Python's os.fork or a C library. */
+static unsigned long forks_seen;
 
-static PyObject *set_windows(PyObject *module, PyObject *args) {
-    int fd;
-    long long windows[2];
-    if (!PyArg_ParseTuple(args, "iLL:set_windows", &fd, &windows[0], &windows[1]))
-        return NULL;
-    struct stat st;
-    if (fstat(fd, &st) < 0)
-        return PyErr_SetFromErrno(PyExc_OSError);
-    for (int i = 0; i < 2; i++) {
-        /* The ring sizes are in the file's length only as their sum; the
-         * header's own record of them is not kept, so read the window back:
-         * create_memfd clamped it to the ring's size when it wrote it. */
-        off_t at = (off_t)(offsetof(shm_header, ring) + (size_t)i * sizeof(ring_ctl) +
-                           offsetof(ring_ctl, window));
-        uint32_t size, value;
-        if (pread(fd, &size, sizeof size, at) != (ssize_t)sizeof size)
-            return PyErr_SetFromErrno(PyExc_OSError);
-        value = windows[i] < 0 || (unsigned long long)windows[i] > size ? size
-                                                                         : (uint32_t)windows[i];
-        if (pwrite(fd, &value, sizeof value, at) != (ssize_t)sizeof value)
-            return PyErr_SetFromErrno(PyExc_OSError);
-    }
-    Py_RETURN_NONE;
+static void after_fork_child(void) {
+    seal_slabs();
+    forks_seen++;
+}
+
+PyDoc_STRVAR(forks_doc,
+"forks($self, /)\n--\n\n"
+"How many fork()s made this process (any fork: os.fork, or C code calling\n"
+"fork() with no Python hook). No syscall.");
+
+static PyObject *forks(PyObject *module, PyObject *Py_UNUSED(ignored)) {
+    return PyLong_FromUnsignedLong(forks_seen);
 }
 
 static PyMethodDef module_methods[] = {
     {"create_memfd", create_memfd, METH_VARARGS, create_doc},
-    {"set_windows", set_windows, METH_VARARGS, set_windows_doc},
+    {"forks", forks, METH_NOARGS, forks_doc},
     {"socket_method", (PyCFunction)(void (*)(void))socket_method, METH_FASTCALL,
      socket_method_doc},
     {"spin_ready", (PyCFunction)(void (*)(void))spin_ready, METH_FASTCALL, spin_ready_doc},
@@ -2418,7 +2427,7 @@ static PyMethodDef module_methods[] = {
 static int ring_exec(PyObject *module) {
     static int atfork_done;
     if (!atfork_done) {
-        if (pthread_atfork(NULL, seal_slabs, seal_slabs) != 0) {
+        if (pthread_atfork(NULL, seal_slabs, after_fork_child) != 0) {
             PyErr_SetString(PyExc_RuntimeError, "pthread_atfork failed");
             return -1;
         }

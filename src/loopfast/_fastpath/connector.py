@@ -43,7 +43,14 @@ from .._core import addresses, ringcore
 from .._core.stdlib import PeerCredentials, StdSocket, peer_credentials, raw_family, send_fds
 from . import handshake, owner, ring_link
 from .connection import Connection
-from .ring_link import RingConnection, RingOffer, receive_ring, receive_window, ring_size
+from .ring_link import (
+    RingConnection,
+    RingOffer,
+    receive_ring,
+    receive_window,
+    ring_size,
+    tcp_rmem,
+)
 
 _log = logging.getLogger("loopfast")
 
@@ -142,8 +149,11 @@ class Prepared:
             if transport == "ring":
                 # c2s: big enough for an autotuning server, its window what its
                 # SO_RCVBUF says until it attaches and sets its own; s2c: ours.
-                rcvbuf = StdSocket.getsockopt(app, _stdsocket.SOL_SOCKET, _stdsocket.SO_RCVBUF)
                 rcvbuf_set = bool(getattr(app, "_rcvbuf_set", False))
+                # Left alone, a TCP socket's SO_RCVBUF is tcp_rmem[1] (tcp_init_sock):
+                # no syscall to learn it.
+                rcvbuf = (StdSocket.getsockopt(app, _stdsocket.SOL_SOCKET, _stdsocket.SO_RCVBUF)
+                          if rcvbuf_set else tcp_rmem()[1])
                 s2c = ring_size(compat.ring_capacity(receive_ring(rcvbuf, rcvbuf_set), settings))
                 self.offer = RingOffer(receive_ring(server_rcvbuf, None), s2c,
                                        ring_size(server_rcvbuf),
@@ -218,7 +228,10 @@ def connect(app: _stdsocket.socket, host: str, port: int, transport: str,
         offer, reservation = ready.offer, ready.reservation
         carrier = offer.client_r if offer is not None else found.stream
         os.dup2(carrier.fileno(), app.fileno(), inheritable=False)
-    StdSocket.settimeout(app, app.gettimeout())  # the new file description needs O_NONBLOCK
+    if offer is None or app.gettimeout() is not None:
+        # The new file description needs the socket's O_NONBLOCK (the ring's r is
+        # made blocking, the rendezvous stream non-blocking).
+        StdSocket.settimeout(app, app.gettimeout())
     if offer is None:
         return Connection(app.family, ready.local, ready.target, found.credentials, reservation)
     try:

@@ -84,7 +84,7 @@ def _sysctl(name: str, default: tuple[int, ...]) -> tuple[int, ...]:
     return value
 
 
-def _tcp_rmem() -> tuple[int, ...]:
+def tcp_rmem() -> tuple[int, ...]:
     """net.ipv4.tcp_rmem: (min, default, max) of a TCP receive buffer."""
     return _sysctl("net/ipv4/tcp_rmem", (4096, 131_072, 6_291_456))  # the kernel's defaults
 
@@ -98,7 +98,7 @@ def autotune_ring() -> int:
     Raises:
         OSError: EOPNOTSUPP without the C core.
     """
-    return ring_size(min(_tcp_rmem()[2], AUTOTUNE_RING_MAX))
+    return ring_size(min(tcp_rmem()[2], AUTOTUNE_RING_MAX))
 
 
 def receive_ring(rcvbuf: int | None, rcvbuf_set: bool | None) -> int:
@@ -116,7 +116,7 @@ def receive_ring(rcvbuf: int | None, rcvbuf_set: bool | None) -> int:
     """
     if not rcvbuf:
         return DEFAULT_RING
-    if rcvbuf_set is False or (rcvbuf_set is None and rcvbuf == _tcp_rmem()[1]):
+    if rcvbuf_set is False or (rcvbuf_set is None and rcvbuf == tcp_rmem()[1]):
         return max(autotune_ring(), ring_size(rcvbuf))
     return ring_size(rcvbuf)
 
@@ -188,15 +188,20 @@ def _pair() -> tuple[_csocket.socket, _csocket.socket]:
 
 
 class _Parts:
-    """A memfd with the default windows and two wake-up socket pairs, made by one process."""
+    """A memfd with its windows and two wake-up socket pairs, made by one process.
 
-    __slots__ = ("memfd", "pid", "sizes", "socks")
+    ``key`` is what it was made for: the ring sizes and the receive windows
+    the memfd's header starts with. ``forks`` is ``_ring.forks()`` then.
+    """
 
-    def __init__(self, c2s: int, s2c: int) -> None:
-        self.sizes = (c2s, s2c)
-        self.pid = os.getpid()
+    __slots__ = ("forks", "key", "memfd", "socks")
+
+    def __init__(self, key: tuple[int, int, int, int]) -> None:
+        self.key = key
+        core = _core()
+        self.forks = core.forks()
         self.socks: list[_csocket.socket] = []
-        self.memfd = _core().create_memfd(c2s, s2c)
+        self.memfd = core.create_memfd(*key)
         try:
             self.socks.extend(_pair())
             self.socks.extend(_pair())
@@ -217,10 +222,11 @@ class _Pool:
     """Ring offers' parts made ahead of need, so a connect does not wait for them.
 
     ``refill()`` (the connector calls it once its hello is out, while the server
-    works on it) makes up to ``DEPTH`` parts for the ring sizes last asked for;
-    ``take()`` hands one out. Parts are this process's alone: a child of fork()
-    starts with none (the parent's would give two connections one ring), and a
-    part made by another pid is never handed out. A failure to make parts
+    works on it) makes up to ``DEPTH`` parts for what was last asked for (ring
+    sizes and windows); ``take()`` hands one out. Parts are this process's
+    alone: a child of fork() starts with none (the parent's would give two
+    connections one ring), and a part made before a fork, by whatever code
+    forked (``_ring.forks``), is never handed out. A failure to make parts
     (EMFILE...) empties the pool, so it never holds fds a connection needs.
     """
 
@@ -229,7 +235,7 @@ class _Pool:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._parts: list[_Parts] = []
-        self._sizes: tuple[int, int] | None = None
+        self._key: tuple[int, int, int, int] | None = None
         os.register_at_fork(after_in_child=self._after_fork)
 
     def _after_fork(self) -> None:
@@ -238,28 +244,29 @@ class _Pool:
             parts.close()
         self._parts = []
 
-    def take(self, sizes: tuple[int, int]) -> _Parts | None:
-        """Parts for rings of *sizes*, or None (then the caller makes its own)."""
+    def take(self, key: tuple[int, int, int, int]) -> _Parts | None:
+        """Parts made for *key* (sizes and windows), or None (then the caller makes its own)."""
         with self._lock:
-            self._sizes = sizes
-            if self._parts and self._parts[-1].sizes == sizes:
+            self._key = key
+            if self._parts and self._parts[-1].key == key:
                 parts = self._parts.pop()
-                if parts.pid == os.getpid():
+                if parts.forks == _core().forks():
                     return parts
                 parts.close()
         return None
 
     def refill(self) -> None:
-        """Make parts for the sizes last asked for, up to DEPTH. Never raises."""
+        """Make parts for what was last asked for, up to DEPTH. Never raises."""
         with self._lock:
-            sizes = self._sizes
-            if sizes is None:
+            key = self._key
+            if key is None:
                 return
-            self._parts = [parts for parts in self._parts if self._keep(parts, sizes)]
+            forks = _core().forks()
+            self._parts = [parts for parts in self._parts if self._keep(parts, key, forks)]
             missing = self.DEPTH - len(self._parts)
         for _ in range(missing):
             try:
-                parts = _Parts(*sizes)
+                parts = _Parts(key)
             except OSError:
                 self.clear()
                 return
@@ -278,8 +285,9 @@ class _Pool:
         for parts in held:
             parts.close()
 
-    def _keep(self, parts: _Parts, sizes: tuple[int, int]) -> bool:
-        if parts.pid == os.getpid() and parts.sizes == sizes:
+    @staticmethod
+    def _keep(parts: _Parts, key: tuple[int, int, int, int], forks: int) -> bool:
+        if parts.forks == forks and parts.key == key:
             return True
         parts.close()
         return False
@@ -315,24 +323,19 @@ class RingOffer:
 
     def __init__(self, c2s: int, s2c: int, c2s_window: int = -1, s2c_window: int = -1) -> None:
         self.sizes = (c2s, s2c)
-        parts = _pool.take(self.sizes)
+        key = (c2s, s2c, c2s_window, s2c_window)
+        parts = _pool.take(key)
         if parts is None:
             try:
-                parts = _Parts(c2s, s2c)
+                parts = _Parts(key)
             except OSError as exc:
                 if exc.errno not in (errno.EMFILE, errno.ENFILE):
                     raise
                 _pool.clear()  # the pool's fds are better spent on this connection
-                parts = _Parts(c2s, s2c)
+                parts = _Parts(key)
         self.memfd = parts.memfd
         self._socks = parts.socks
         self.client_r, self.client_w, self.server_r, self.server_w = self._socks
-        if (c2s_window, s2c_window) != (-1, -1):
-            try:
-                _core().set_windows(self.memfd, c2s_window, s2c_window)
-            except BaseException:
-                self.discard()
-                raise
 
     def fds_for_server(self) -> list[int]:
         """The fds the hello carries, in the order handshake.py writes down."""
@@ -345,9 +348,9 @@ class RingOffer:
         Raises:
             OSError: the rings could not be mapped (everything is closed then).
         """
-        try:
+        try:  # trusted: this process made every fd, for these sizes
             channel = _core().Channel(self.memfd, *self.sizes, False, own_r,
-                                      self.client_w.fileno(), self.server_w.fileno())
+                                      self.client_w.fileno(), self.server_w.fileno(), True)
         except BaseException:
             self.discard()
             raise
@@ -421,14 +424,10 @@ class RingLink:
         """A socket object of this connection now uses fd number *fd* (our r or a dup).
 
         The first one makes the connection findable by ``adopt`` (any fd that
-        refers to our r finds it).
-
-        Raises:
-            OSError: as os.fstat.
+        refers to our r finds it); its inode is read only when one is looked for.
         """
         if not self.holders:
-            info = os.fstat(fd)
-            _live[(info.st_dev, info.st_ino)] = self
+            _unindexed.add(self)
         self.holders.append(fd)
 
     def let_go(self, fd: int) -> bool:
@@ -501,12 +500,27 @@ class RingConnection(Connection):
 
 
 # Live connections by the (device, inode) of their r: socket(fileno=fd) finds its own.
+# A new one waits in _unindexed until a lookup reads its inode (an fstat per
+# connection is a cost only reach-through needs).
 _live: weakref.WeakValueDictionary[tuple[int, int], RingLink] = weakref.WeakValueDictionary()
+_unindexed: weakref.WeakSet[RingLink] = weakref.WeakSet()
 
 
 def any_live() -> bool:
     """Whether this process has a live ring connection (``adopt`` can find one)."""
-    return bool(_live)
+    return bool(_live) or bool(_unindexed)
+
+
+def _index() -> None:
+    while _unindexed:
+        link = _unindexed.pop()
+        if link.users == 0 or not link.holders:
+            continue
+        try:
+            info = os.fstat(link.channel_fd)
+        except OSError:
+            continue
+        _live[(info.st_dev, info.st_ino)] = link
 
 
 def link_of(fd: int) -> RingLink | None:
@@ -515,8 +529,9 @@ def link_of(fd: int) -> RingLink | None:
     Any fd number of it will do (a dup, one made by ``socket.fromfd``): the
     lookup is by the socket's inode. No syscall while no ring connection lives.
     """
-    if not _live:
+    if not any_live():
         return None
+    _index()
     try:
         info = os.fstat(fd)
     except OSError:

@@ -39,6 +39,7 @@ from .. import addresses, filtering, options
 from ..stdlib import StdSocket, is_tcp, raw_family
 
 _BOOL_SIZE = 4  # Winsock's BOOL
+_TCP_CLOSE = 7  # tcpi_state of a TCP socket never connected (include/net/tcp_states.h)
 TRANSPORTS = ("ring", "stream")
 
 # The class for each type of state: filled in by the subclasses' definitions.
@@ -137,7 +138,9 @@ class socket(_stdsocket.socket):
                     raise OSError(errno.EINVAL, f"fast_path={fast_path!r}: use True, False, "
                                   "'ring' (shared memory, the default) or 'stream' (AF_UNIX)")
                 self._transport = fast_path
-            if fast_path:
+            if fast_path and fileno is None and is_tcp(self):
+                self._fast_path = True  # a new TCP socket: what ioctl would check holds
+            elif fast_path:
                 self.ioctl(SIO_LOOPBACK_FAST_PATH, True)
             if compatibility_mode is not None:
                 self.ioctl(SIO_SET_COMPATIBILITY_MODE, compatibility_mode)
@@ -282,6 +285,14 @@ class socket(_stdsocket.socket):
             return False
         return True
 
+    def _unused(self) -> bool:
+        """Neither connected, connecting nor listening: TCP's CLOSE state, in one syscall."""
+        try:
+            info = StdSocket.getsockopt(self, _stdsocket.IPPROTO_TCP, _stdsocket.TCP_INFO, 1)
+        except OSError:
+            return False
+        return info[0] == _TCP_CLOSE
+
     def _listening(self) -> bool:
         try:
             return bool(StdSocket.getsockopt(
@@ -330,7 +341,7 @@ class socket(_stdsocket.socket):
         """Try the fast path; True when this socket is now a fast-path connection."""
         if (not isinstance(address, tuple) or len(address) < 2
                 or not isinstance(address[0], str) or not isinstance(address[1], int)
-                or self._listening() or self._connected()):
+                or not self._unused()):
             return False
         family = raw_family(self)
         host = addresses.numeric_host(family, address[0], address[1])
