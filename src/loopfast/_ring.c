@@ -2415,9 +2415,164 @@ static PyObject *forks(PyObject *module, PyObject *Py_UNUSED(ignored)) {
     return PyLong_FromUnsignedLong(forks_seen);
 }
 
+/* ---- the rendezvous's hot calls ----------------------------------------
+ *
+ * Not rings: the server side of the handshake (handshake.py) made per
+ * arriving client, in C because its Python took a third of a connection's
+ * set-up. They know two facts of the hello's format: its flags are the
+ * big-endian 16 bits at offset 6, and bit 0 (a ring) adds ext bytes. */
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+PyDoc_STRVAR(take_hello_doc,
+"take_hello(listen_fd, base, ext, max_fds, /)\n--\n\n"
+"Accept one connection from the AF_UNIX listener listen_fd (non-blocking,\n"
+"close-on-exec) and take its hello if it is all queued. None when nothing\n"
+"waits. Else (fd, pid, uid, gid, data, fds, truncated): the client's\n"
+"credentials (SO_PEERCRED) and data, the whole hello (base bytes, base + ext\n"
+"with a ring), consumed with the fds it carried (close-on-exec; truncated:\n"
+"the kernel cut some off, as recvmsg's MSG_CTRUNC); b'' when the stream\n"
+"ended first or its credentials cannot be read; None when the hello is not\n"
+"all queued yet (nothing consumed). The caller owns fd and fds. Raises\n"
+"OSError as accept4 (EMFILE...), and then owns nothing.");
+
+static PyObject *take_hello(PyObject *module, PyObject *args) {
+    int lfd, max_fds;
+    Py_ssize_t base, ext;
+    if (!PyArg_ParseTuple(args, "innn:take_hello", &lfd, &base, &ext, &max_fds))
+        return NULL;
+    if (base < 8 || ext < 0 || base + ext > 4096 || max_fds < 0 || max_fds > 64)
+        return raise_errno(EINVAL, "take_hello: bad sizes");
+    int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED)
+            Py_RETURN_NONE;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    struct ucred cred = {0, 0, 0};
+    socklen_t clen = sizeof cred;
+    int nocred = getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0;
+    char buf[4096];
+    int fds[64];
+    int nfds = 0, truncated = 0;
+    PyObject *data = NULL;
+    ssize_t n = nocred ? 0 : recv(fd, buf, (size_t)(base + ext), MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        data = PyBytes_FromStringAndSize(NULL, 0); /* the stream ended (or broke) */
+    } else if (n >= base) {
+        Py_ssize_t want = base + ((((unsigned char)buf[6] << 8) | (unsigned char)buf[7]) & 1 ? ext : 0);
+        if (n >= want) {
+            char control[CMSG_SPACE(sizeof(int) * 64)];
+            struct iovec iov = {buf, (size_t)want};
+            struct msghdr msg = {0};
+            msg.msg_iov = &iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control;
+            msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)max_fds);
+            ssize_t got = recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+            if (got < 0) {
+                data = PyBytes_FromStringAndSize(NULL, 0);
+            } else {
+                for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+                    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+                        continue;
+                    size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+                    int *in = (int *)CMSG_DATA(c);
+                    for (size_t j = 0; j < k; j++) {
+                        if (nfds < 64)
+                            memcpy(&fds[nfds++], &in[j], sizeof(int));
+                        else {
+                            int extra;
+                            memcpy(&extra, &in[j], sizeof(int));
+                            close(extra);
+                        }
+                    }
+                }
+                truncated = (msg.msg_flags & MSG_CTRUNC) != 0;
+                data = PyBytes_FromStringAndSize(buf, got);
+            }
+        }
+    }
+    if (data == NULL && PyErr_Occurred()) {
+        close(fd);
+        for (int j = 0; j < nfds; j++)
+            close(fds[j]);
+        return NULL;
+    }
+    PyObject *list = PyList_New(nfds);
+    if (list == NULL) {
+        Py_XDECREF(data);
+        close(fd);
+        for (int j = 0; j < nfds; j++)
+            close(fds[j]);
+        return NULL;
+    }
+    for (int j = 0; j < nfds; j++) {
+        PyObject *v = PyLong_FromLong(fds[j]);
+        if (v == NULL) {
+            for (int k = j; k < nfds; k++)
+                close(fds[k]);
+            Py_DECREF(list);
+            Py_XDECREF(data);
+            close(fd);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, j, v);
+    }
+    PyObject *out = Py_BuildValue("(iiIINNO)", fd, (int)cred.pid, (unsigned)cred.uid,
+                                  (unsigned)cred.gid, data != NULL ? data : Py_NewRef(Py_None),
+                                  list, truncated ? Py_True : Py_False);
+    if (out == NULL) { /* MemoryError: nothing was handed on */
+        close(fd);
+        for (int j = 0; j < nfds; j++)
+            close(fds[j]);
+    }
+    return out;
+}
+
+PyDoc_STRVAR(tcp_name_doc,
+"tcp_name(fd, /)\n--\n\n"
+"(family, host, port) that the TCP socket fd is bound to (getsockname), or\n"
+"None when fd is no TCP socket of AF_INET or AF_INET6 (no socket object\n"
+"made). IPv6 scope ids are dropped. Raises OSError only for a bad fd.");
+
+static PyObject *tcp_name(PyObject *module, PyObject *arg) {
+    int fd = PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
+        if (errno == ENOTSOCK)
+            Py_RETURN_NONE;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    if (ss.ss_family != AF_INET && ss.ss_family != AF_INET6)
+        Py_RETURN_NONE;
+    int proto = 0;
+    socklen_t plen = sizeof proto;
+    if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &plen) < 0 || proto != IPPROTO_TCP)
+        Py_RETURN_NONE; /* TCP implies SOCK_STREAM */
+    char host[INET6_ADDRSTRLEN];
+    int port;
+    if (ss.ss_family == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+        port = ntohs(a->sin_port);
+    } else {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+        port = ntohs(a->sin6_port);
+    }
+    return Py_BuildValue("(isi)", (int)ss.ss_family, host, port);
+}
+
 static PyMethodDef module_methods[] = {
     {"create_memfd", create_memfd, METH_VARARGS, create_doc},
     {"forks", forks, METH_NOARGS, forks_doc},
+    {"take_hello", take_hello, METH_VARARGS, take_hello_doc},
+    {"tcp_name", tcp_name, METH_O, tcp_name_doc},
     {"socket_method", (PyCFunction)(void (*)(void))socket_method, METH_FASTCALL,
      socket_method_doc},
     {"spin_ready", (PyCFunction)(void (*)(void))spin_ready, METH_FASTCALL, spin_ready_doc},

@@ -37,7 +37,6 @@ import socket as _stdsocket
 import threading
 from typing import Any
 
-from ..constants import SIO_LOOPBACK_FAST_PATH
 from . import aio_selector
 from .sockets import TRANSPORTS, socket, tls
 from .stdlib import StdSocket, is_tcp
@@ -79,7 +78,7 @@ class PatchedSocket(socket, metaclass=_SocketClass):
         super().__init__(family, type, proto, fileno, **kw)
         if fileno is None and not kw and is_tcp(self):  # not MPTCP, UDP, AF_UNIX, ...
             self._transport = _transport
-            self.ioctl(SIO_LOOPBACK_FAST_PATH, True)
+            self._fast_path = True  # what ioctl(SIO_LOOPBACK_FAST_PATH) checks holds: a new socket
 
     def connect(self, address: Any) -> None:
         """``loopfast.socket.connect``, counted for ``connection_counts()``."""

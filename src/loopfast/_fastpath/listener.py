@@ -48,17 +48,11 @@ from typing import Any, NamedTuple
 
 from .. import compat, filters, policy
 from .._core import addresses, options
-from .._core.stdlib import (
-    PeerCredentials,
-    StdSocket,
-    close_fds,
-    is_tcp,
-    peer_credentials,
-    recv_fds,
-)
+from .._core.stdlib import PeerCredentials, StdSocket, close_fds
 from . import handshake, owner
 from .arrivals import HELLO_DEADLINE, Pending, Refusals
 from .connection import Connection, Inherited
+from .hello_io import recv_hello, take_hello, tcp_name
 from .ring_link import RingConnection, receive_window, ring_limits, server_link
 
 ACCEPT_BURST = 64  # arrivals one call takes from one rendezvous name at most
@@ -101,7 +95,7 @@ class TcpArrival(NamedTuple):
 class FastArrival(NamedTuple):
     """A fast-path client whose whole, valid hello was consumed from its stream."""
 
-    stream: _csocket.socket
+    stream: int  # the AF_UNIX stream's fd (non-blocking), the caller's to keep or close
     hello: handshake.Hello
     credentials: PeerCredentials
     fds: list[int]  # the ring's fds the hello carried, in handshake.py's order
@@ -275,14 +269,13 @@ class Listener:
                 rcvbuf = self.ring_limits()[2]
                 window = receive_window(hello.ring[0], rcvbuf, rcvbuf_set, settings)
         except BaseException:
-            arrival.stream.close()
-            close_fds(arrival.fds)
+            close_fds([arrival.stream, *arrival.fds])
             raise
         if hello.ring is None:
-            arrival.stream.setblocking(True)
-            return arrival.stream.detach(), Connection(self.family, local, peer,
-                                                        arrival.credentials, None, inherit)
-        arrival.stream.close()  # the rings carry the data; the client has closed its end
+            os.set_blocking(arrival.stream, True)
+            return arrival.stream, Connection(self.family, local, peer,
+                                              arrival.credentials, None, inherit)
+        os.close(arrival.stream)  # the rings carry the data; the client has closed its end
         link = server_link(arrival.fds, hello.ring, window)
         return arrival.fds[1], RingConnection(self.family, local, peer, arrival.credentials,
                                               None, link, inherit)
@@ -337,39 +330,49 @@ class Listener:
             conn.close()
             self.refusals.note(credentials.uid, "the stream ended before a whole hello")
             return None
-        return self._validate(conn, size, credentials)
+        return self._receive(conn, size, credentials)
 
     def _accept_from(self, unix: _stdsocket.socket, grace: Grace) -> FastArrival | None:
         for _ in range(ACCEPT_BURST):
             try:
-                fd, _ = unix._accept()  # type: ignore[attr-defined]
-            except (BlockingIOError, InterruptedError):
-                self._ready.discard(unix.fileno())
-                return None
+                taken = take_hello(unix.fileno(), handshake.HELLO_SIZE, handshake.RING_EXT.size,
+                                   handshake.RING_FDS)
             except OSError as exc:
                 if exc.errno in _FD_LIMIT:
                     self._exhausted(exc)
                 else:
                     self.refusals.note(None, f"accepting it failed: {exc}")
                 return None
-            conn = _csocket.socket(_csocket.AF_UNIX, _csocket.SOCK_STREAM, 0, fd)
-            conn.setblocking(False)
-            size = _hello_size(conn)
-            if size == 0 and grace.wait(conn):
-                size = _hello_size(conn)
-            if size > 0:  # the usual case: the hello came with the connection
-                arrival = self._validate(conn, size)
+            if taken is None:
+                self._ready.discard(unix.fileno())
+                return None
+            fd, pid, uid, gid, data, fds, truncated = taken
+            credentials = PeerCredentials(pid, uid, gid)
+            if data:  # the usual case: the hello came with the connection
+                arrival = self._validate(fd, credentials, data, fds, truncated)
                 if arrival is not None:
                     return arrival
-            elif size < 0:
-                conn.close()
-            else:
-                self._hold(conn)
+                continue
+            if data is not None:  # the stream ended before a hello
+                os.close(fd)
+                continue
+            conn = _csocket.socket(_csocket.AF_UNIX, _csocket.SOCK_STREAM, 0, fd)
+            if grace.wait(conn):
+                size = _hello_size(conn)
+                if size > 0:
+                    arrival = self._receive(conn, size, credentials)
+                    if arrival is not None:
+                        return arrival
+                    continue
+                if size < 0:
+                    conn.close()
+                    continue
+            self._hold(conn, credentials)
         return None
 
-    def _hold(self, conn: _csocket.socket) -> None:
+    def _hold(self, conn: _csocket.socket, credentials: PeerCredentials) -> None:
         try:
-            dropped = self.pending.hold(conn, peer_credentials(conn))
+            dropped = self.pending.hold(conn, credentials)
         except OSError as exc:
             conn.close()
             self.refusals.note(None, f"it could not be held: {exc}")
@@ -397,19 +400,36 @@ class Listener:
                 raise
             self._exhausted(exc)
 
-    def _validate(self, conn: _csocket.socket, size: int,
-                  credentials: PeerCredentials | None = None) -> FastArrival | None:
-        fds: list[int] = []
-        uid = None
+    def _receive(self, conn: _csocket.socket, size: int,
+                 credentials: PeerCredentials) -> FastArrival | None:
+        """Take the whole hello (*size* bytes, queued) of a held arrival, and validate it."""
         try:
-            if credentials is None:
-                credentials = peer_credentials(conn)
-            uid = credentials.uid
+            data, fds, truncated = recv_hello(conn, size, handshake.RING_FDS)
+        except OSError as exc:
+            conn.close()
+            self.refusals.note(credentials.uid, exc)
+            return None
+        return self._validate(conn.detach(), credentials, data, fds, truncated)
+
+    def _validate(self, conn: int, credentials: PeerCredentials, data: bytes, fds: list[int],
+                  truncated: bool) -> FastArrival | None:
+        """The arrival of the stream *conn* whose hello *data* brought *fds*, or None (and
+        everything closed, the refusal noted) when it is refused."""
+        uid = credentials.uid
+        try:
+            if truncated:
+                came = len(fds)
+                close_fds(fds)
+                fds = []
+                if came < handshake.RING_FDS:  # room was left: the kernel could not install them
+                    raise OSError(errno.EMFILE, "the fds a hello carried could not be received: "
+                                  "this process is at its limit of open files")
+                raise handshake.HandshakeError(
+                    errno.ECONNREFUSED, f"hello carried more than {handshake.RING_FDS} fds")
             if owner.unmapped(uid):
                 raise handshake.HandshakeError(
                     errno.ECONNREFUSED, f"the client's uid is not mapped in this user namespace "
                     f"(it shows as the overflow uid {uid}), so it cannot be told apart")
-            data, fds = recv_fds(conn, size, handshake.RING_FDS)
             hello = handshake.decode(data)
             want = handshake.RING_FDS if hello.ring else handshake.STREAM_FDS
             if len(fds) != want:
@@ -424,8 +444,7 @@ class Listener:
             close_fds(fds[-1:])  # the reserved socket said what it had to
             return FastArrival(conn, hello, credentials, fds[:-1], local, peer)
         except OSError as exc:
-            close_fds(fds)
-            conn.close()
+            close_fds([conn, *fds])
             self.refusals.note(uid, exc)
             return None
 
@@ -450,17 +469,12 @@ class Listener:
         """
         refuse = handshake.HandshakeError
         try:
-            probe = _csocket.socket(fileno=reserved)
+            bound = tcp_name(reserved)
         except OSError as exc:
             raise refuse(errno.ECONNREFUSED, f"the hello's last fd is no socket ({exc})") from None
-        try:
-            bound = probe.getsockname() if is_tcp(probe) else None
-            family = probe.family
-        finally:
-            probe.detach()  # the fd stays the caller's to close
         if bound is None:
             raise refuse(errno.ECONNREFUSED, "the hello's last fd is not the client's TCP socket")
-        host, port = bound[0], bound[1]
+        family, host, port = bound
         if port == 0 or port != hello.client_port:
             raise refuse(errno.ECONNREFUSED, f"the client claims port {hello.client_port} but "
                          f"holds {port}")
