@@ -170,6 +170,29 @@ def invalidate() -> None:
     _files.invalidate()
 
 
+class _RawEnviron:
+    """``os.environ.get`` without its per-call key encoding: this runs on every connect
+    and accept, and three ``os.environ`` lookups cost as much as a syscall there."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: dict[bytes, bytes]) -> None:
+        self._data = data
+
+    def get(self, name: str) -> str | None:
+        value = self._data.get(name.encode())
+        return None if value is None else os.fsdecode(value)
+
+
+def _environ() -> _RawEnviron | os._Environ[str]:
+    # os.environ keeps the environment as bytes in _data on POSIX (CPython); elsewhere
+    # (or if that ever changes) the public mapping serves.
+    data = getattr(os.environ, "_data", None)
+    if isinstance(data, dict) and os.name == "posix":
+        return _RawEnviron(data)
+    return os.environ
+
+
 def current() -> Policy:
     """The policy in force now: environment first, then the policy file.
 
@@ -177,7 +200,7 @@ def current() -> Policy:
 
     Never raises: an unusable policy is reported in the log and turns the fast path off.
     """
-    env = os.environ
+    env = _environ()
     switch = env.get("LOOPFAST_FAST_PATH")
     if switch is not None:
         try:
@@ -185,7 +208,8 @@ def current() -> Policy:
                 return Policy(False, frozenset(), "LOOPFAST_FAST_PATH=off")
         except PolicyError as exc:
             return _files._broken("LOOPFAST_FAST_PATH", str(exc))
-    policy = _files.load(env.get("LOOPFAST_POLICY_FILE", DEFAULT_POLICY_FILE))
+    path = env.get("LOOPFAST_POLICY_FILE")
+    policy = _files.load(DEFAULT_POLICY_FILE if path is None else path)
     excluded = env.get("LOOPFAST_EXCLUDE_PORTS")
     if excluded:
         try:

@@ -357,7 +357,7 @@ class RingOffer:
         self._socks.remove(self.client_w)
         self._socks.remove(self.server_w)
         self.discard()  # the memfd, the server's r (sent), our r (copied to own_r)
-        return RingLink(channel, own_r, self.client_w, self.server_w)
+        return RingLink(channel, own_r, self.client_w.detach(), self.server_w.detach())
 
     def discard(self) -> None:
         """Close every fd the offer still owns. Idempotent."""
@@ -370,7 +370,7 @@ class RingOffer:
 
 
 class RingLink:
-    """The channel and the two w sockets, shared by every socket object of one connection.
+    """The channel and its two w sockets' fds, shared by every socket object of one connection.
 
     Socket objects (the first, its dup()s, and ``socket(fileno=...)`` of any of
     their fds) each hold an fd number that refers to our r; ``holders`` lists
@@ -378,8 +378,7 @@ class RingLink:
     off before that number is closed.
     """
 
-    def __init__(self, channel: Channel, r: int, own_w: _csocket.socket,
-                 peer_w: _csocket.socket) -> None:
+    def __init__(self, channel: Channel, r: int, own_w: int, peer_w: int) -> None:
         self.channel = channel
         self.channel_fd = r
         self.own_w = own_w
@@ -388,7 +387,7 @@ class RingLink:
         self.holders: list[int] = []
         self.first: RingConnection | None = None  # what socket(fileno=...) copies
         self.watched = False
-        _watcher.track(peer_w.fileno(), channel)
+        _watcher.track(peer_w, channel)
 
     def watch_peer(self) -> None:
         """Have the background thread watch the peer from now on (idempotent).
@@ -402,7 +401,7 @@ class RingLink:
             return
         self.watched = True
         try:
-            _watcher.watch(self.peer_w.fileno(), self.own_w.fileno(), self.channel)
+            _watcher.watch(self.peer_w, self.own_w, self.channel)
         except OSError as exc:  # e.g. EMFILE: blocked calls still see the peer's death
             _log.warning("loopfast: cannot watch a ring connection's peer (%s); select() "
                          "will learn of its death only at the next call", exc)
@@ -460,11 +459,10 @@ class RingLink:
         """
         self.users -= 1
         if self.users == 0:
-            _watcher.forget(self.peer_w.fileno(), self.own_w.fileno())
+            _watcher.forget(self.peer_w, self.own_w)
             self.channel.hang_up()
             self.channel.close()
-            self.own_w.close()
-            self.peer_w.close()
+            close_fds([self.own_w, self.peer_w])
 
 
 class RingConnection(Connection):
@@ -578,11 +576,7 @@ def server_link(fds: list[int], sizes: tuple[int, int], window: int | None = Non
     if window is not None:
         channel.window = window
     channel.settle()  # the client may have sent already
-    # Channel() checked that both are AF_UNIX stream sockets: saying so spares the
-    # socket constructor its probes (three getsockopt calls each).
-    unix = (_csocket.AF_UNIX, _csocket.SOCK_STREAM, 0)
-    return RingLink(channel, r, _csocket.socket(*unix, fileno=w),
-                    _csocket.socket(*unix, fileno=peer_w))
+    return RingLink(channel, r, w, peer_w)
 
 
 class _Watcher:

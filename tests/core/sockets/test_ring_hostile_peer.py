@@ -58,7 +58,7 @@ def test_a_foreign_byte_in_the_wake_up_socket_does_not_spin(
         cli.sendall(b"hello")
         assert acc.recv(5) == b"hello"
     # The client holds a copy of the server's w: one junk byte lands in the server's r.
-    cli._state.link.peer_w.send(b"J")  # type: ignore[attr-defined]
+    os.write(cli._state.link.peer_w, b"J")  # type: ignore[attr-defined]
     cpu, wakeups, got = _serve_with_selectors(acc, SPIN_WINDOW)
     with capsys.disabled():
         print(f"\n  foreign byte ({when}): selectors loop used {cpu * 100:.1f}% of a core, "
@@ -74,13 +74,14 @@ def test_a_foreign_byte_in_the_wake_up_socket_does_not_spin(
 def test_a_flood_of_foreign_bytes_does_not_spin_once_it_stops(
         make_pair: Callable[..., Pair]) -> None:
     cli, acc = make_pair()
-    peer_w = cli._state.link.peer_w  # type: ignore[attr-defined]
+    peer_w = socket.socket(fileno=os.dup(cli._state.link.peer_w))  # type: ignore[attr-defined]
     peer_w.setblocking(False)
     for _ in range(100):
         try:
             peer_w.send(b"J" * 65536)
         except BlockingIOError:
             break
+    peer_w.close()
     cpu, _wakeups, got = _serve_with_selectors(acc, SPIN_WINDOW)
     assert got == b""
     assert cpu < 0.5  # it drains the flood a few hundred KiB per wake-up, then sleeps
