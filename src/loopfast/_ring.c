@@ -1281,6 +1281,13 @@ static int Channel_init(Channel *self, PyObject *args, PyObject *kwds) {
         raise_errno(EINVAL, "the wake-up fds must be AF_UNIX stream sockets");
         return -1;
     }
+    /* r's send buffer only ever holds filler that makes r unwritable: the
+     * smaller, the fewer bytes that takes. */
+    int one = 1;
+    if (setsockopt(own_r, SOL_SOCKET, SO_SNDBUF, &one, sizeof one) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
     void *base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
     if (base == MAP_FAILED) {
         PyErr_SetFromErrno(PyExc_OSError);
@@ -2427,8 +2434,8 @@ static PyObject *forks(PyObject *module, PyObject *Py_UNUSED(ignored)) {
 
 PyDoc_STRVAR(take_hello_doc,
 "take_hello(listen_fd, base, ext, max_fds, /)\n--\n\n"
-"Accept one connection from the AF_UNIX listener listen_fd (non-blocking,\n"
-"close-on-exec) and take its hello if it is all queued. None when nothing\n"
+"Accept one connection from the AF_UNIX listener listen_fd (blocking, as\n"
+"accept(2) makes it; close-on-exec) and take its hello if it is all queued. None when nothing\n"
 "waits. Else (fd, pid, uid, gid, data, fds, truncated): the client's\n"
 "credentials (SO_PEERCRED) and data, the whole hello (base bytes, base + ext\n"
 "with a ring), consumed with the fds it carried (close-on-exec; truncated:\n"
@@ -2444,7 +2451,7 @@ static PyObject *take_hello(PyObject *module, PyObject *args) {
         return NULL;
     if (base < 8 || ext < 0 || base + ext > 4096 || max_fds < 0 || max_fds > 64)
         return raise_errno(EINVAL, "take_hello: bad sizes");
-    int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC); /* blocking, as accept(2) makes sockets */
     if (fd < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED)
             Py_RETURN_NONE;

@@ -20,7 +20,7 @@ from loopfast._fastpath.handshake import (
 def test_size_and_layout() -> None:
     raw = encode(Hello(socket.AF_INET, "127.0.0.1", 40000, "127.0.0.2", 8080))
     assert len(raw) == HELLO_SIZE == 48
-    assert raw[:4] == MAGIC and struct.unpack("!HHB", raw[4:9]) == (2, 0, 4)
+    assert raw[:4] == MAGIC and struct.unpack("!HHB", raw[4:9]) == (3, 0, 4)
     assert raw[12:16] == bytes([127, 0, 0, 1]) and struct.unpack("!H", raw[28:30]) == (40000,)
     assert raw[30:34] == bytes([127, 0, 0, 2]) and struct.unpack("!H", raw[46:48]) == (8080,)
 

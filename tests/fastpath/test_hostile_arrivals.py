@@ -171,12 +171,13 @@ def _hello(ring: tuple[int, int] | None = None, **change: Any) -> bytes:
 
 
 def _ring_fds(stack: list[int], memfd: int | None = None) -> list[int]:
-    """Four fds shaped like a ring hello's (memfd, server r, server w, client w)."""
+    """Three fds shaped like a ring hello's (memfd, server w, client w)."""
     if memfd is None:
         memfd = _ring.create_memfd(65536, 65536)
     a, b = socket.socketpair()
     c, d = socket.socketpair()
-    fds = [memfd, a.detach(), b.detach(), c.detach()]
+    fds = [memfd, a.detach(), c.detach()]
+    b.close()
     d.close()
     stack.extend(fds)
     return fds
@@ -253,7 +254,7 @@ ATTACKS: dict[str, Attack] = {
                                                   client_ip="::1", target_ip="::1"),
     "ring-without-fds": lambda port, st: _well_formed(port, st, (65536, 65536)),
     "ring-one-fd": lambda port, st: _well_formed(port, st, (65536, 65536), _pipe_fds(st, 1)),
-    "ring-pipes": lambda port, st: _well_formed(port, st, (65536, 65536), _pipe_fds(st, 4)),
+    "ring-pipes": lambda port, st: _well_formed(port, st, (65536, 65536), _pipe_fds(st, 3)),
     "ring-too-many-fds": lambda port, st: _well_formed(port, st, (65536, 65536),
                                                        _ring_fds(st) + _pipe_fds(st, 4)),
     "ring-unsealed-memfd": lambda port, st: _well_formed(port, st, (65536, 65536),

@@ -103,7 +103,7 @@ def test_a_child_never_uses_the_parents_pooled_parts(make_pair: Callable[..., Pa
     ring_link.refill()
     parents = [p.memfd for p in ring_link._pool._parts] + [
         s.fileno() for p in ring_link._pool._parts for s in p.socks]
-    assert len(parents) == 5 * ring_link._Pool.DEPTH
+    assert len(parents) == 3 * ring_link._Pool.DEPTH
     srv = make_server()
     srv.settimeout(TIMEOUT)
     with child(_child_pool, srv.getsockname()[1], parents) as (proc, pipe):
@@ -130,7 +130,7 @@ def _quiet_fds() -> int:
 def _at_the_fd_limit(pipe: Connection, port: int) -> None:
     ring_link._pool.clear()
     baseline = _quiet_fds()
-    ring_link.refill()  # the pool holds DEPTH parts (5 fds each)
+    ring_link.refill()  # the pool holds DEPTH parts (3 fds each)
     held = len(ring_link._pool._parts)
     # Room for a socket and a few fds more, not for a ring offer made afresh.
     limit = max(int(fd) for fd in os.listdir("/proc/self/fd")) + 4

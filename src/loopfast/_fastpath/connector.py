@@ -160,8 +160,6 @@ class Prepared:
                                        receive_window(s2c, rcvbuf, rcvbuf_set, settings))
             sizes = self.offer.sizes if self.offer is not None else None
             self.wire = _hello_wire(family, self.local, self.target, sizes)
-            self.fds = [*(self.offer.fds_for_server() if self.offer else ()),
-                        self.reservation.fileno()]
         except BaseException:
             self.discard()
             raise
@@ -178,7 +176,8 @@ class Prepared:
         Raises:
             OSError: the listener went away in between.
         """
-        send_fds(stream, self.wire, self.fds)
+        ring = self.offer.fds_for_server(stream.fileno()) if self.offer is not None else []
+        send_fds(stream, self.wire, [*ring, self.reservation.fileno()])
         refill = getattr(ring_link, "refill", None)
         if self.offer is not None and refill is not None:
             refill()
@@ -228,6 +227,8 @@ def connect(app: _stdsocket.socket, host: str, port: int, transport: str,
         offer, reservation = ready.offer, ready.reservation
         carrier = offer.client_r if offer is not None else found.stream
         os.dup2(carrier.fileno(), app.fileno(), inheritable=False)
+        # The rings keep the stream: it is the server's wake-up pair (handshake.py).
+        stream = found.stream.detach() if offer is not None else -1
     if offer is None or app.gettimeout() is not None:
         # The new file description needs the socket's O_NONBLOCK (the ring's r is
         # made blocking, the rendezvous stream non-blocking).
@@ -235,7 +236,7 @@ def connect(app: _stdsocket.socket, host: str, port: int, transport: str,
     if offer is None:
         return Connection(app.family, ready.local, ready.target, found.credentials, reservation)
     try:
-        link = offer.client_link(app.fileno())
+        link = offer.client_link(app.fileno(), stream)
     except BaseException:
         reservation.close()
         raise

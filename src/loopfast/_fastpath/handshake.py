@@ -8,20 +8,21 @@ Transport: a SOCK_STREAM AF_UNIX connection to a rendezvous name (see
 - stream (flags 0): the connection's data flows on that same stream;
 - ring (flags bit 0): the data flows through two shared-memory rings (see
   ``_ring.c`` for their layout and rules); the hello carries 8 more bytes.
-  The client closes the stream right after the hello.
+  The stream stays as the server's wake-up socket pair: the server's end is
+  its r (the accepted socket's fd), the client's end its w.
 
 Fds travel as SCM_RIGHTS in the hello's message. Every hello carries, last,
 a duplicate of the client's own TCP socket, bound to the local port it keeps
 reserved: the server reads the client's address from it (``getsockname``),
 so what a client claims is never believed, and closes it. A ring hello
-carries four fds before it: the sealed memfd holding the rings, then the
-server's wake-up socket pair (r, w), then the client's w.
+carries three fds before it: the sealed memfd holding the rings, then the
+client's end of this very stream (the server's w), then the client's w.
 
 The client's hello, 48 bytes (56 with a ring), network byte order::
 
     offset size field
     0      4    magic          b"LFP\\x00"
-    4      2    version        2
+    4      2    version        3
     6      2    flags          bit 0: ring; other bits reserved (a server refuses them)
     8      1    family         4 or 6: the address family the client presents
     9      3    reserved       zero
@@ -34,8 +35,11 @@ The client's hello, 48 bytes (56 with a ring), network byte order::
     52     4    s2c_size       ring: bytes of the server-to-client ring
 
 Version 2 added the reserved socket (version 1 believed client_ip and
-client_port). There is no answer message. A TCP client's connect() completes when
-the kernel has queued the connection, before the server calls accept(); the
+client_port); version 3 made the stream the server's wake-up pair (version 2
+passed a pair of its own and closed the stream).
+
+There is no answer message. A TCP client's connect() completes when the
+kernel has queued the connection, before the server calls accept(); the
 fast path keeps that promise, so the client cannot wait for an answer. The
 decisions that can refuse a client are made before it arrives: the protocol
 version is part of the name it connects to, and a listener whose policy or
@@ -54,13 +58,13 @@ import socket as _stdsocket
 import struct
 
 MAGIC = b"LFP\x00"
-VERSION = 2  # also in the rendezvous names (_core/addresses.py NAME_PREFIX)
+VERSION = 3  # also in the rendezvous names (_core/addresses.py NAME_PREFIX)
 HELLO = struct.Struct("!4sHHB3x16sH16sH")
 HELLO_SIZE = HELLO.size
 RING = 0x1
 RING_EXT = struct.Struct("!II")
 STREAM_FDS = 1  # the client's reserved TCP socket
-RING_FDS = 5  # memfd, server r, server w, client w, the client's reserved TCP socket
+RING_FDS = 4  # memfd, server w (the stream's client end), client w, the reserved TCP socket
 
 
 class HandshakeError(ConnectionRefusedError):

@@ -28,7 +28,7 @@ def take_hello(listen_fd: int, base: int, ext: int, max_fds: int) -> Taken | Non
     """Accept one connection from the non-blocking AF_UNIX listener *listen_fd*.
 
     None when nothing waits. Else ``(fd, pid, uid, gid, data, fds, truncated)``:
-    *fd* the accepted stream (non-blocking, close-on-exec) and the client's
+    *fd* the accepted stream (blocking, close-on-exec) and the client's
     credentials (SO_PEERCRED); *data* the whole hello (*base* bytes, *base* +
     *ext* when its flags say ring), consumed with the fds it carried
     (*truncated*: the kernel cut some off); ``b""`` when the stream ended first
@@ -50,13 +50,12 @@ def take_hello(listen_fd: int, base: int, ext: int, max_fds: int) -> Taken | Non
     finally:
         listener.detach()
     conn = _csocket.socket(_csocket.AF_UNIX, _csocket.SOCK_STREAM, 0, fd)
-    conn.setblocking(False)
     data: bytes | None = None
     fds: list[int] = []
     truncated = False
     try:
         pid, uid, gid = peer_credentials(conn)
-        head = conn.recv(base + ext, _stdsocket.MSG_PEEK)
+        head = conn.recv(base + ext, _stdsocket.MSG_PEEK | _stdsocket.MSG_DONTWAIT)
     except BlockingIOError:
         head = None
     except OSError:

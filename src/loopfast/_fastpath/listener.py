@@ -95,7 +95,7 @@ class TcpArrival(NamedTuple):
 class FastArrival(NamedTuple):
     """A fast-path client whose whole, valid hello was consumed from its stream."""
 
-    stream: int  # the AF_UNIX stream's fd (non-blocking), the caller's to keep or close
+    stream: int  # the AF_UNIX stream's fd (blocking, as accept(2) makes it), the caller's
     hello: handshake.Hello
     credentials: PeerCredentials
     fds: list[int]  # the ring's fds the hello carried, in handshake.py's order
@@ -272,12 +272,10 @@ class Listener:
             close_fds([arrival.stream, *arrival.fds])
             raise
         if hello.ring is None:
-            os.set_blocking(arrival.stream, True)
             return arrival.stream, Connection(self.family, local, peer,
                                               arrival.credentials, None, inherit)
-        os.close(arrival.stream)  # the rings carry the data; the client has closed its end
-        link = server_link(arrival.fds, hello.ring, window)
-        return arrival.fds[1], RingConnection(self.family, local, peer, arrival.credentials,
+        link = server_link(arrival.stream, arrival.fds, hello.ring, window)
+        return arrival.stream, RingConnection(self.family, local, peer, arrival.credentials,
                                               None, link, inherit)
 
     def listen(self, backlog: int) -> None:
@@ -357,6 +355,7 @@ class Listener:
                 os.close(fd)
                 continue
             conn = _csocket.socket(_csocket.AF_UNIX, _csocket.SOCK_STREAM, 0, fd)
+            conn.setblocking(False)  # held: looked at, never waited on
             if grace.wait(conn):
                 size = _hello_size(conn)
                 if size > 0:
@@ -409,6 +408,7 @@ class Listener:
             conn.close()
             self.refusals.note(credentials.uid, exc)
             return None
+        conn.setblocking(True)  # as take_hello hands streams on
         return self._validate(conn.detach(), credentials, data, fds, truncated)
 
     def _validate(self, conn: int, credentials: PeerCredentials, data: bytes, fds: list[int],

@@ -2,8 +2,9 @@
 
 Per side there are three fds (see _ring.c for why): ``r`` (the application's
 fileno), ``w`` (this side's bell writer, also held by the peer) and the peer's
-``w``. The client makes everything (``RingOffer``) and hands the server its
-share with the hello.
+``w``. The client makes its own pair (r, w) and the memfd (``RingOffer``); the
+rendezvous stream is the server's pair (its accepted end r, the client's end
+w), and the hello carries the server's share (handshake.py).
 """
 
 from __future__ import annotations
@@ -177,18 +178,8 @@ def check_ring_sizes(sizes: tuple[int, int], server: _stdsocket.socket) -> None:
             f"maps at most {receive} and {send}")
 
 
-def _pair() -> tuple[_csocket.socket, _csocket.socket]:
-    # The C socket type: a connection makes several of these, and the Python
-    # wrapper's enum conversions showed in the connection-setup profile.
-    r, w = _csocket.socketpair(_csocket.AF_UNIX, _csocket.SOCK_STREAM | _csocket.SOCK_CLOEXEC)
-    # r's send buffer only ever holds filler that makes r unwritable: the
-    # smaller, the fewer bytes that takes.
-    r.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_SNDBUF, 1)
-    return r, w
-
-
 class _Parts:
-    """A memfd with its windows and two wake-up socket pairs, made by one process.
+    """A memfd with its windows and the client's wake-up socket pair, made by one process.
 
     ``key`` is what it was made for: the ring sizes and the receive windows
     the memfd's header starts with. ``forks`` is ``_ring.forks()`` then.
@@ -202,9 +193,9 @@ class _Parts:
         self.forks = core.forks()
         self.socks: list[_csocket.socket] = []
         self.memfd = core.create_memfd(*key)
-        try:
-            self.socks.extend(_pair())
-            self.socks.extend(_pair())
+        try:  # the C socket type: the wrapper's enum conversions showed in the profile
+            self.socks.extend(_csocket.socketpair(
+                _csocket.AF_UNIX, _csocket.SOCK_STREAM | _csocket.SOCK_CLOEXEC))
         except BaseException:
             self.close()
             raise
@@ -307,7 +298,7 @@ def pooled_fds() -> int:
 
 
 class RingOffer:
-    """What a client creates before its hello: the rings and both sides' wake-up pairs.
+    """What a client creates before its hello: the rings and its wake-up pair.
 
     Each ring's receive window starts at the one given (-1: the whole ring):
     the server's, a guess from its SO_RCVBUF, until it attaches and sets its own.
@@ -335,29 +326,32 @@ class RingOffer:
                 parts = _Parts(key)
         self.memfd = parts.memfd
         self._socks = parts.socks
-        self.client_r, self.client_w, self.server_r, self.server_w = self._socks
+        self.client_r, self.client_w = self._socks
 
-    def fds_for_server(self) -> list[int]:
-        """The fds the hello carries, in the order handshake.py writes down."""
-        return [self.memfd, self.server_r.fileno(), self.server_w.fileno(),
-                self.client_w.fileno()]
+    def fds_for_server(self, stream: int) -> list[int]:
+        """The fds the hello on the rendezvous *stream* carries, in handshake.py's order
+        (the reserved socket, last, is the connector's)."""
+        return [self.memfd, stream, self.client_w.fileno()]
 
-    def client_link(self, own_r: int) -> RingLink:
+    def client_link(self, own_r: int, stream: int) -> RingLink:
         """The client's link once its r was copied to fd number *own_r*; the offer is used up.
 
+        *stream* (the rendezvous stream's fd, the server's w) becomes the link's.
+
         Raises:
-            OSError: the rings could not be mapped (everything is closed then).
+            OSError: the rings could not be mapped (everything is closed then,
+                *stream* too).
         """
         try:  # trusted: this process made every fd, for these sizes
             channel = _core().Channel(self.memfd, *self.sizes, False, own_r,
-                                      self.client_w.fileno(), self.server_w.fileno(), True)
+                                      self.client_w.fileno(), stream, True)
         except BaseException:
             self.discard()
+            close_fds([stream])
             raise
         self._socks.remove(self.client_w)
-        self._socks.remove(self.server_w)
-        self.discard()  # the memfd, the server's r (sent), our r (copied to own_r)
-        return RingLink(channel, own_r, self.client_w.detach(), self.server_w.detach())
+        self.discard()  # the memfd and our r (copied to own_r)
+        return RingLink(channel, own_r, self.client_w.detach(), stream)
 
     def discard(self) -> None:
         """Close every fd the offer still owns. Idempotent."""
@@ -553,8 +547,10 @@ def adopt(fd: int) -> RingConnection | None:
                           link, first._inherit)
 
 
-def server_link(fds: list[int], sizes: tuple[int, int], window: int | None = None) -> RingLink:
-    """The server's link from the hello's fds (memfd, r, w, client w); r stays at its number.
+def server_link(r: int, fds: list[int], sizes: tuple[int, int],
+                window: int | None = None) -> RingLink:
+    """The server's link from its rendezvous stream *r* (its end) and the hello's fds
+    (memfd, w: the stream's client end, client w); r stays at its number.
 
     *window*: the server's receive window (``receive_window``), replacing the
     client's guess and waking a client that waits for room; None keeps the guess.
@@ -565,7 +561,7 @@ def server_link(fds: list[int], sizes: tuple[int, int], window: int | None = Non
             EOPNOTSUPP when this build has no C core (a client of another build
             offered rings).
     """
-    memfd, r, w, peer_w = fds
+    memfd, w, peer_w = fds
     try:
         channel = _core().Channel(memfd, *sizes, True, r, w, peer_w)
     except BaseException:

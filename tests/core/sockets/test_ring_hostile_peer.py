@@ -105,12 +105,13 @@ def test_a_hello_asking_for_oversized_rings_is_refused(
     found = connector.find(socket.AF_INET, "127.0.0.1", port, 5.0)
     assert found is not None
     offer = ring_link.RingOffer(*sizes)
-    with found.stream, socket.socket() as reserved:  # the client's own port, as connect makes it
+    with socket.socket() as reserved:  # the client's own port, as connect makes it
         reserved.bind(("127.0.0.1", 0))
         found.say_hello(socket.AF_INET, reserved.getsockname(), ("127.0.0.1", port),
-                        reserved.fileno(), offer.sizes, offer.fds_for_server())
+                        reserved.fileno(), offer.sizes,
+                        offer.fds_for_server(found.stream.fileno()))
     own_r = os.dup(offer.client_r.fileno())
-    link = offer.client_link(own_r)
+    link = offer.client_link(own_r, found.stream.detach())
     try:
         srv.settimeout(0.5)
         with caplog.at_level(logging.WARNING, logger="loopfast"), pytest.raises(TimeoutError):
