@@ -52,7 +52,9 @@ def raw_family(sock: _csocket.socket) -> int:
 
 def is_tcp(sock: _csocket.socket) -> bool:
     """True for an AF_INET/AF_INET6 stream socket of the TCP protocol."""
-    return (sock.family in _INET and sock.type == socket.SOCK_STREAM
+    # Plain ints: socket.socket's family and type properties make enums on every read.
+    return (_csocket.socket.family.__get__(sock) in _INET
+            and _csocket.socket.type.__get__(sock) == socket.SOCK_STREAM
             and sock.proto in (0, socket.IPPROTO_TCP))
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import socket as _stdsocket
 from typing import Any
 
-from .._core.stdlib import PeerCredentials, StdSocket
+from .._core.stdlib import PeerCredentials, StdSocket, close_fds
 
 Inherited = tuple[tuple[int, int, Any], ...]  # (level, optname, value) to set
 
@@ -26,9 +27,11 @@ class Connection:
                  "peer")
 
     def __init__(self, family: int, local: tuple[Any, ...], peer: tuple[Any, ...],
-                 credentials: PeerCredentials, shadow: _stdsocket.socket | None,
+                 credentials: PeerCredentials, shadow: _stdsocket.socket | int | None,
                  inherit: Inherited = ()) -> None:
-        """*inherit*: options an accepted TCP socket would take from its listener."""
+        """*shadow*: a TCP socket for options (the client's reserved one), or its fd, which
+        the connection then owns; *inherit*: options an accepted TCP socket would take
+        from its listener."""
         self.family = family
         self.local = local
         self.peer = peer
@@ -43,6 +46,8 @@ class Connection:
         Raises:
             OSError: the socket could not be created (e.g. EMFILE).
         """
+        if isinstance(self._shadow, int):  # a socket object only when options need one
+            self._shadow = StdSocket(self.family, _stdsocket.SOCK_STREAM, fileno=self._shadow)
         if self._shadow is None:
             shadow = StdSocket(self.family, _stdsocket.SOCK_STREAM)
             for level, optname, value in self._inherit:
@@ -50,15 +55,26 @@ class Connection:
             self._shadow = shadow
         return self._shadow
 
+    def _shadow_copy(self) -> _stdsocket.socket | int | None:
+        """A duplicate of the shadow (as an fd while it is one), for dup().
+
+        Raises:
+            OSError: as dup (EMFILE).
+        """
+        if isinstance(self._shadow, int):
+            return os.dup(self._shadow)
+        return self._shadow.dup() if self._shadow is not None else None
+
     def copy(self) -> Connection:
         """A copy for dup(): its own shadow socket, the same addresses and peer."""
-        shadow = self._shadow.dup() if self._shadow is not None else None
-        return Connection(self.family, self.local, self.peer, self.credentials, shadow,
-                          self._inherit)
+        return Connection(self.family, self.local, self.peer, self.credentials,
+                          self._shadow_copy(), self._inherit)
 
     def release(self) -> None:
         """Close what the connection holds besides its stream. Idempotent."""
-        if self._shadow is not None:
+        if isinstance(self._shadow, int):
+            close_fds([self._shadow])
+        elif self._shadow is not None:
             self._shadow.close()
-            self._shadow = None
+        self._shadow = None
 

@@ -29,6 +29,7 @@ describes; nothing here knows the socket classes.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket as _stdsocket
@@ -40,7 +41,14 @@ from typing import Any, cast
 
 from .. import compat
 from .._core import addresses, ringcore
-from .._core.stdlib import PeerCredentials, StdSocket, peer_credentials, raw_family, send_fds
+from .._core.stdlib import (
+    PeerCredentials,
+    StdSocket,
+    close_fds,
+    peer_credentials,
+    raw_family,
+    send_fds,
+)
 from . import handshake, owner, ring_link
 from .connection import Connection
 from .ring_link import (
@@ -110,21 +118,28 @@ class Rendezvous:
 
 def _hello_wire(family: int, local: tuple[Any, ...], target: tuple[Any, ...],
                 ring: tuple[int, int] | None) -> bytes:
-    cip, tip = local[0], target[0]
+    return handshake.with_client_port(_wire_for(family, local[0], target[0], target[1], ring),
+                                      local[1])
+
+
+@functools.lru_cache(maxsize=64)  # a process talks to a handful of destinations
+def _wire_for(family: int, cip: str, tip: str, tport: int,
+              ring: tuple[int, int] | None) -> bytes:
+    """The hello for these addresses and rings, client port 0 (``_hello_wire`` sets it)."""
     fam = _stdsocket.AF_INET6
     v4c, v4t = addresses.ipv4_of(family, cip), addresses.ipv4_of(family, tip)
     if v4c is not None and v4t is not None:
         fam, cip, tip = _stdsocket.AF_INET, v4c, v4t
-    return handshake.encode(handshake.Hello(fam, cip, local[1], tip, target[1], ring))
+    return handshake.encode(handshake.Hello(fam, cip, 0, tip, tport, ring))
 
 
 class Prepared:
     """Everything a hello needs, made before the rendezvous connect.
 
-    Owns the reservation (a duplicate of the application's TCP socket, bound
-    to the local port it keeps) and the ring offer until ``connection`` hands
-    them on or ``discard`` closes them; a failure while making it closes what
-    was made.
+    Owns the reservation (the fd of a duplicate of the application's TCP
+    socket, bound to the local port it keeps) and the ring offer until
+    ``connection`` hands them on or ``discard`` closes them; a failure while
+    making it closes what was made.
 
     Raises:
         OSError: binding, duplicating, or making the rings failed (EMFILE, ...).
@@ -138,13 +153,10 @@ class Prepared:
         family = raw_family(app)
         self.local = _reserve_local(app, host)
         self.target = addresses.tcp_style(family, host, port)
-        # The TCP socket keeps the local port reserved (unique, visible to ss).
-        fd = os.dup(app.fileno())
-        try:
-            self.reservation = StdSocket(family, _stdsocket.SOCK_STREAM, app.proto, fileno=fd)
-        except BaseException:
-            os.close(fd)
-            raise
+        # The TCP socket keeps the local port reserved (unique, visible to ss); it
+        # becomes the connection's shadow (Connection.shadow), a socket object
+        # only if an option needs one.
+        self.reservation = os.dup(app.fileno())
         try:
             if transport == "ring":
                 # c2s: big enough for an autotuning server, its window what its
@@ -168,7 +180,9 @@ class Prepared:
         """Close what this still owns. Idempotent."""
         if self.offer is not None:
             self.offer.discard()
-        self.reservation.close()
+        if self.reservation >= 0:
+            close_fds([self.reservation])
+            self.reservation = -1
 
     def send(self, stream: _stdsocket.socket) -> None:
         """Send the hello on *stream*.
@@ -177,7 +191,7 @@ class Prepared:
             OSError: the listener went away in between.
         """
         ring = self.offer.fds_for_server(stream.fileno()) if self.offer is not None else []
-        send_fds(stream, self.wire, [*ring, self.reservation.fileno()])
+        send_fds(stream, self.wire, [*ring, self.reservation])
         refill = getattr(ring_link, "refill", None)
         if self.offer is not None and refill is not None:
             refill()
@@ -238,7 +252,7 @@ def connect(app: _stdsocket.socket, host: str, port: int, transport: str,
     try:
         link = offer.client_link(app.fileno(), stream)
     except BaseException:
-        reservation.close()
+        close_fds([reservation])
         raise
     return RingConnection(app.family, ready.local, ready.target, found.credentials,
                           reservation, link)

@@ -106,6 +106,19 @@ def encode(hello: Hello) -> bytes:
     return head + RING_EXT.pack(*hello.ring) if hello.ring else head
 
 
+_CLIENT_PORT = struct.Struct("!H")
+_CLIENT_PORT_AT = 28  # see the layout above
+
+
+def with_client_port(wire: bytes, port: int) -> bytes:
+    """*wire* (an encoded hello) presenting *port* as the client's port instead.
+
+    Raises:
+        struct.error: *port* is not in [0, 65535].
+    """
+    return wire[:_CLIENT_PORT_AT] + _CLIENT_PORT.pack(port) + wire[_CLIENT_PORT_AT + 2:]
+
+
 def wire_size(head: bytes) -> int:
     """The whole hello's size, from its first HELLO_SIZE bytes.
 

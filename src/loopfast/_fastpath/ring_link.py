@@ -465,7 +465,7 @@ class RingConnection(Connection):
     __slots__ = ("link",)
 
     def __init__(self, family: int, local: tuple[Any, ...], peer: tuple[Any, ...],
-                 credentials: PeerCredentials, shadow: _stdsocket.socket | None,
+                 credentials: PeerCredentials, shadow: _stdsocket.socket | int | None,
                  link: RingLink, inherit: Inherited = ()) -> None:
         super().__init__(family, local, peer, credentials, shadow, inherit)
         self.link = link
@@ -480,7 +480,7 @@ class RingConnection(Connection):
     def copy(self) -> RingConnection:
         """A copy for dup(): the same rings, counted once more."""
         self.link.users += 1
-        shadow = self._shadow.dup() if self._shadow is not None else None
+        shadow = self._shadow_copy()
         return RingConnection(self.family, self.local, self.peer, self.credentials, shadow,
                               self.link, self._inherit)
 
