@@ -98,8 +98,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--rounds", type=int, default=24)
     parser.add_argument("--per-round", type=int, default=500)
     args = parser.parse_args(argv)
-    variants: list[tuple[str, str, str | None]] = [
-        (tree, args.kind, tree) for tree in args.trees.split(",")]
+    trees = dict.fromkeys(args.trees.split(","))  # a tree named twice runs once
+    variants: list[tuple[str, str, str | None]] = [(tree, args.kind, tree) for tree in trees]
     variants.append(("tcp", "tcp", None))
     servers = {}
     try:
@@ -125,7 +125,10 @@ def main(argv: list[str]) -> None:
                                env=_env(tree), timeout=TIMEOUT, check=False)
                 proc.wait(TIMEOUT)
             except subprocess.TimeoutExpired:
+                pass
+            if proc.poll() is None:  # no server outlives the run
                 proc.kill()
+                proc.wait(TIMEOUT)
     tcp = statistics.median(rounds["tcp"])
     print(f"{'tree':40} {'median us/conn':>15} {'vs tcp':>8}")
     for name, _, _ in variants:
