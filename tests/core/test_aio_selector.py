@@ -51,6 +51,22 @@ def _later(delay: float, action: Callable[[], object]) -> threading.Thread:
     return thread
 
 
+def _when_spinning(pair: RingPair, action: Callable[[], object]) -> threading.Thread:
+    """Run *action* in a thread once the client's rx ring says its consumer spins
+    (consumer_waiting 0), so the publish is one the spin must see, unrung."""
+    header = pair.header()
+
+    def run() -> None:
+        deadline = time.monotonic() + 2.0
+        while header.get(1, "consumer_waiting") != 0 and time.monotonic() < deadline:
+            time.sleep(0.0005)
+        action()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
 def test_nothing_ready_and_no_budget_is_one_look(pair: RingPair) -> None:
     hits, epoll_ready, epoll_at, spun, cap = _ring.spin_ready(
         ((pair.client.channel, 1),), -1, 0, EVERY)
@@ -69,8 +85,8 @@ def test_reports_data_and_room(pair: RingPair) -> None:
 
 def test_a_spinning_consumer_gets_data_without_a_bell(pair: RingPair) -> None:
     client, server = pair.client, pair.server
-    client.channel.busy_poll_us = 2_000_000  # a ceiling far above the 20 ms the sender takes
-    sender = _later(0.02, lambda: server.channel.sendall(b"hello"))
+    client.channel.busy_poll_us = 2_000_000  # a ceiling far above the sender's wait
+    sender = _when_spinning(pair, lambda: server.channel.sendall(b"hello"))
     start = time.monotonic()
     hits, epoll_ready, _at, spun, cap = _ring.spin_ready(((client.channel, 1),), -1,
                                                          1_000_000_000, EVERY)
@@ -167,7 +183,9 @@ def test_close_from_another_thread_ends_the_spin(pair: RingPair) -> None:
 def test_settle_gives_the_bell_back(pair: RingPair) -> None:
     client = pair.client
     client.channel.busy_poll_us = 2_000_000
-    sender = _later(0.01, lambda: pair.server.channel.sendall(b"x"))
+    # Not a fixed delay: on a loaded machine the spin may start after it, and the
+    # publish then rings the bell it should not need.
+    sender = _when_spinning(pair, lambda: pair.server.channel.sendall(b"x"))
     hits, *_ = _ring.spin_ready(((client.channel, 1),), -1, 1_000_000_000, EVERY)
     sender.join()
     assert hits == [(0, 1)] and not _readable(client.r)
