@@ -243,14 +243,20 @@ def connect(app: _stdsocket.socket, host: str, port: int, transport: str,
         os.dup2(carrier.fileno(), app.fileno(), inheritable=False)
         # The rings keep the stream: it is the server's wake-up pair (handshake.py).
         stream = found.stream.detach() if offer is not None else -1
-    if offer is None or app.gettimeout() is not None:
-        # The new file description needs the socket's O_NONBLOCK (the ring's r is
-        # made blocking, the rendezvous stream non-blocking).
-        StdSocket.settimeout(app, app.gettimeout())
+    # The new file description needs the socket's O_NONBLOCK: the rendezvous
+    # stream is made non-blocking, the ring's r blocking.
     if offer is None:
+        StdSocket.settimeout(app, app.gettimeout())
         return Connection(app.family, ready.local, ready.target, found.credentials, reservation)
     try:
-        link = offer.client_link(app.fileno(), stream)
+        if app.gettimeout() is not None:
+            StdSocket.settimeout(app, app.gettimeout())
+    except BaseException:
+        offer.discard()
+        close_fds([reservation, stream])
+        raise
+    try:
+        link = offer.client_link(app.fileno(), stream)  # which closes all it has on failure
     except BaseException:
         close_fds([reservation])
         raise
