@@ -2545,8 +2545,8 @@ PyDoc_STRVAR(tcp_name_doc,
 "made). IPv6 scope ids are dropped. Raises OSError only for a bad fd.");
 
 static PyObject *tcp_name(PyObject *module, PyObject *arg) {
-    int fd = PyLong_AsLong(arg);
-    if (fd == -1 && PyErr_Occurred())
+    int fd;
+    if (int_arg(arg, &fd) < 0)
         return NULL;
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
