@@ -201,6 +201,7 @@ class _Parts:
             raise
 
     def close(self) -> None:
+        """Close every fd still held here. Idempotent."""
         if self.memfd >= 0:
             close_fds([self.memfd])
             self.memfd = -1
@@ -324,14 +325,13 @@ class RingOffer:
                     raise
                 _pool.clear()  # the pool's fds are better spent on this connection
                 parts = _Parts(key)
-        self.memfd = parts.memfd
-        self._socks = parts.socks
-        self.client_r, self.client_w = self._socks
+        self._parts = parts
+        self.client_r, self.client_w = parts.socks
 
     def fds_for_server(self, stream: int) -> list[int]:
         """The fds the hello on the rendezvous *stream* carries, in handshake.py's order
         (the reserved socket, last, is the connector's)."""
-        return [self.memfd, stream, self.client_w.fileno()]
+        return [self._parts.memfd, stream, self.client_w.fileno()]
 
     def client_link(self, own_r: int, stream: int) -> RingLink:
         """The client's link once its r was copied to fd number *own_r*; the offer is used up.
@@ -343,24 +343,19 @@ class RingOffer:
                 *stream* too).
         """
         try:  # trusted: this process made every fd, for these sizes
-            channel = _core().Channel(self.memfd, *self.sizes, False, own_r,
+            channel = _core().Channel(self._parts.memfd, *self.sizes, False, own_r,
                                       self.client_w.fileno(), stream, True)
         except BaseException:
             self.discard()
             close_fds([stream])
             raise
-        self._socks.remove(self.client_w)
+        self._parts.socks.remove(self.client_w)
         self.discard()  # the memfd and our r (copied to own_r)
         return RingLink(channel, own_r, self.client_w.detach(), stream)
 
     def discard(self) -> None:
         """Close every fd the offer still owns. Idempotent."""
-        if self.memfd >= 0:
-            close_fds([self.memfd])
-            self.memfd = -1
-        for sock in self._socks:
-            sock.close()
-        self._socks.clear()
+        self._parts.close()
 
 
 class RingLink:
