@@ -1426,6 +1426,18 @@ static int buffer_arg(const char *name, PyObject *obj, Py_buffer *view, int writ
     return -1;
 }
 
+/* The size of recv's bytes object: what the ring holds now when that is less
+ * than n (an event loop asks for 256 KiB and gets one small message: a buffer
+ * that size would be mmapped, faulted and unmapped around every message), else
+ * n (nothing yet: a wait may bring up to n). A look without the rx lock, so
+ * only a hint: recv copies at most the size it is given, and a head the peer
+ * corrupted is judged by the recv itself. */
+static Py_ssize_t recv_size_hint(Channel *ch, Py_ssize_t n) {
+    uint64_t head = atomic_load_explicit(&ch->rx->head, memory_order_acquire);
+    uint64_t avail = head - ch->st->rx_tail;
+    return avail == 0 || avail >= (uint64_t)n ? n : (Py_ssize_t)avail;
+}
+
 static PyObject *recv_impl(Channel *self, PyObject *const *args, Py_ssize_t nargs) {
     Py_ssize_t n;
     int flags = 0;
@@ -1438,6 +1450,8 @@ static PyObject *recv_impl(Channel *self, PyObject *const *args, Py_ssize_t narg
     }
     if (!usable(self))
         return NULL;
+    if (!(flags & MSG_WAITALL))
+        n = recv_size_hint(self, n);
     PyObject *buf = PyBytes_FromStringAndSize(NULL, n);
     if (buf == NULL)
         return NULL;
