@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("fastpath", ["_fastpath", "_fastpath.*"]),
     ("sockets", ["_core.sockets", "_core.sockets.*"]),
     ("api", ["_core.helpers", "_core.patch", "_core.aio_transport", "_core.aio_selector",
-             "asyncio", ""]),
+             "_core.aio_spin", "asyncio", "_core.uvloop_hook", ""]),
     ("tools", ["_tools", "_tools.*", "bench", "bench.*", "__main__"]),
 ]
 

@@ -1,10 +1,13 @@
-"""The spinning loop (``loopfast.asyncio.new_event_loop``) against peers in other processes.
+"""The spinning loops against peers in other processes.
 
-The loop under test runs here, serving asyncio streams; each peer is a forked
-child using blocking loopfast sockets. Timers stay on time while a peer floods
-the loop, TCP and ring connections share it, flow control holds both ways,
-a closed or killed peer is seen at once, and the spin costs no CPU when it is
-off or when the loop idles.
+Each test runs on both loops that spin on their rings before they sleep:
+``loopfast.asyncio.new_event_loop`` (asyncio's selector loop with
+RingSelector) and uvloop (its ring connections on SocketTransport, spun on by
+``aio_spin.LoopSpinner``). The loop under test runs here, serving asyncio
+streams; each peer is a forked child using blocking loopfast sockets. Timers
+stay on time while a peer floods the loop, TCP and ring connections share it,
+flow control holds both ways, a closed or killed peer is seen at once, and the
+spin costs no CPU when it is off or when the loop idles.
 """
 
 from __future__ import annotations
@@ -22,14 +25,17 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import pytest
+import uvloop
 
 import loopfast
 import loopfast.asyncio as lfa
-from loopfast._core.aio_selector import RingSelector
+from loopfast._core import aio_spin
+from loopfast._core.aio_selector import RingSelector, SpinBudget
 
 from .._procs import child, receive
 
 CHUNK = 1 << 16
+KINDS = ["loopfast", "uvloop"]  # the loop under test: lfa.new_event_loop() or uvloop's
 
 
 def _connect(port: int, fast_path: bool | str = True) -> loopfast.socket:
@@ -43,13 +49,26 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _run(main: Callable[[], Awaitable[Any]], bound: float = 40.0) -> Any:
+def _run(kind: str, main: Callable[[], Awaitable[Any]], bound: float = 40.0) -> Any:
     async def bounded() -> Any:
         loop = asyncio.get_running_loop()
-        assert isinstance(loop._selector, RingSelector)  # type: ignore[attr-defined]
+        if kind == "loopfast":
+            assert isinstance(loop._selector, RingSelector)  # type: ignore[attr-defined]
+        else:
+            assert isinstance(loop, uvloop.Loop)
         return await asyncio.wait_for(main(), bound)
 
-    return lfa.run(bounded())
+    if kind == "loopfast":
+        return lfa.run(bounded())
+    return uvloop.run(bounded())
+
+
+def _budget(loop: asyncio.AbstractEventLoop) -> SpinBudget:
+    """The spin budget of the loop under test (its selector's, or its spinner's)."""
+    selector = getattr(loop, "_selector", None)
+    if isinstance(selector, RingSelector):
+        return selector._budget
+    return aio_spin._spinners[loop]._budget
 
 
 class _Served:
@@ -168,7 +187,8 @@ def _holder(pipe: Connection, count: int) -> None:
 # ---- the tests --------------------------------------------------------------
 
 
-def test_timers_fire_on_time_while_a_ring_peer_floods() -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_timers_fire_on_time_while_a_ring_peer_floods(kind: str) -> None:
     async def main(pipe: Connection) -> tuple[list[float], int]:
         loop = asyncio.get_running_loop()
         received = 0
@@ -193,12 +213,13 @@ def test_timers_fire_on_time_while_a_ring_peer_floods() -> None:
         return late, received - flooded
 
     with child(_flood, 2.0) as (_proc, pipe):
-        late, during = _run(lambda: main(pipe))
+        late, during = _run(kind, lambda: main(pipe))
     assert during > 8 << 20  # the ring kept the loop busy all along
     assert max(late) < 0.020
 
 
-def test_tcp_and_ring_served_on_one_loop() -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_tcp_and_ring_served_on_one_loop(kind: str) -> None:
     async def main(ring_pipe: Connection, tcp_pipe: Connection) -> tuple[list[float], ...]:
         ring_server = await _serve(_echo, ring_pipe)
         tcp_server = await _serve(_echo, tcp_pipe)
@@ -209,12 +230,13 @@ def test_tcp_and_ring_served_on_one_loop() -> None:
 
     with child(_pinger, True, 20_000, 0.0) as (_r, ring_pipe), \
             child(_pinger, False, 300, 0.001) as (_t, tcp_pipe):
-        ring_rtts, tcp_rtts = _run(lambda: main(ring_pipe, tcp_pipe))
+        ring_rtts, tcp_rtts = _run(kind, lambda: main(ring_pipe, tcp_pipe))
     assert len(ring_rtts) == 20_000 and len(tcp_rtts) == 300
     assert sorted(tcp_rtts)[150] < 0.005  # served while the ring kept the loop busy
 
 
-def test_drain_waits_for_a_slow_reader() -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_drain_waits_for_a_slow_reader(kind: str) -> None:
     data = random.Random(3).randbytes(6 << 20)
 
     async def main(pipe: Connection) -> tuple[int, tuple[int, str]]:
@@ -237,12 +259,13 @@ def test_drain_waits_for_a_slow_reader() -> None:
         return most, result
 
     with child(_slow_reader, 16 << 10) as (_proc, pipe):
-        most, (total, digest) = _run(lambda: main(pipe))
+        most, (total, digest) = _run(kind, lambda: main(pipe))
     assert (total, digest) == (len(data), hashlib.sha256(data).hexdigest())
     assert most > 0  # the ring filled: drain() had to wait
 
 
-def test_a_slow_reader_here_pauses_and_resumes() -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_slow_reader_here_pauses_and_resumes(kind: str) -> None:
     async def main(pipe: Connection) -> tuple[str, str]:
         done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
@@ -261,12 +284,13 @@ def test_a_slow_reader_here_pauses_and_resumes() -> None:
         return ours, theirs
 
     with child(_sender, 4 << 20) as (_proc, pipe):
-        ours, theirs = _run(lambda: main(pipe))
+        ours, theirs = _run(kind, lambda: main(pipe))
     assert ours == theirs
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("how", ["close", "kill"])
-def test_a_peer_leaving_is_seen_at_once(how: str) -> None:
+def test_a_peer_leaving_is_seen_at_once(kind: str, how: str) -> None:
     async def main(pipe: Connection) -> float:
         arrived: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = \
             asyncio.Queue()
@@ -289,11 +313,11 @@ def test_a_peer_leaving_is_seen_at_once(how: str) -> None:
         return took
 
     with child(_leaver, how) as (_proc, pipe):
-        took = _run(lambda: main(pipe))
+        took = _run(kind, lambda: main(pipe))
     assert took < 1.0
 
 
-def _echo_cpu(busy_poll_us: int | None) -> tuple[float, float, int]:
+def _echo_cpu(kind: str, busy_poll_us: int | None) -> tuple[float, float, int]:
     """(CPU seconds, wall seconds, the selector's spin ceiling) of echoing a slow peer."""
 
     async def main(pipe: Connection) -> tuple[float, float, int]:
@@ -307,28 +331,31 @@ def _echo_cpu(busy_poll_us: int | None) -> tuple[float, float, int]:
         cpu, wall = _cpu(), time.monotonic()
         await _from(pipe)
         cpu, wall = _cpu() - cpu, time.monotonic() - wall
-        selector = asyncio.get_running_loop()._selector  # type: ignore[attr-defined]
+        cap = _budget(asyncio.get_running_loop()).cap
         await server.close()
-        return cpu, wall, selector._budget.cap
+        return cpu, wall, cap
 
     with child(_pinger, True, 400, 0.005) as (_proc, pipe):
-        return _run(lambda: main(pipe))  # type: ignore[no-any-return]
+        return _run(kind, lambda: main(pipe))  # type: ignore[no-any-return]
 
 
-def test_busy_poll_zero_turns_the_spin_off() -> None:
-    cpu, wall, cap = _echo_cpu(0)
+@pytest.mark.parametrize("kind", KINDS)
+def test_busy_poll_zero_turns_the_spin_off(kind: str) -> None:
+    cpu, wall, cap = _echo_cpu(kind, 0)
     print(f"  busy_poll_us=0, 200 echoes/s: {cpu / wall:.2%} of a CPU")
     assert cap == 0
     assert cpu / wall < 0.10  # 200 echoes a second, each a wake-up: no spinning
 
 
-def test_the_spin_shrinks_for_a_slow_peer() -> None:
-    cpu, wall, _cap = _echo_cpu(None)
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_spin_shrinks_for_a_slow_peer(kind: str) -> None:
+    cpu, wall, _cap = _echo_cpu(kind, None)
     print(f"  adaptive spin, 200 echoes/s: {cpu / wall:.2%} of a CPU")
     assert cpu / wall < 0.15
 
 
-def test_an_idle_loop_with_100_ring_connections_costs_no_cpu() -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_idle_loop_with_100_ring_connections_costs_no_cpu(kind: str) -> None:
     async def main(pipe: Connection) -> float:
         loop = asyncio.get_running_loop()
 
@@ -347,6 +374,6 @@ def test_an_idle_loop_with_100_ring_connections_costs_no_cpu() -> None:
         return cpu / 3.0
 
     with child(_holder, 100) as (_proc, pipe):
-        share = _run(lambda: main(pipe))
+        share = _run(kind, lambda: main(pipe))
     print(f"  idle loop, 100 ring connections, 100 wake-ups/s: {share:.2%} of a CPU")
     assert share < 0.02

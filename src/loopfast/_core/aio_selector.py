@@ -39,7 +39,7 @@ from typing import Any
 from .._fastpath import ring_link
 from . import ringcore
 
-__all__ = ["RingSelector", "install", "installed", "uninstall"]
+__all__ = ["RingSelector", "SpinBudget", "channel_of", "install", "installed", "uninstall"]
 
 DEFAULT_CAP_NS = 50_000  # an adaptive channel's ceiling (busy_poll_us -1), as _ring.c's
 EPOLL_EVERY_NS = 10_000  # how often the spin looks at epoll
@@ -49,7 +49,7 @@ _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 _spin_ready: Any = getattr(ringcore.ring, "spin_ready", None)  # None: no C core, no rings
 
 
-class _Budget:
+class SpinBudget:
     """The adaptive spin budget, in ns (see the module docstring)."""
 
     __slots__ = ("cap", "ns", "waits")
@@ -71,11 +71,11 @@ class _Budget:
         if paid:
             self.ns = min(cap, used * 2 + 1000)
         else:
-            half = self.ns // 2
+            half = min(cap, self.ns // 2)
             self.ns = half if half >= 1000 else 0
 
 
-def _channel_of(fileobj: Any, fd: int) -> Any:
+def channel_of(fileobj: Any, fd: int) -> Any:
     """The Channel of the live ring connection whose fileno *fd* is, or None."""
     if ringcore.ring is None:
         return None
@@ -99,13 +99,13 @@ class RingSelector(selectors.EpollSelector):
         self._rings: dict[int, Any] = {}  # fd -> Channel
         self._plan: tuple[tuple[tuple[Any, int], ...], list[int]] | None = None
         self._owed: set[int] = set()
-        self._budget = _Budget()
+        self._budget = SpinBudget()
         self._epoll_at = 0
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
         """As ``EpollSelector.register``; a ring connection's fd is watched on its rings too."""
         key = super().register(fileobj, events, data)
-        channel = _channel_of(fileobj, key.fd)
+        channel = channel_of(fileobj, key.fd)
         if channel is not None:
             self._rings[key.fd] = channel
             self._plan = None

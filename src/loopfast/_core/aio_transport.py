@@ -23,6 +23,8 @@ import warnings
 from asyncio import sslproto, transports, trsock
 from typing import Any
 
+from . import aio_spin
+
 MAX_READ = 256 * 1024
 
 
@@ -42,6 +44,10 @@ class SocketTransport(transports._FlowControlMixin, _asyncio.Transport):
         self._buffer = bytearray()
         self._closing = self._paused = self._eof = False
         self._lost = False
+        # A ring connection's loop spins on its ring before it sleeps (aio_spin.py).
+        spin = aio_spin.spinner_for(loop, sock)
+        self._spinner: aio_spin.LoopSpinner | None = spin[0] if spin is not None else None
+        self._channel: Any = spin[1] if spin is not None else None
         sock.setblocking(False)
         if server is not None:
             server._attach()
@@ -81,7 +87,7 @@ class SocketTransport(transports._FlowControlMixin, _asyncio.Transport):
         """Stop delivering data until resume_reading()."""
         if self.is_reading():
             self._paused = True
-            self._loop.remove_reader(self._fd)
+            self._stop_reading()
 
     def resume_reading(self) -> None:
         """Deliver data again."""
@@ -92,6 +98,13 @@ class SocketTransport(transports._FlowControlMixin, _asyncio.Transport):
     def _start_reading(self) -> None:
         if self.is_reading():
             self._loop.add_reader(self._fd, self._read_ready)
+            if self._spinner is not None:
+                self._spinner.watch(self._channel, self)
+
+    def _stop_reading(self) -> None:
+        self._loop.remove_reader(self._fd)
+        if self._spinner is not None:
+            self._spinner.unwatch(self._channel)
 
     def _read_ready(self) -> None:
         if self._lost or self._sock is None:
@@ -102,11 +115,15 @@ class SocketTransport(transports._FlowControlMixin, _asyncio.Transport):
                 n = self._sock.recv_into(buf)
                 if n:
                     self._protocol.buffer_updated(n)
+                    if self._spinner is not None:
+                        self._spinner.kick()
                     return
             else:
                 data = self._sock.recv(MAX_READ)
                 if data:
                     self._protocol.data_received(data)
+                    if self._spinner is not None:
+                        self._spinner.kick()
                     return
         except (BlockingIOError, InterruptedError):
             return
@@ -148,6 +165,8 @@ class SocketTransport(transports._FlowControlMixin, _asyncio.Transport):
             except BaseException as exc:
                 self._fatal_error(exc, "Fatal write error on loopfast transport")
                 return
+            if self._spinner is not None:
+                self._spinner.kick()  # an answer may come within the spin
             data = memoryview(data)[sent:]
             if not data:
                 return
@@ -202,7 +221,7 @@ class SocketTransport(transports._FlowControlMixin, _asyncio.Transport):
         if self._closing:
             return
         self._closing = True
-        self._loop.remove_reader(self._fd)
+        self._stop_reading()
         if not self._buffer:
             self._lose(None)
 
@@ -224,7 +243,7 @@ class SocketTransport(transports._FlowControlMixin, _asyncio.Transport):
             self._loop.remove_writer(self._fd)
         if not self._closing:
             self._closing = True
-            self._loop.remove_reader(self._fd)
+            self._stop_reading()
         self._lose(exc)
 
     def _lose(self, exc: BaseException | None) -> None:
