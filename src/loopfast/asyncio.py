@@ -44,10 +44,11 @@ from ._core import aio_transport
 from ._core.aio_selector import RingSelector
 from ._core.sockets import socket
 
-__all__ = ["EventLoopPolicy", "fast_path_active", "new_event_loop", "open_connection", "run",
-           "start_server"]
+__all__ = ["EventLoopPolicy", "create_connection", "create_server",
+           "fast_path_active", "new_event_loop", "open_connection", "run", "start_server"]
 
 _T = TypeVar("_T")
+_P = TypeVar("_P", bound=_asyncio.BaseProtocol)
 
 _LIMIT = 2 ** 16  # asyncio.streams' default buffer limit
 _log = logging.getLogger("loopfast")
@@ -138,6 +139,80 @@ async def _connected_socket(loop: _asyncio.AbstractEventLoop, host: str | None, 
         errors.clear()
 
 
+async def create_connection(protocol_factory: Callable[[], _P], host: str | None = None,
+                            port: int | None = None, *, fast_path: bool | str = True,
+                            ssl: SSLArg = None, family: int = 0, proto: int = 0, flags: int = 0,
+                            sock: _stdsocket.socket | None = None,
+                            local_addr: tuple[str, int] | None = None,
+                            server_hostname: str | None = None,
+                            ssl_handshake_timeout: float | None = None,
+                            ssl_shutdown_timeout: float | None = None,
+                            ) -> tuple[_asyncio.Transport, _P]:
+    """``loop.create_connection`` on the running loop, over the fast path when both sides
+    opted in.
+
+    On asyncio's selector loop the transport is the loop's own; on other loops
+    (uvloop) a fast-path connection gets ``aio_transport.SocketTransport`` and a
+    TCP one the loop's own.
+
+    Args:
+        fast_path: True (or "ring") for the shared-memory rings, "stream" for the
+            AF_UNIX stream transport, False for plain TCP. A peer that did not
+            opt in, or an address that is not loopback, gives TCP, silently.
+        sock: an already connected socket, used as it is (``fast_path`` is then its own).
+        Others: as ``loop.create_connection``.
+
+    Returns:
+        ``(transport, protocol)``, as ``loop.create_connection``.
+
+    Raises:
+        OSError: as ``loop.create_connection`` (ConnectionRefusedError, gaierror, ...);
+            EINVAL for an unknown ``fast_path`` word. ssl.SSLError: the TLS handshake failed.
+    """
+    return await _connect_on(_asyncio.get_running_loop(), protocol_factory, host, port,
+                             fast_path=fast_path, ssl=ssl, family=family, proto=proto,
+                             flags=flags, sock=sock, local_addr=local_addr,
+                             server_hostname=server_hostname,
+                             ssl_handshake_timeout=ssl_handshake_timeout,
+                             ssl_shutdown_timeout=ssl_shutdown_timeout)
+
+
+async def _connect_on(loop: _asyncio.AbstractEventLoop, protocol_factory: Callable[[], _P],
+                      host: str | None = None, port: int | None = None, *,
+                      fast_path: bool | str = True, ssl: SSLArg = None, family: int = 0,
+                      proto: int = 0, flags: int = 0, sock: _stdsocket.socket | None = None,
+                      local_addr: tuple[str, int] | None = None,
+                      server_hostname: str | None = None,
+                      ssl_handshake_timeout: float | None = None,
+                      ssl_shutdown_timeout: float | None = None,
+                      native: Callable[..., Awaitable[tuple[_asyncio.Transport, Any]]] | None
+                      = None) -> tuple[_asyncio.Transport, _P]:
+    """``create_connection`` on *loop*; *native* is the loop's own ``create_connection``
+    (by default its bound method), given a connected TCP socket."""
+    if sock is None:
+        sock = await _connected_socket(loop, host, port, fast_path, family, proto, flags,
+                                       local_addr)
+    context = _ssl_context(ssl, server_side=False)
+    if context is not None and server_hostname is None:
+        server_hostname = host
+    protocol = protocol_factory()
+    try:
+        if _native(loop) or not (isinstance(sock, socket) and sock.fast_path_active):
+            transport, _ = await (native or loop.create_connection)(
+                lambda: protocol, sock=sock, ssl=context, server_hostname=server_hostname,
+                ssl_handshake_timeout=ssl_handshake_timeout,
+                ssl_shutdown_timeout=ssl_shutdown_timeout)
+        else:
+            transport = await aio_transport.connect(
+                loop, protocol, sock, ssl=context, server_hostname=server_hostname,
+                ssl_handshake_timeout=ssl_handshake_timeout,
+                ssl_shutdown_timeout=ssl_shutdown_timeout)
+    except BaseException:
+        sock.close()
+        raise
+    return transport, protocol
+
+
 async def open_connection(host: str | None = None, port: int | None = None, *,
                           fast_path: bool | str = True, limit: int = _LIMIT,
                           ssl: SSLArg = None, family: int = 0, proto: int = 0, flags: int = 0,
@@ -164,28 +239,12 @@ async def open_connection(host: str | None = None, port: int | None = None, *,
             EINVAL for an unknown ``fast_path`` word. ssl.SSLError: the TLS handshake failed.
     """
     loop = _asyncio.get_running_loop()
-    if sock is None:
-        sock = await _connected_socket(loop, host, port, fast_path, family, proto, flags,
-                                       local_addr)
-    context = _ssl_context(ssl, server_side=False)
-    if context is not None and server_hostname is None:
-        server_hostname = host
     reader = _asyncio.StreamReader(limit=limit, loop=loop)
-    protocol = _asyncio.StreamReaderProtocol(reader, loop=loop)
-    try:
-        if _native(loop) or not (isinstance(sock, socket) and sock.fast_path_active):
-            transport, _ = await loop.create_connection(
-                lambda: protocol, sock=sock, ssl=context, server_hostname=server_hostname,
-                ssl_handshake_timeout=ssl_handshake_timeout,
-                ssl_shutdown_timeout=ssl_shutdown_timeout)
-        else:
-            transport = await aio_transport.connect(
-                loop, protocol, sock, ssl=context, server_hostname=server_hostname,
-                ssl_handshake_timeout=ssl_handshake_timeout,
-                ssl_shutdown_timeout=ssl_shutdown_timeout)
-    except BaseException:
-        sock.close()
-        raise
+    transport, protocol = await create_connection(
+        lambda: _asyncio.StreamReaderProtocol(reader, loop=loop), host, port,
+        fast_path=fast_path, ssl=ssl, family=family, proto=proto, flags=flags, sock=sock,
+        local_addr=local_addr, server_hostname=server_hostname,
+        ssl_handshake_timeout=ssl_handshake_timeout, ssl_shutdown_timeout=ssl_shutdown_timeout)
     return reader, _asyncio.StreamWriter(transport, protocol, reader, loop)
 
 
@@ -218,6 +277,44 @@ async def start_server(client_connected_cb: ClientConnected, host: str | Sequenc
         reader = _asyncio.StreamReader(limit=limit, loop=loop)
         return _asyncio.StreamReaderProtocol(reader, client_connected_cb, loop=loop)
 
+    return await create_server(
+        factory, host, port, fast_path=fast_path, family=family, flags=flags, sock=sock,
+        backlog=backlog, ssl=ssl, reuse_address=reuse_address, reuse_port=reuse_port,
+        ssl_handshake_timeout=ssl_handshake_timeout, ssl_shutdown_timeout=ssl_shutdown_timeout,
+        start_serving=start_serving)
+
+
+async def create_server(protocol_factory: Callable[[], _asyncio.BaseProtocol],
+                        host: str | Sequence[str] | None = None, port: int | None = None, *,
+                        fast_path: bool = True, family: int = _stdsocket.AF_UNSPEC,
+                        flags: int = _stdsocket.AI_PASSIVE,
+                        sock: _stdsocket.socket | None = None, backlog: int = 100,
+                        ssl: SSLArg = None, reuse_address: bool | None = None,
+                        reuse_port: bool | None = None,
+                        ssl_handshake_timeout: float | None = None,
+                        ssl_shutdown_timeout: float | None = None,
+                        start_serving: bool = True) -> base_events.Server:
+    """``loop.create_server`` on the running loop, whose listeners also take fast-path clients.
+
+    On asyncio's selector loop the loop accepts and carries connections itself;
+    on other loops (uvloop) the listeners are served by an ``add_reader``,
+    fast-path connections get ``aio_transport.SocketTransport`` and TCP ones
+    the loop's own transport.
+
+    Args:
+        fast_path: offer the fast path (True) or not (False). Clients that do not
+            opt in are served over TCP by the same listeners.
+        sock: a bound socket to serve, used as it is (a ``loopfast.socket`` with
+            ``fast_path=True`` offers the fast path).
+        Others: as ``loop.create_server``.
+
+    Returns:
+        An ``asyncio.Server``; ``server.sockets`` are the listeners.
+
+    Raises:
+        OSError: bind failed (the message names the address), as ``loop.create_server``.
+    """
+    loop = _asyncio.get_running_loop()
     if sock is not None:
         sockets = [sock]
     else:
@@ -226,7 +323,7 @@ async def start_server(client_connected_cb: ClientConnected, host: str | Sequenc
     for listener in sockets:
         listener.setblocking(False)
     kind = base_events.Server if _native(loop) else _Server
-    server = kind(loop, sockets, factory, _ssl_context(ssl, server_side=True), backlog,
+    server = kind(loop, sockets, protocol_factory, _ssl_context(ssl, server_side=True), backlog,
                   ssl_handshake_timeout, ssl_shutdown_timeout)
     if start_serving:
         await server.start_serving()

@@ -37,7 +37,7 @@ import socket as _stdsocket
 import threading
 from typing import Any
 
-from . import aio_selector
+from . import aio_selector, uvloop_hook
 from .sockets import TRANSPORTS, socket, tls
 from .stdlib import StdSocket, is_tcp
 
@@ -123,6 +123,7 @@ def patch(transport: str | bool = "ring") -> None:
     import ssl  # noqa: F401
     _stdsocket.socket = PatchedSocket  # type: ignore[misc]
     aio_selector.install()  # asyncio's selector loops spin on their rings before sleeping
+    uvloop_hook.install(word, _count)  # uvloop's servers and loopback clients too
 
 
 def unpatch() -> None:
@@ -130,6 +131,7 @@ def unpatch() -> None:
     and event loops made meanwhile keep theirs."""
     _stdsocket.socket = StdSocket  # type: ignore[misc]
     aio_selector.uninstall()
+    uvloop_hook.uninstall()
 
 
 def patched() -> bool:

@@ -4,7 +4,7 @@ A pair names its two programs as the arguments after ``python``: a library's own
 command (``-m uvicorn``, ``-m gunicorn``) or a file of :mod:`.programs`, run by
 path so that a plain run imports nothing of loopfast. ``fast_path`` says whether
 both sides should take the fast path under ``loopfast run``; a pair that should
-not (uvloop makes its sockets in C, out of ``patch()``'s reach) says why.
+not says why.
 """
 
 from __future__ import annotations
@@ -82,8 +82,7 @@ PAIRS: dict[str, Pair] = {p.key: p for p in [
     Pair("uvicorn-httpx", "uvicorn + httpx", _uvicorn("asyncio"), "httpx",
          ("uvicorn", "httpx")),
     Pair("uvicorn-uvloop", "uvicorn --loop uvloop + httpx", _uvicorn("uvloop"), "httpx",
-         ("uvicorn", "uvloop", "httpx"), fast_path=False,
-         why_tcp="uvloop makes its sockets in C (libuv), out of patch()'s reach"),
+         ("uvicorn", "uvloop", "httpx")),
     Pair("aiohttp", "aiohttp server + client", _ours("aiohttp"), "aiohttp", ("aiohttp",)),
     Pair("websockets", "websockets echo", _ours("websockets"), "websockets",
          ("websockets",)),
