@@ -236,4 +236,4 @@ def test_a_spin_respects_its_budget(make_pair: Callable[..., Pair], budget_us: i
         transport.close()
         return took
 
-    assert _run(main) < 0.05  # at most the 50 µs ceiling, with a loaded machine's slack
+    assert _run(main) < 0.05  # at most the 50 µs asked, with a loaded machine's slack

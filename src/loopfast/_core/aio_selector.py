@@ -14,7 +14,11 @@ The budget follows the blocking calls' (``wait_for`` in ``_ring.c``): it grows
 while spinning pays (something arrives within it), halves when it does not,
 is nothing once the loop idles, and is probed again every ``PROBE_EVERY``
 waits. Its ceiling is the largest ``busy_poll_us`` (SO_BUSY_POLL) among the
-watched connections (adaptive ones: 50 µs); 0 on all of them turns spinning off.
+watched connections; adaptive ones (the default) count 200 µs here, more than
+a blocking call's 50 µs: a loop waits for a peer that runs Python between
+messages (50-200 µs a request for an HTTP framework), and a spin that ends
+before the answer costs a wake-up on both sides. 0 on all of them turns
+spinning off.
 
 Invariants:
 - ``_rings`` maps every registered fd that is a live ring connection's fileno
@@ -41,7 +45,7 @@ from . import ringcore
 
 __all__ = ["RingSelector", "SpinBudget", "channel_of", "install", "installed", "uninstall"]
 
-DEFAULT_CAP_NS = 50_000  # an adaptive channel's ceiling (busy_poll_us -1), as _ring.c's
+DEFAULT_CAP_NS = 200_000  # an adaptive channel's ceiling in a loop (_ring.c's LOOP_SPIN_MAX_NS)
 EPOLL_EVERY_NS = 10_000  # how often the spin looks at epoll
 FAIR_NS = 50_000  # longest time ring readiness may be reported without a look at epoll
 PROBE_EVERY = 16  # waits between probes once the budget shrank to nothing

@@ -21,11 +21,11 @@ sleeps in epoll and the rings' bells wake it, as without it.
 The budget is RingSelector's (``SpinBudget``): it grows while spinning pays,
 halves when it does not, is nothing once the loop idles (then a kick queues
 nothing) and is probed again every few waits. Its ceiling is the largest
-``busy_poll_us`` among the watched connections (adaptive ones: 50 µs); 0 on
-all of them turns spinning off.
+``busy_poll_us`` among the watched connections (adaptive ones: 200 µs, as in
+RingSelector); 0 on all of them turns spinning off.
 
 Bounds: a timer due during a spin, or a callback queued behind the spinner
-by another callback of the same round, runs at most one budget (50 µs by
+by another callback of the same round, runs at most one budget (200 µs by
 default) late; I/O on the loop's other fds ends the spin within
 ``EPOLL_EVERY_NS``.
 
