@@ -97,6 +97,6 @@ def test_each_pair_takes_the_path_it_should(key: str) -> None:
         fast, tcp = result.connections(variant)
         if pair.fast_path:
             assert (fast > 0, tcp) == (True, 0), variant
-        else:  # uvloop's sockets are made in C: the client's connections go over TCP
+        else:  # a pair that says why it should not: every connection over TCP
             assert (fast, tcp > 0) == (0, True), variant
     assert result.ok
