@@ -9,12 +9,15 @@ asyncio's selector loop, ``socket.create_server``) then makes fast-path
 sockets; nothing else changes. A connection takes the fast path only when
 the peer process opted in too (``python -m loopfast run`` on both sides).
 
-The transport is the shared-memory ring by default. Blocking TLS works on it:
-``SSLContext.wrap_socket`` of a ring connection (``http.client``, ``urllib``,
-``requests``) returns a ``RingTLSSocket`` whose records go through the rings
-(``_core/sockets/tls.py``, installed with loopfast). ``transport="stream"``
-(the AF_UNIX stream) suits code that takes the fd itself (``os.sendfile``,
-``socket.fromfd``, uvloop). A socket wrapped before it connects
+The transport is "auto" by default: the shared-memory ring, or the AF_UNIX
+stream to a destination whose recent connections were short, whose set-up the
+ring's would cost more than it saves (``_fastpath/transport_choice.py``).
+Blocking TLS works on both: ``SSLContext.wrap_socket`` of a ring connection
+(``http.client``, ``urllib``, ``requests``) returns a ``RingTLSSocket`` whose
+records go through the rings (``_core/sockets/tls.py``, installed with
+loopfast). ``transport="ring"`` takes the ring always; ``transport="stream"``
+suits code that takes the fd itself (``os.sendfile``, ``socket.fromfd``). A
+socket wrapped before it connects
 (``ctx.wrap_socket(socket.socket())``, then ``connect()``) stays the stdlib's
 SSLSocket and connects over TCP, on either transport.
 
@@ -46,7 +49,7 @@ __all__ = ["connection_counts", "patch", "patched", "unpatch"]
 _INET = (_stdsocket.AF_INET, _stdsocket.AF_INET6)
 _lock = threading.Lock()
 _counts = {"ring": 0, "stream": 0, "tcp": 0}
-_transport = "ring"
+_transport = "auto"
 
 
 class _SocketClass(type):
@@ -98,16 +101,18 @@ def _count(sock: socket) -> None:
         _counts[kind] = _counts.get(kind, 0) + 1
 
 
-def patch(transport: str | bool = "ring") -> None:
+def patch(transport: str | bool = "auto") -> None:
     """Make the TCP sockets this process creates through ``socket.socket`` opt in.
 
     asyncio's selector loops made from now on spin on their ring connections
     before they sleep (``selectors.DefaultSelector`` becomes ``RingSelector``).
 
     Args:
-        transport: "ring" or True (shared memory, the fastest; the default; blocking
+        transport: "auto" (the default: the ring, or the stream to a destination whose
+            recent connections were short, see ``_fastpath/transport_choice.py``),
+            "ring" or True (shared memory, the fastest per message; blocking
             ``SSLContext.wrap_socket`` included) or "stream" (AF_UNIX, for code that
-            takes the fd itself: ``os.sendfile``, ``socket.fromfd``, uvloop).
+            takes the fd itself: ``os.sendfile``, ``socket.fromfd``).
 
     Raises:
         OSError: EINVAL for another transport word.
@@ -115,7 +120,8 @@ def patch(transport: str | bool = "ring") -> None:
     global _transport
     word = "ring" if transport is True else transport
     if not isinstance(word, str) or word not in TRANSPORTS:
-        raise OSError(errno.EINVAL, f"patch(transport={transport!r}): use 'ring' or 'stream'")
+        raise OSError(errno.EINVAL, f"patch(transport={transport!r}): use 'auto', 'ring' "
+                      "or 'stream'")
     _transport = word
     tls.install()  # SSLContext.wrap_socket takes ring connections (in place since import)
     # ssl binds the class at import ("from socket import socket") and subclasses it:

@@ -7,6 +7,7 @@ import socket as _stdsocket
 from typing import Any
 
 from .._core.stdlib import PeerCredentials, StdSocket, close_fds
+from . import transport_choice
 
 Inherited = tuple[tuple[int, int, Any], ...]  # (level, optname, value) to set
 
@@ -21,10 +22,12 @@ class Connection:
         credentials: the peer process.
         connect_pending: a non-blocking connect() said EINPROGRESS and nobody has
             asked again yet (the next connect() answers 0, as the kernel does).
+        auto: for a client connection whose transport ``"auto"`` chose, what is
+            judged when it closes (``transport_choice``); None otherwise.
     """
 
-    __slots__ = ("_inherit", "_shadow", "connect_pending", "credentials", "family", "local",
-                 "peer")
+    __slots__ = ("_inherit", "_shadow", "auto", "connect_pending", "credentials", "family",
+                 "local", "peer")
 
     def __init__(self, family: int, local: tuple[Any, ...], peer: tuple[Any, ...],
                  credentials: PeerCredentials, shadow: _stdsocket.socket | int | None,
@@ -37,6 +40,7 @@ class Connection:
         self.peer = peer
         self.credentials = credentials
         self.connect_pending = False
+        self.auto: transport_choice.Auto | None = None
         self._shadow = shadow
         self._inherit = inherit
 
@@ -65,6 +69,10 @@ class Connection:
             return os.dup(self._shadow)
         return self._shadow.dup() if self._shadow is not None else None
 
+    def carried(self) -> int | None:
+        """Bytes carried both ways so far, if known here (a stream's are in the kernel)."""
+        return None
+
     def copy(self) -> Connection:
         """A copy for dup(): its own shadow socket, the same addresses and peer."""
         return Connection(self.family, self.local, self.peer, self.credentials,
@@ -72,6 +80,9 @@ class Connection:
 
     def release(self) -> None:
         """Close what the connection holds besides its stream. Idempotent."""
+        if self.auto is not None:
+            auto, self.auto = self.auto, None
+            transport_choice.note(auto, self.carried())
         if isinstance(self._shadow, int):
             close_fds([self._shadow])
         elif self._shadow is not None:

@@ -49,7 +49,7 @@ from .._core.stdlib import (
     raw_family,
     send_fds,
 )
-from . import handshake, owner, ring_link
+from . import handshake, owner, ring_link, transport_choice
 from .connection import Connection
 from .ring_link import (
     RingConnection,
@@ -203,7 +203,8 @@ def connect(app: _stdsocket.socket, host: str, port: int, transport: str,
 
     On success *app*'s fd number refers to the carrier and the returned state
     describes the connection (a ``RingConnection`` when *transport* is "ring";
-    without the C core "ring" means "stream", see ``available_transport``).
+    without the C core "ring" means "stream", see ``available_transport``;
+    "auto" is one of the two, chosen by ``transport_choice``).
 
     Everything that can fail for want of resources (fds, memory) is made
     before the hello goes out, and such a failure means TCP, which needs
@@ -212,8 +213,13 @@ def connect(app: _stdsocket.socket, host: str, port: int, transport: str,
     Raises:
         OSError: the rings could not be mapped after the hello went out.
     """
-    transport = available_transport(transport)
     family = raw_family(app)
+    auto = None
+    if transport == "auto":
+        auto = transport_choice.Auto((family, host, port), transport_choice.choose(
+            (family, host, port)))
+        transport = auto.transport
+    transport = available_transport(transport)
     expected = _expected_owner(family, host, port)
     ready = None
     if expected is not None:
@@ -247,7 +253,9 @@ def connect(app: _stdsocket.socket, host: str, port: int, transport: str,
     # stream is made non-blocking, the ring's r blocking.
     if offer is None:
         StdSocket.settimeout(app, app.gettimeout())
-        return Connection(app.family, ready.local, ready.target, found.credentials, reservation)
+        made = Connection(app.family, ready.local, ready.target, found.credentials, reservation)
+        made.auto = auto
+        return made
     try:
         if app.gettimeout() is not None:
             StdSocket.settimeout(app, app.gettimeout())
@@ -260,8 +268,10 @@ def connect(app: _stdsocket.socket, host: str, port: int, transport: str,
     except BaseException:
         close_fds([reservation])
         raise
-    return RingConnection(app.family, ready.local, ready.target, found.credentials,
+    made = RingConnection(app.family, ready.local, ready.target, found.credentials,
                           reservation, link)
+    made.auto = auto
+    return made
 
 
 def _greet(found: Rendezvous, ready: Prepared | None,

@@ -479,6 +479,11 @@ class RingConnection(Connection):
         return RingConnection(self.family, self.local, self.peer, self.credentials, shadow,
                               self.link, self._inherit)
 
+    def carried(self) -> int | None:
+        """Bytes carried both ways so far."""
+        channel = self.link.channel
+        return channel.bytes_out + channel.stats()["bytes_in"]
+
     def release(self) -> None:
         """Drop this object's share of the rings, and its shadow."""
         super().release()

@@ -250,10 +250,11 @@ def _add_run(subparsers: _Subparsers) -> None:
         "way talk over it (each connection falls back to TCP otherwise). Usage: loopfast run "
         "[options] [--] script.py args..., loopfast run [options] -m module args... or "
         "loopfast run [options] -c code args...")
-    p.add_argument("--transport", choices=("ring", "stream"), default="ring",
-                   help="ring: shared memory, the fastest, blocking ssl included (default); "
-                   "stream: AF_UNIX, for programs that take the fd itself (os.sendfile, "
-                   "socket.fromfd, uvloop)")
+    p.add_argument("--transport", choices=("auto", "ring", "stream"), default="auto",
+                   help="auto (default): the ring, or the stream to a destination whose "
+                   "recent connections were short (a connection per request); ring: shared "
+                   "memory, the fastest per message, blocking ssl included; stream: AF_UNIX, "
+                   "for programs that take the fd itself (os.sendfile, socket.fromfd)")
     p.add_argument("--report", action="store_true",
                    help="at exit, print to stderr how many connections the program made over "
                    "the fast path and over TCP")

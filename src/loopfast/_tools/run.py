@@ -11,13 +11,14 @@ import types
 from .._core.patch import connection_counts, patch
 
 
-def run_program(argv: list[str], module: list[str] | None, transport: str = "ring",
+def run_program(argv: list[str], module: list[str] | None, transport: str = "auto",
                 report: bool = False, command: list[str] | None = None) -> int:
     """Run a Python program under ``patch(transport)``: ``script args``, ``-m module args``
     or ``-c code args`` (*command*: the code, then its arguments), as ``python`` runs them.
 
-    The transport is the ring unless asked otherwise ("stream"); blocking TLS
-    works on both.
+    The transport is "auto" unless asked otherwise ("ring", "stream"): the ring,
+    or the stream for a destination whose recent connections were short
+    (``_fastpath/transport_choice.py``); blocking TLS works on both.
 
     Returns 0 when the program returns; its ``SystemExit`` passes through
     unchanged, so the exit status is the program's.

@@ -40,7 +40,7 @@ from ..stdlib import StdSocket, is_tcp, raw_family
 
 _BOOL_SIZE = 4  # Winsock's BOOL
 _TCP_CLOSE = 7  # tcpi_state of a TCP socket never connected (include/net/tcp_states.h)
-TRANSPORTS = ("ring", "stream")
+TRANSPORTS = ("ring", "stream", "auto")  # auto: _fastpath/transport_choice.py
 
 # The class for each type of state: filled in by the subclasses' definitions.
 _KINDS: dict[type, type[socket]] = {}
@@ -136,7 +136,8 @@ class socket(_stdsocket.socket):
             if isinstance(fast_path, str):
                 if fast_path not in TRANSPORTS:
                     raise OSError(errno.EINVAL, f"fast_path={fast_path!r}: use True, False, "
-                                  "'ring' (shared memory, the default) or 'stream' (AF_UNIX)")
+                                  "'ring' (shared memory, the default), 'stream' (AF_UNIX) "
+                                  "or 'auto' (the ring, the stream for short connections)")
                 self._transport = fast_path
             if fast_path and fileno is None and is_tcp(self):
                 self._fast_path = True  # a new TCP socket: what ioctl would check holds

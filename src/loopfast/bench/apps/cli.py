@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
     def console(stderr: bool) -> Console:
         c = Console(stderr=stderr)
-        return c if c.is_terminal else Console(stderr=stderr, width=120)
+        return c if c.is_terminal else Console(stderr=stderr, width=140)
 
     config = config_from(args)
     with ProgressBar(console(stderr=True), enabled=False if args.no_progress else None) as bar:

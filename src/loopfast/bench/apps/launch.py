@@ -25,7 +25,7 @@ from pathlib import Path
 
 __all__ = ["VARIANTS", "AppError", "ClientRun", "Server", "command", "free_port", "run_client"]
 
-VARIANTS = ("plain", "ring", "stream")
+VARIANTS = ("plain", "auto", "ring", "stream")  # auto: loopfast run's default transport
 _REPORT = re.compile(r"loopfast run: (\d+) connection\(s\) made over the fast path "
                      r"\(ring (\d+), stream (\d+)\), (\d+) over TCP")
 
@@ -136,6 +136,7 @@ class ClientRun:
     requests_per_s: float
     fast: int | None = None
     tcp: int | None = None
+    stream: int | None = None
 
 
 def run_client(variant: str, args: list[str], timeout: float) -> ClientRun:
@@ -157,5 +158,5 @@ def run_client(variant: str, args: list[str], timeout: float) -> ClientRun:
     if variant != "plain":
         if not (match := _REPORT.search(done.stderr)):
             raise AppError(f"{variant} client printed no loopfast run report")
-        run.fast, run.tcp = int(match[1]), int(match[4])
+        run.fast, run.stream, run.tcp = int(match[1]), int(match[3]), int(match[4])
     return run

@@ -39,6 +39,7 @@ def _pair_json(p: PairResult) -> dict[str, Any]:
             "median": p.median(variant),
             "vs_plain": p.ratio(variant),
             "fast_path_connections": fast if variant != "plain" else None,
+            "stream_share": p.stream_share(variant) if variant != "plain" else None,
             "tcp_connections": tcp if variant != "plain" else None,
             "path": p.path(variant) or None,
         }
@@ -78,20 +79,32 @@ def _table(result: AppsResult) -> Table:
                   f"{c.seconds:g} s per variant", box=box.SIMPLE_HEAD,
                   caption=f"{m.cpu_model}, {m.cpu_count} CPUs, Linux {m.kernel}, "
                   f"{m.python_implementation} {m.python}")
-    table.add_column("pair", min_width=10)
-    for name in ("conn.", "plain\nreq/s", "ring\nreq/s", "ring\nvs plain", "ring\npath",
-                 "stream\nreq/s", "stream\nvs plain", "stream\npath"):
+    table.add_column("pair", min_width=10, no_wrap=True)
+    for name in ("conn.", "plain\nreq/s", "auto\nreq/s", "auto\nvs plain", "auto\nstream",
+                 "ring\nreq/s", "ring\nvs plain", "stream\nreq/s", "stream\nvs plain",
+                 "path"):
         table.add_column(name, justify="left" if "path" in name or "conn" in name
                          else "right", no_wrap=True)
     for p in result.pairs:
         if p.skipped or (p.error and not p.runs["plain"]):
             word = "[dim]skipped" if p.skipped else "[red]FAILED"
-            table.add_row(escape(p.pair.label), p.pair.connections, word, *[""] * 6)
+            table.add_row(escape(p.pair.label), p.pair.connections, word, *[""] * 8)
             continue
+        share = p.stream_share("auto")
         table.add_row(escape(p.pair.label), p.pair.connections, _rate(p.median("plain")),
-                      _rate(p.median("ring")), _x(p.ratio("ring")), _path(p, "ring"),
-                      _rate(p.median("stream")), _x(p.ratio("stream")), _path(p, "stream"))
+                      _rate(p.median("auto")), _x(p.ratio("auto")),
+                      "" if share is None else f"{share:.0%}",
+                      _rate(p.median("ring")), _x(p.ratio("ring")),
+                      _rate(p.median("stream")), _x(p.ratio("stream")), _paths(p))
     return table
+
+
+def _paths(p: PairResult) -> str:
+    """Where the connections went: one word when every variant agrees."""
+    words = {v: _path(p, v) for v in VARIANTS[1:]}
+    if len(set(words.values())) == 1:
+        return next(iter(words.values()))
+    return ", ".join(f"{v}: {w}" for v, w in words.items())
 
 
 def render_table(result: AppsResult, console: Console) -> None:

@@ -1,9 +1,10 @@
-"""Running the pairs: three servers per pair, clients alternating plain, ring, stream.
+"""Running the pairs: a server per variant, clients alternating plain, auto, ring, stream.
 
-For each pair the runner starts its server three times on three ports (plain, and
-under ``loopfast run`` with each transport), waits until all listen, then runs the
-client ``repeats`` times in each variant, alternating (plain, ring, stream, plain,
-...), so a drift of the machine touches every variant alike. The figure of a
+For each pair the runner starts its server once per variant on its own port (plain,
+and under ``loopfast run`` with each transport: "auto", the default, then "ring"
+and "stream"), waits until all listen, then runs the client ``repeats`` times in
+each variant, alternating (plain, auto, ring, stream, plain, ...), so a drift of
+the machine touches every variant alike. The figure of a
 variant is the median of its runs' requests/s. A pair whose package is missing is
 skipped with the reason; a pair whose program fails is recorded with the error
 and the run goes on.
@@ -11,6 +12,7 @@ and the run goes on.
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -74,6 +76,11 @@ class PairResult:
         runs = self.runs[variant]
         return sum(r.fast or 0 for r in runs), sum(r.tcp or 0 for r in runs)
 
+    def stream_share(self, variant: str) -> float | None:
+        """The share of the variant's fast-path connections that took the stream."""
+        fast = self.connections(variant)[0]
+        return sum(r.stream or 0 for r in self.runs[variant]) / fast if fast else None
+
     def path(self, variant: str) -> str:
         """"fast path", "TCP", "mixed", or "" without runs: where the connections went."""
         fast, tcp = self.connections(variant)
@@ -112,10 +119,10 @@ def run_pair(pair: Pair, config: AppsConfig, progress: ProgressSink | None = Non
     progress.row_started(pair.key, pair.label, config.repeats * len(VARIANTS))
     ports = {variant: free_port() for variant in VARIANTS}
     try:
-        with (serving("plain", pair.server(ports["plain"]), ports["plain"]) as plain,
-              serving("ring", pair.server(ports["ring"]), ports["ring"]) as ring,
-              serving("stream", pair.server(ports["stream"]), ports["stream"]) as stream):
-            servers = {"plain": plain, "ring": ring, "stream": stream}
+        with contextlib.ExitStack() as stack:
+            servers = {variant: stack.enter_context(
+                serving(variant, pair.server(ports[variant]), ports[variant]))
+                for variant in VARIANTS}
             for server in servers.values():
                 server.wait_ready(config.timeout)
             for repeat in range(config.repeats):
