@@ -130,9 +130,10 @@ class LoopSpinner:
                                                         EPOLL_EVERY_NS)
         if spun or not hits:  # a first look that found something changes nothing
             self._budget.spun(budget, bool(hits) or epoll_ready, cap)
-        if epoll_ready and not hits:
+        if epoll_ready:  # libuv runs its I/O callbacks next: they, and what they queue, first
             self._pass = True
-            self._requeue()
+            if not hits:  # (a hit's reader kicks us again)
+                self._requeue()
         for index, _bits in hits:
             channel, _want = entries[index]
             reader = readers[index]
