@@ -224,19 +224,9 @@ async def open_connection(host: str | None = None, port: int | None = None, *,
                           ) -> tuple[_asyncio.StreamReader, _asyncio.StreamWriter]:
     """``asyncio.open_connection`` over the fast path when both sides opted in.
 
-    Args:
-        fast_path: True (or "ring") for the shared-memory rings, "stream" for the
-            AF_UNIX stream transport, False for plain TCP. A peer that did not
-            opt in, or an address that is not loopback, gives TCP, silently.
-        sock: an already connected socket, used as it is (``fast_path`` is then its own).
-        Others: as ``asyncio.open_connection``.
-
-    Returns:
-        The standard ``(StreamReader, StreamWriter)``.
-
-    Raises:
-        OSError: as ``asyncio.open_connection`` (ConnectionRefusedError, gaierror, ...);
-            EINVAL for an unknown ``fast_path`` word. ssl.SSLError: the TLS handshake failed.
+    The arguments and the errors are ``create_connection``'s; *limit* is
+    ``asyncio.open_connection``'s. Returns the standard ``(StreamReader,
+    StreamWriter)``.
     """
     loop = _asyncio.get_running_loop()
     reader = _asyncio.StreamReader(limit=limit, loop=loop)
@@ -258,18 +248,8 @@ async def start_server(client_connected_cb: ClientConnected, host: str | Sequenc
                        start_serving: bool = True) -> base_events.Server:
     """``asyncio.start_server`` whose listeners also take fast-path clients.
 
-    Args:
-        fast_path: offer the fast path (True) or not (False). Clients that do not
-            opt in are served over TCP by the same listeners.
-        sock: a bound socket to serve, used as it is (a ``loopfast.socket`` with
-            ``fast_path=True`` offers the fast path).
-        Others: as ``asyncio.start_server``.
-
-    Returns:
-        An ``asyncio.Server``; ``server.sockets`` are the listeners.
-
-    Raises:
-        OSError: bind failed (the message names the address), as ``asyncio.start_server``.
+    The arguments, the returned server and the errors are ``create_server``'s;
+    *client_connected_cb* and *limit* are ``asyncio.start_server``'s.
     """
     loop = _asyncio.get_running_loop()
 
