@@ -2,10 +2,11 @@
 connections are short.
 
 The ring's per-message speed is paid for at set-up (a memfd, its mapping and its
-pages, two more fds: about 0.55x TCP's connections/s, against the stream's
-0.8x). A connection that carries one request and closes never earns that back:
-a client that opens a connection per request (``requests.get``, ``urllib``)
-runs at 0.84-0.89x of TCP on the ring and at about 1.0x on the stream. So an
+pages, two more fds: about 0.5-0.6x TCP's connections/s, against the stream's
+0.75-0.8x). A connection that carries one request and closes never earns that
+back: programs that open a connection per request (``requests.get``,
+``urllib``) ran at 0.73-0.89x of TCP's requests/s on the ring and 0.87-1.0x on
+the stream (``loopfast bench apps``). So an
 ``"auto"`` connection (``loopfast run``'s default) takes the ring unless the
 last ``STREAK`` connections this process made to the same destination were
 short, and then the stream.
