@@ -66,10 +66,6 @@ _STREAM_ONLY: dict[str, str] = {
         "README: the stream's getpeername() keeps answering after a reset; Linux TCP's "
         "socket is then CLOSE and raises ENOTCONN"
     ),
-    "tls_over_connection": (
-        "README: blocking ssl.wrap_socket takes the fd, which over the stream transport is "
-        "the AF_UNIX stream: TLS works but getpeername() names the AF_UNIX peer"
-    ),
     "detach_rewrap_with_stdlib": (
         "FastPathSocket.detach: the fd is the AF_UNIX stream carrying the connection, so a "
         "stdlib socket built on it reports AF_UNIX, proto 0 and an AF_UNIX peer name"

@@ -122,8 +122,8 @@ def test_urllib_with_a_context(tmp_path: Path, https_server: str,
     done = _run_client(tmp_path, URLLIB_CLIENT, https_server, self_signed_cert[0],
                        "--transport", transport)
     assert done.returncode == 0, done.stderr
-    # the server's socket is a ring's or the stdlib's, as the client chose
-    kind = "RingTLSSocket" if transport == "ring" else "SSLSocket"
+    # the server's socket is a ring's, or the stdlib's on the stream, as the client chose
+    kind = "RingTLSSocket" if transport == "ring" else "StreamTLSSocket"
     assert done.stdout == f"200 hello {kind} /urllib\n"
     assert f"made over the fast path (ring {int(transport == 'ring')}, " in done.stderr
 

@@ -8,8 +8,12 @@ which a ring's fd cannot carry. Importing loopfast installs a hook on
 - a ``RingSocket`` becomes a ``RingTLSSocket``: an ``ssl.SSLSocket`` whose
   ``_sslobj`` is ``tls_bio.RingTLS`` (an SSLObject over memory BIOs and the
   rings), so every ``SSLSocket`` method runs unchanged above it;
+- a stream-transport connection (``FastPathSocket``) becomes a
+  ``StreamTLSSocket``: the stdlib's SSLSocket on the AF_UNIX stream, as the
+  stdlib's ``wrap_socket`` makes it, but naming the connection's TCP-style
+  addresses (``getsockname``/``getpeername``) instead of the stream's;
 - a ``FastPathListener`` becomes a ``TLSListener``, whose ``accept()`` wraps
-  each connection as above (ring) or as the stdlib does (TCP, stream);
+  each connection as above (ring, stream) or as the stdlib does (TCP);
 - anything else goes to the stdlib's ``wrap_socket``, untouched.
 
 As with the stdlib, the wrapped socket takes the connection over and the
@@ -35,9 +39,10 @@ from ..stdlib import StdSocket
 from .base import become
 from .listener import FastPathListener
 from .ring import RingSocket
+from .stream import FastPathSocket
 from .tls_bio import RingTLS
 
-__all__ = ["RingTLSSocket", "TLSListener", "install", "uninstall", "wrap"]
+__all__ = ["RingTLSSocket", "StreamTLSSocket", "TLSListener", "install", "uninstall", "wrap"]
 
 _stdlib_wrap_socket = ssl.SSLContext.wrap_socket
 
@@ -169,6 +174,48 @@ class RingTLSSocket(_Wrapped, RingSocket):  # type: ignore[misc]
         return RingSocket.detach(self)
 
 
+class StreamTLSSocket(ssl.SSLSocket):
+    """The stdlib's ``ssl.SSLSocket`` on a stream-transport connection.
+
+    Its records travel in the AF_UNIX stream, where the stdlib's
+    ``wrap_socket`` puts them; only the names differ: ``getsockname()`` and
+    ``getpeername()`` answer the connection's TCP-style addresses, as the
+    socket it wrapped did, not the stream's AF_UNIX ones.
+    """
+
+    _tcp_names: tuple[Any, Any] | None = None  # (local, peer), set once the stdlib made it
+
+    @classmethod
+    def _wrap(cls, sock: FastPathSocket, context: ssl.SSLContext, server_side: bool,
+              do_handshake_on_connect: bool, suppress_ragged_eofs: bool,
+              server_hostname: str | None, session: ssl.SSLSession | None) -> StreamTLSSocket:
+        names = (sock._state.local, sock._state.peer)
+        self = cls._create(sock=sock, server_side=server_side,  # type: ignore[attr-defined]
+                           do_handshake_on_connect=do_handshake_on_connect,
+                           suppress_ragged_eofs=suppress_ragged_eofs,
+                           server_hostname=server_hostname, context=context, session=session)
+        self._tcp_names = names
+        return self  # type: ignore[no-any-return]
+
+    def getsockname(self) -> Any:
+        """This end's TCP-style address.
+
+        Raises:
+            OSError: EBADF once closed.
+        """
+        local = super().getsockname()  # the stream's (EBADF once closed)
+        return local if self._tcp_names is None else self._tcp_names[0]
+
+    def getpeername(self) -> Any:
+        """The peer's TCP-style address.
+
+        Raises:
+            OSError: EBADF once closed; ENOTCONN as the stream's own getpeername.
+        """
+        peer = super().getpeername()  # the stream's: connected? (the stdlib asks in _create)
+        return peer if self._tcp_names is None else self._tcp_names[1]
+
+
 class TLSListener(_Wrapped, FastPathListener):  # type: ignore[misc]
     """A wrapped fast-path listener: ``accept()`` returns TLS sockets (ring or stdlib)."""
 
@@ -212,7 +259,7 @@ class TLSListener(_Wrapped, FastPathListener):  # type: ignore[misc]
 def wrap(context: ssl.SSLContext, sock: Any, server_side: bool = False,
          do_handshake_on_connect: bool = True, suppress_ragged_eofs: bool = True,
          server_hostname: str | None = None, session: ssl.SSLSession | None = None) -> Any:
-    """``context.wrap_socket(sock, ...)``, ring connections and fast-path listeners included.
+    """``context.wrap_socket(sock, ...)``, fast-path connections and listeners included.
 
     Raises:
         ValueError: as ``SSLContext.wrap_socket`` (server_hostname or session with
@@ -225,6 +272,8 @@ def wrap(context: ssl.SSLContext, sock: Any, server_side: bool = False,
             kind = RingTLSSocket
         elif isinstance(sock, FastPathListener):
             kind = TLSListener
+        elif isinstance(sock, FastPathSocket):
+            kind = StreamTLSSocket
     if kind is None:
         return _stdlib_wrap_socket(context, sock, server_side, do_handshake_on_connect,
                                    suppress_ragged_eofs, server_hostname, session)
