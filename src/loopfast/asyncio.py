@@ -169,26 +169,7 @@ async def create_connection(protocol_factory: Callable[[], _P], host: str | None
         OSError: as ``loop.create_connection`` (ConnectionRefusedError, gaierror, ...);
             EINVAL for an unknown ``fast_path`` word. ssl.SSLError: the TLS handshake failed.
     """
-    return await _connect_on(_asyncio.get_running_loop(), protocol_factory, host, port,
-                             fast_path=fast_path, ssl=ssl, family=family, proto=proto,
-                             flags=flags, sock=sock, local_addr=local_addr,
-                             server_hostname=server_hostname,
-                             ssl_handshake_timeout=ssl_handshake_timeout,
-                             ssl_shutdown_timeout=ssl_shutdown_timeout)
-
-
-async def _connect_on(loop: _asyncio.AbstractEventLoop, protocol_factory: Callable[[], _P],
-                      host: str | None = None, port: int | None = None, *,
-                      fast_path: bool | str = True, ssl: SSLArg = None, family: int = 0,
-                      proto: int = 0, flags: int = 0, sock: _stdsocket.socket | None = None,
-                      local_addr: tuple[str, int] | None = None,
-                      server_hostname: str | None = None,
-                      ssl_handshake_timeout: float | None = None,
-                      ssl_shutdown_timeout: float | None = None,
-                      native: Callable[..., Awaitable[tuple[_asyncio.Transport, Any]]] | None
-                      = None) -> tuple[_asyncio.Transport, _P]:
-    """``create_connection`` on *loop*; *native* is the loop's own ``create_connection``
-    (by default its bound method), given a connected TCP socket."""
+    loop = _asyncio.get_running_loop()
     if sock is None:
         sock = await _connected_socket(loop, host, port, fast_path, family, proto, flags,
                                        local_addr)
@@ -198,7 +179,7 @@ async def _connect_on(loop: _asyncio.AbstractEventLoop, protocol_factory: Callab
     protocol = protocol_factory()
     try:
         if _native(loop) or not (isinstance(sock, socket) and sock.fast_path_active):
-            transport, _ = await (native or loop.create_connection)(
+            transport, _ = await loop.create_connection(
                 lambda: protocol, sock=sock, ssl=context, server_hostname=server_hostname,
                 ssl_handshake_timeout=ssl_handshake_timeout,
                 ssl_shutdown_timeout=ssl_shutdown_timeout)

@@ -97,6 +97,26 @@ def test_a_client_that_did_not_opt_in_gets_uvloops_tcp(patched_with: str) -> Non
     assert _run(main) == (b"ping", "TCPTransport")  # uvloop's own
 
 
+def test_a_client_whose_server_did_not_opt_in_gets_uvloops_tcp(patched_with: str) -> None:
+    async def main() -> tuple[str, bool, bytes]:
+        loop = asyncio.get_running_loop()
+        listener = loopfast.socket(socket.AF_INET, socket.SOCK_STREAM, fast_path=False)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+        _reader, writer = await asyncio.open_connection("127.0.0.1", listener.getsockname()[1])
+        accepted, _ = await asyncio.wait_for(loop.sock_accept(listener), 5)
+        writer.write(b"ping")
+        data = await asyncio.wait_for(loop.sock_recv(accepted, 4), 5)
+        kind, active = type(writer.transport).__name__, fast_path_active(writer)
+        writer.close()
+        accepted.close()
+        listener.close()
+        return kind, active, data
+
+    assert _run(main) == ("TCPTransport", False, b"ping")  # the loopfast socket's TCP fd
+
+
 def test_a_plain_sock_is_uvloops(patched_with: str) -> None:
     async def main() -> tuple[bool, bytes, bool]:
         listener = socket.create_server(("127.0.0.1", 0))  # the patched class: opted in

@@ -82,7 +82,7 @@ async def _create_connection(self: Any, protocol_factory: Callable[[], Any],
     native = functools.partial(_originals["create_connection"][0], self)
     if sock is not None:
         if isinstance(sock, socket) and sock.fast_path_active:
-            return await lfa._connect_on(self, protocol_factory, sock=sock, native=native, **kw)
+            return await lfa.create_connection(protocol_factory, sock=sock, **kw)
         return await native(protocol_factory, host, port, sock=sock, **kw)
     if not _loopback(host):
         return await native(protocol_factory, host, port, **kw)
@@ -90,8 +90,8 @@ async def _create_connection(self: Any, protocol_factory: Callable[[], Any],
                                        kw.pop("proto", 0), kw.pop("flags", 0),
                                        kw.pop("local_addr", None))
     _made(made)
-    return await lfa._connect_on(self, protocol_factory, host, port, sock=made, native=native,
-                                 **kw)
+    # One that fell back to TCP comes back here as sock=, and goes to uvloop's own.
+    return await lfa.create_connection(protocol_factory, host, port, sock=made, **kw)
 
 
 _METHODS = {"create_server": _create_server, "create_connection": _create_connection}

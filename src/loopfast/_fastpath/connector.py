@@ -216,9 +216,8 @@ def connect(app: _stdsocket.socket, host: str, port: int, transport: str,
     family = raw_family(app)
     auto = None
     if transport == "auto":
-        auto = transport_choice.Auto((family, host, port), transport_choice.choose(
-            (family, host, port)))
-        transport = auto.transport
+        auto = transport_choice.Auto((family, host, port))
+        transport = transport_choice.choose(auto.destination)
     transport = available_transport(transport)
     expected = _expected_owner(family, host, port)
     ready = None

@@ -45,11 +45,10 @@ _streaks: dict[Destination, tuple[int, int]] = {}
 class Auto:
     """What an ``"auto"`` connection remembers to be judged when it closes."""
 
-    __slots__ = ("born", "destination", "transport")
+    __slots__ = ("born", "destination")
 
-    def __init__(self, destination: Destination, transport: str) -> None:
+    def __init__(self, destination: Destination) -> None:
         self.destination = destination
-        self.transport = transport
         self.born = time.monotonic()
 
 
