@@ -114,6 +114,8 @@ def unregister(flt: ConnectionFilter) -> None:
 
 def covering(role: Role, service: tuple[Any, ...]) -> tuple[ConnectionFilter, ...]:
     """The registered filters that cover a connection to *service* in *role*."""
+    if not _filters:  # the usual case, on every connect and accept
+        return ()
     return tuple(f for f in _filters if f.covers(role, service))
 
 

@@ -170,27 +170,23 @@ def invalidate() -> None:
     _files.invalidate()
 
 
-class _RawEnviron:
-    """``os.environ.get`` without its per-call key encoding: this runs on every connect
-    and accept, and three ``os.environ`` lookups cost as much as a syscall there."""
-
-    __slots__ = ("_data",)
-
-    def __init__(self, data: dict[bytes, bytes]) -> None:
-        self._data = data
-
-    def get(self, name: str) -> str | None:
-        value = self._data.get(name.encode())
-        return None if value is None else os.fsdecode(value)
+_NAMES = ("LOOPFAST_FAST_PATH", "LOOPFAST_POLICY_FILE", "LOOPFAST_EXCLUDE_PORTS")
+_RAW_NAMES = tuple(name.encode() for name in _NAMES)
 
 
-def _environ() -> _RawEnviron | os._Environ[str]:
-    # os.environ keeps the environment as bytes in _data on POSIX (CPython); elsewhere
-    # (or if that ever changes) the public mapping serves.
+def _variables() -> tuple[str | None, str | None, str | None]:
+    """The three variables, from os.environ's own bytes where it keeps them (CPython on
+    POSIX): this runs on every connect and accept, and the public mapping encodes each
+    key on every lookup."""
     data = getattr(os.environ, "_data", None)
     if isinstance(data, dict) and os.name == "posix":
-        return _RawEnviron(data)
-    return os.environ
+        get = data.get
+        raw = get(_RAW_NAMES[0]), get(_RAW_NAMES[1]), get(_RAW_NAMES[2])
+        if raw == (None, None, None):
+            return None, None, None  # the usual case: nothing set
+        switch, path, excluded = (None if v is None else os.fsdecode(v) for v in raw)
+        return switch, path, excluded
+    return os.environ.get(_NAMES[0]), os.environ.get(_NAMES[1]), os.environ.get(_NAMES[2])
 
 
 def current() -> Policy:
@@ -200,17 +196,14 @@ def current() -> Policy:
 
     Never raises: an unusable policy is reported in the log and turns the fast path off.
     """
-    env = _environ()
-    switch = env.get("LOOPFAST_FAST_PATH")
+    switch, path, excluded = _variables()
     if switch is not None:
         try:
             if not _switch(switch, "LOOPFAST_FAST_PATH"):
                 return Policy(False, frozenset(), "LOOPFAST_FAST_PATH=off")
         except PolicyError as exc:
             return _files._broken("LOOPFAST_FAST_PATH", str(exc))
-    path = env.get("LOOPFAST_POLICY_FILE")
     policy = _files.load(DEFAULT_POLICY_FILE if path is None else path)
-    excluded = env.get("LOOPFAST_EXCLUDE_PORTS")
     if excluded:
         try:
             ports = Policy.parse_ports(excluded)

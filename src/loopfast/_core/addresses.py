@@ -62,7 +62,8 @@ def name_for(host: str, port: int) -> bytes:
     return NAME_PREFIX + f"{host}/{port}".encode("ascii")
 
 
-def client_names(family: int, host: str, port: int) -> list[bytes]:
+@functools.lru_cache(maxsize=256)  # asked on every connect; a process has few destinations
+def client_names(family: int, host: str, port: int) -> tuple[bytes, ...]:
     """Names a client connecting to *host*:*port* tries, most specific first.
 
     This is the order in which the kernel matches a SYN to a listener: an
@@ -70,8 +71,8 @@ def client_names(family: int, host: str, port: int) -> list[bytes]:
     """
     v4 = loopback_ipv4(family, host)
     if v4 is not None:
-        return [name_for(v4, port), name_for("0.0.0.0", port)]
-    return [name_for("::1", port), name_for("::", port)]
+        return (name_for(v4, port), name_for("0.0.0.0", port))
+    return (name_for("::1", port), name_for("::", port))
 
 
 def listener_names(family: int, host: str, port: int, dual_stack: bool) -> list[bytes]:

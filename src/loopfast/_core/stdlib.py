@@ -50,6 +50,19 @@ def raw_family(sock: _csocket.socket) -> int:
     return int(_csocket.socket.family.__get__(sock))
 
 
+_TCP_CLOSE = 7  # tcpi_state of a TCP socket never connected (include/net/tcp_states.h)
+
+
+def tcp_unused(sock: _csocket.socket) -> bool:
+    """True when the TCP socket *sock* is neither connected, connecting nor listening:
+    TCP's CLOSE state, in one syscall."""
+    try:
+        info = _csocket.socket.getsockopt(sock, socket.IPPROTO_TCP, socket.TCP_INFO, 1)
+    except OSError:
+        return False
+    return info[0] == _TCP_CLOSE
+
+
 def is_tcp(sock: _csocket.socket) -> bool:
     """True for an AF_INET/AF_INET6 stream socket of the TCP protocol."""
     # Plain ints: socket.socket's family and type properties make enums on every read.

@@ -29,6 +29,7 @@ describes; nothing here knows the socket classes.
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
@@ -37,7 +38,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from .. import compat
 from .._core import addresses, ringcore
@@ -48,6 +49,7 @@ from .._core.stdlib import (
     peer_credentials,
     raw_family,
     send_fds,
+    tcp_unused,
 )
 from . import handshake, owner, ring_link, transport_choice
 from .connection import Connection
@@ -151,7 +153,7 @@ class Prepared:
         self.server_rcvbuf = server_rcvbuf
         self.offer: RingOffer | None = None
         family = raw_family(app)
-        self.local = _reserve_local(app, host)
+        self.local = _reserve_local(app, family, host)
         self.target = addresses.tcp_style(family, host, port)
         # The TCP socket keeps the local port reserved (unique, visible to ss); it
         # becomes the connection's shadow (Connection.shadow), a socket object
@@ -222,11 +224,13 @@ def connect(app: _stdsocket.socket, host: str, port: int, transport: str,
     expected = _expected_owner(family, host, port)
     ready = None
     if expected is not None:
-        try:
+        try:  # which tells an unused socket by binding it (_reserve_local)
             ready = Prepared(app, host, port, transport, settings, expected.rcvbuf)
         except OSError as exc:
             _log.debug("loopfast: fast path to %s:%s not taken (%s); using TCP", host, port, exc)
             return None
+    elif not tcp_unused(app):  # connected or listening: TCP's connect() says what it says
+        return None
     try:
         found = find(family, host, port, app.gettimeout(), expected, ready)
     except BaseException:
@@ -237,7 +241,10 @@ def connect(app: _stdsocket.socket, host: str, port: int, transport: str,
         if ready is not None:
             ready.discard()
         return None
-    with found.stream:
+    # The stream is made non-blocking (find): the socket's own mode then needs a
+    # syscall only when it is blocking, or the stream was made to wait for room.
+    nonblocking = found.stream.gettimeout() == 0.0
+    try:
         if ready is None or not found.greeted:  # greeted: find() sent ready's hello
             ready = _greet(found, ready, lambda rcvbuf: Prepared(app, host, port, transport,
                                                                  settings, rcvbuf))
@@ -248,11 +255,14 @@ def connect(app: _stdsocket.socket, host: str, port: int, transport: str,
         os.dup2(carrier.fileno(), app.fileno(), inheritable=False)
         # The rings keep the stream: it is the server's wake-up pair (handshake.py).
         stream = found.stream.detach() if offer is not None else -1
+    finally:
+        found.stream.close()
     # The new file description needs the socket's O_NONBLOCK: the rendezvous
     # stream is made non-blocking, the ring's r blocking.
     if offer is None:
-        StdSocket.settimeout(app, app.gettimeout())
-        made = Connection(app.family, ready.local, ready.target, found.credentials, reservation)
+        if not nonblocking or app.gettimeout() is None:
+            StdSocket.settimeout(app, app.gettimeout())
+        made = Connection(family, ready.local, ready.target, found.credentials, reservation)
         made.auto = auto
         return made
     try:
@@ -267,7 +277,7 @@ def connect(app: _stdsocket.socket, host: str, port: int, transport: str,
     except BaseException:
         close_fds([reservation])
         raise
-    made = RingConnection(app.family, ready.local, ready.target, found.credentials,
+    made = RingConnection(family, ready.local, ready.target, found.credentials,
                           reservation, link)
     made.auto = auto
     return made
@@ -309,21 +319,34 @@ def available_transport(transport: str) -> str:
     return "stream"
 
 
-def _reserve_local(app: _stdsocket.socket, host: str) -> tuple[Any, ...]:
-    """Bind *app* (still TCP) to a loopback port unless bound; its TCP-style address."""
-    bound = StdSocket.getsockname(app)
-    family = raw_family(app)
-    if bound[1] == 0:
-        if family == _stdsocket.AF_INET:
-            loop = "127.0.0.1"
-        else:
-            loop = "::ffff:127.0.0.1" if addresses.ipv4_of(family, host) else "::1"
+def _reserve_local(app: _stdsocket.socket, family: int, host: str) -> tuple[Any, ...]:
+    """Bind *app* (still TCP, of *family*) to a loopback port unless bound; its TCP-style
+    address.
+
+    A bind that succeeds also proves *app* unused: a connected, connecting or
+    listening socket is bound. One that fails with EINVAL finds it bound.
+
+    Raises:
+        OSError: EISCONN when *app* is connected, connecting or listening; as bind.
+    """
+    if family == _stdsocket.AF_INET:
+        loop = "127.0.0.1"
+    else:
+        loop = "::ffff:127.0.0.1" if addresses.ipv4_of(family, host) else "::1"
+    try:
         StdSocket.bind(app, (loop, 0))
-        bound = StdSocket.getsockname(app)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        if not tcp_unused(app):
+            raise OSError(errno.EISCONN, "the socket is connected or listening") from None
+    bound: tuple[Any, ...] = StdSocket.getsockname(app)
+    if bound[1] == 0:  # bound with IP_BIND_ADDRESS_NO_PORT: the port comes with connect()
+        raise OSError(errno.EADDRNOTAVAIL, "the socket is bound without a port")
     if bound[0] in ("0.0.0.0", "::"):
         v4 = addresses.ipv4_of(family, host)
         return addresses.tcp_style(family, v4 or "::1", bound[1])
-    return cast(tuple[Any, ...], bound)
+    return bound
 
 
 def find(family: int, host: str, port: int, timeout: float | None,

@@ -107,7 +107,7 @@ def encode(hello: Hello) -> bytes:
 
 
 _CLIENT_PORT = struct.Struct("!H")
-_CLIENT_PORT_AT = 28  # see the layout above
+CLIENT_PORT_AT = 28  # see the layout above
 
 
 def with_client_port(wire: bytes, port: int) -> bytes:
@@ -116,7 +116,7 @@ def with_client_port(wire: bytes, port: int) -> bytes:
     Raises:
         struct.error: *port* is not in [0, 65535].
     """
-    return wire[:_CLIENT_PORT_AT] + _CLIENT_PORT.pack(port) + wire[_CLIENT_PORT_AT + 2:]
+    return wire[:CLIENT_PORT_AT] + _CLIENT_PORT.pack(port) + wire[CLIENT_PORT_AT + 2:]
 
 
 def wire_size(head: bytes) -> int:

@@ -37,17 +37,20 @@ Invariants:
 from __future__ import annotations
 
 import _socket as _csocket
+import dataclasses
 import errno
+import functools
 import logging
 import os
 import select
 import socket as _stdsocket
+import struct
 import time
 import weakref
 from typing import Any, NamedTuple
 
 from .. import compat, filters, policy
-from .._core import addresses, options
+from .._core import addresses, options, ringcore
 from .._core.stdlib import PeerCredentials, StdSocket, close_fds
 from . import handshake, owner
 from .arrivals import HELLO_DEADLINE, Pending, Refusals
@@ -60,6 +63,8 @@ ACCEPT_BURST = 64  # arrivals one call takes from one rendezvous name at most
 # (the kernel's timer slack, 50 µs by default, comes on top when none comes).
 HELLO_GRACE = 50e-6
 EXHAUSTED_BACKOFF = 1.0
+_CLIENT_PORT = struct.Struct("!H")
+_JUDGED_MAX = 256  # hellos judged kept per listener: a process or two per client
 _SELECT_LIMIT = 1024  # FD_SETSIZE
 _FD_LIMIT = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
@@ -96,7 +101,7 @@ class FastArrival(NamedTuple):
     """A fast-path client whose whole, valid hello was consumed from its stream."""
 
     stream: int  # the AF_UNIX stream's fd (blocking, as accept(2) makes it), the caller's
-    hello: handshake.Hello
+    ring: tuple[int, int] | None  # the hello's ring sizes (c2s, s2c); None: the stream
     credentials: PeerCredentials
     fds: list[int]  # the ring's fds the hello carried, in handshake.py's order
     local: tuple[Any, ...]  # getsockname() of the accepted socket
@@ -122,6 +127,12 @@ class Listener:
         self._exhausted_until: float | None = None
         self._tcp_turn = False
         self._inherit: Inherited | None = None
+        # Hellos judged, by their bytes without the client's port (_judge).
+        self._judged: dict[bytes, tuple[handshake.Hello, tuple[Any, ...]]] = {}
+        # The C core's calls straight, without hello_io's choice on every arrival.
+        core = ringcore.ring
+        self._take_hello = take_hello if core is None else core.take_hello
+        self._tcp_name = tcp_name if core is None else core.tcp_name
         self.users = 1  # socket objects sharing this listener (dup)
         self._watch = _weak_withdraw(self)
         filters.watch(self._watch)
@@ -191,11 +202,12 @@ class Listener:
         Raises:
             OSError: the TCP listener's accept failed (e.g. EMFILE).
         """
-        now = time.monotonic()
-        self._offer_again(now)
-        for conn, uid in self.pending.expired(now):
-            conn.close()
-            self.refusals.note(uid, f"no whole hello within {HELLO_DEADLINE:.0f} s")
+        if self._exhausted_until is not None or self.pending:
+            now = time.monotonic()
+            self._offer_again(now)
+            for conn, uid in self.pending.expired(now):
+                conn.close()
+                self.refusals.note(uid, f"no whole hello within {HELLO_DEADLINE:.0f} s")
         polled = not self._ready and not self._moved
         if polled:
             self._note(self.epoll.poll(0, ACCEPT_BURST))  # what is ready now, in one call
@@ -224,6 +236,7 @@ class Listener:
         """Forget the cached options of the TCP listener (the program set one)."""
         self._inherit = None
         self._limits = None
+        self._judged.clear()  # a ring size judged against the old limits
 
     def ring_limits(self) -> tuple[int, int, int]:
         """``ring_link.ring_limits`` of the TCP listener and its SO_RCVBUF (cached until
@@ -262,19 +275,19 @@ class Listener:
         Raises:
             OSError: EINVAL when the hello's fds are not what the handshake promises.
         """
-        hello, local, peer = arrival.hello, arrival.local, arrival.peer
+        ring, local, peer = arrival.ring, arrival.local, arrival.peer
         try:
             inherit = self.inherited()
-            if hello.ring is not None:
+            if ring is not None:
                 rcvbuf = self.ring_limits()[2]
-                window = receive_window(hello.ring[0], rcvbuf, rcvbuf_set, settings)
+                window = receive_window(ring[0], rcvbuf, rcvbuf_set, settings)
         except BaseException:
             close_fds([arrival.stream, *arrival.fds])
             raise
-        if hello.ring is None:
+        if ring is None:
             return arrival.stream, Connection(self.family, local, peer,
                                               arrival.credentials, None, inherit)
-        link = server_link(arrival.stream, arrival.fds, hello.ring, window)
+        link = server_link(arrival.stream, arrival.fds, ring, window)
         return arrival.stream, RingConnection(self.family, local, peer, arrival.credentials,
                                               None, link, inherit)
 
@@ -333,8 +346,8 @@ class Listener:
     def _accept_from(self, unix: _stdsocket.socket, grace: Grace) -> FastArrival | None:
         for _ in range(ACCEPT_BURST):
             try:
-                taken = take_hello(unix.fileno(), handshake.HELLO_SIZE, handshake.RING_EXT.size,
-                                   handshake.RING_FDS)
+                taken = self._take_hello(unix.fileno(), handshake.HELLO_SIZE,
+                                         handshake.RING_EXT.size, handshake.RING_FDS)
             except OSError as exc:
                 if exc.errno in _FD_LIMIT:
                     self._exhausted(exc)
@@ -430,23 +443,48 @@ class Listener:
                 raise handshake.HandshakeError(
                     errno.ECONNREFUSED, f"the client's uid is not mapped in this user namespace "
                     f"(it shows as the overflow uid {uid}), so it cannot be told apart")
-            hello = handshake.decode(data)
+            key = data[:handshake.CLIENT_PORT_AT] + data[handshake.CLIENT_PORT_AT + 2:]
+            judged = self._judged.get(key)
+            if judged is None:
+                judged = self._judge(key, data)
+            hello, local = judged
             want = handshake.RING_FDS if hello.ring else handshake.STREAM_FDS
             if len(fds) != want:
                 raise handshake.HandshakeError(
                     errno.ECONNREFUSED, f"hello carried {len(fds)} fds, the handshake says {want}")
-            peer = self._client_address(fds[-1], hello)
-            local = self._local_address(hello)
-            if hello.ring is not None:  # rings larger than this server maps for a client
-                self._check_ring_sizes(hello.ring)
+            peer = self._client_address(fds[-1], hello, _CLIENT_PORT.unpack_from(
+                data, handshake.CLIENT_PORT_AT)[0])
             if not _offer_allowed(self.host, self.port):
                 raise handshake.HandshakeError(errno.ECONNREFUSED, "a filter now covers this port")
-            close_fds(fds[-1:])  # the reserved socket said what it had to
-            return FastArrival(conn, hello, credentials, fds[:-1], local, peer)
+            reserved = fds.pop()  # it said what it had to
+            try:  # noqa: SIM105 (contextlib.suppress: three calls more on every accept)
+                os.close(reserved)
+            except OSError:  # closed all the same (close(2) on Linux)
+                pass
+            return FastArrival(conn, hello.ring, credentials, fds, local, peer)
         except OSError as exc:
             close_fds([conn, *fds])
             self.refusals.note(uid, exc)
             return None
+
+    def _judge(self, key: bytes, data: bytes) -> tuple[handshake.Hello, tuple[Any, ...]]:
+        """Decode the hello *data* and check what it says but the client's port: the
+        hello (its port 0) and the accepted socket's address, kept under *key* (the
+        hello without its port). Every connection of one client process says the same.
+
+        Raises:
+            HandshakeError: see ``handshake.decode``, ``_local_address`` and
+                ``_check_ring_sizes``; nothing is kept then.
+        """
+        hello = handshake.decode(data)
+        local = self._local_address(hello)
+        if hello.ring is not None:  # rings larger than this server maps for a client
+            self._check_ring_sizes(hello.ring)
+        if len(self._judged) >= _JUDGED_MAX:
+            self._judged.clear()
+        judged = (dataclasses.replace(hello, client_port=0), local)
+        self._judged[key] = judged
+        return judged
 
     def _check_ring_sizes(self, sizes: tuple[int, int]) -> None:
         """Refuse rings (c2s, s2c) larger than this listener maps for a client.
@@ -460,8 +498,10 @@ class Listener:
                 errno.ECONNREFUSED, f"hello asks for rings of {sizes[0]} and {sizes[1]} bytes; "
                 f"this server maps at most {receive} and {send}")
 
-    def _client_address(self, reserved: int, hello: handshake.Hello) -> tuple[Any, ...]:
-        """The client's address, read from the TCP socket it keeps reserved (not from the hello).
+    def _client_address(self, reserved: int, hello: handshake.Hello,
+                         claimed: int) -> tuple[Any, ...]:
+        """The client's address, read from the TCP socket it keeps reserved (not from the hello,
+        which claims the port *claimed*).
 
         Raises:
             HandshakeError: *reserved* is no bound TCP socket on loopback, holds another
@@ -469,28 +509,17 @@ class Listener:
         """
         refuse = handshake.HandshakeError
         try:
-            bound = tcp_name(reserved)
+            bound = self._tcp_name(reserved)
         except OSError as exc:
             raise refuse(errno.ECONNREFUSED, f"the hello's last fd is no socket ({exc})") from None
         if bound is None:
             raise refuse(errno.ECONNREFUSED, "the hello's last fd is not the client's TCP socket")
         family, host, port = bound
-        if port == 0 or port != hello.client_port:
-            raise refuse(errno.ECONNREFUSED, f"the client claims port {hello.client_port} but "
+        if port == 0 or port != claimed:
+            raise refuse(errno.ECONNREFUSED, f"the client claims port {claimed} but "
                          f"holds {port}")
-        if host in ("0.0.0.0", "::"):  # bound to a wildcard: it may present any loopback
-            host, family = hello.client_ip, hello.family
-        elif not addresses.same_host(family, host, hello.family, hello.client_ip):
-            raise refuse(errno.ECONNREFUSED, f"the client claims address {hello.client_ip} but "
-                         f"holds {host}")
-        if not addresses.is_loopback(family, host):
-            raise refuse(errno.ECONNREFUSED, f"client address {host} is not loopback")
-        v4 = addresses.ipv4_of(family, host)
-        if self.family == _stdsocket.AF_INET and v4 is None:
-            raise refuse(errno.ECONNREFUSED, "IPv6 client at an IPv4 listener")
-        if self.family == _stdsocket.AF_INET6 and v4 is not None and not self.dual_stack:
-            raise refuse(errno.ECONNREFUSED, "IPv4 client at an IPv6-only listener")
-        return addresses.tcp_style(self.family, v4 or host, port)
+        return addresses.tcp_style(self.family, _client_host(
+            self.family, self.dual_stack, family, host, hello.family, hello.client_ip), port)
 
     def _local_address(self, hello: handshake.Hello) -> tuple[Any, ...]:
         """The accepted socket's own address: the listener's, or for a wildcard listener
@@ -552,6 +581,32 @@ class Listener:
         self.withdraw(unregister=False)
         self.epoll.close()
         self.tcp.close()
+
+
+@functools.lru_cache(maxsize=256)  # a listener sees a handful of client addresses
+def _client_host(listener_family: int, dual_stack: bool, family: int, host: str,
+                 claimed_family: int, claimed: str) -> str:
+    """The host of a client whose reserved socket is bound to *host* (of *family*) and whose
+    hello claims *claimed*: IPv4 when it is IPv4 or IPv4-mapped (``tcp_style`` makes it the
+    listener family's form).
+
+    Raises:
+        HandshakeError: the claim is not what the socket holds, not loopback, or of a
+            family the listener (*listener_family*, *dual_stack*) does not take.
+    """
+    refuse = handshake.HandshakeError
+    if host in ("0.0.0.0", "::"):  # bound to a wildcard: it may present any loopback
+        host, family = claimed, claimed_family
+    elif not addresses.same_host(family, host, claimed_family, claimed):
+        raise refuse(errno.ECONNREFUSED, f"the client claims address {claimed} but holds {host}")
+    if not addresses.is_loopback(family, host):
+        raise refuse(errno.ECONNREFUSED, f"client address {host} is not loopback")
+    v4 = addresses.ipv4_of(family, host)
+    if listener_family == _stdsocket.AF_INET and v4 is None:
+        raise refuse(errno.ECONNREFUSED, "IPv6 client at an IPv4 listener")
+    if listener_family == _stdsocket.AF_INET6 and v4 is not None and not dual_stack:
+        raise refuse(errno.ECONNREFUSED, "IPv4 client at an IPv6-only listener")
+    return v4 or host
 
 
 def _readable(sock: _stdsocket.socket) -> bool:

@@ -39,7 +39,6 @@ from .. import addresses, filtering, options
 from ..stdlib import StdSocket, is_tcp, raw_family
 
 _BOOL_SIZE = 4  # Winsock's BOOL
-_TCP_CLOSE = 7  # tcpi_state of a TCP socket never connected (include/net/tcp_states.h)
 TRANSPORTS = ("ring", "stream", "auto")  # auto: _fastpath/transport_choice.py
 
 # The class for each type of state: filled in by the subclasses' definitions.
@@ -286,14 +285,6 @@ class socket(_stdsocket.socket):
             return False
         return True
 
-    def _unused(self) -> bool:
-        """Neither connected, connecting nor listening: TCP's CLOSE state, in one syscall."""
-        try:
-            info = StdSocket.getsockopt(self, _stdsocket.IPPROTO_TCP, _stdsocket.TCP_INFO, 1)
-        except OSError:
-            return False
-        return info[0] == _TCP_CLOSE
-
     def _listening(self) -> bool:
         try:
             return bool(StdSocket.getsockopt(
@@ -339,10 +330,13 @@ class socket(_stdsocket.socket):
         return 0
 
     def _connect_fast(self, address: Any) -> bool:
-        """Try the fast path; True when this socket is now a fast-path connection."""
+        """Try the fast path; True when this socket is now a fast-path connection.
+
+        The connector makes sure the socket is unused (not connected, connecting or
+        listening) before it contacts anybody.
+        """
         if (not isinstance(address, tuple) or len(address) < 2
-                or not isinstance(address[0], str) or not isinstance(address[1], int)
-                or not self._unused()):
+                or not isinstance(address[0], str) or not isinstance(address[1], int)):
             return False
         family = raw_family(self)
         host = addresses.numeric_host(family, address[0], address[1])

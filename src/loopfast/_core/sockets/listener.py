@@ -16,7 +16,7 @@ import time
 from typing import Any, Self
 
 from ..._fastpath.listener import Grace, Listener, TcpArrival
-from ..stdlib import StdSocket
+from ..stdlib import StdSocket, raw_family
 from .base import become, socket
 
 _log = logging.getLogger("loopfast")
@@ -71,7 +71,7 @@ class FastPathListener(socket, state=Listener):
                          self._state.host, self._state.port, exc)
             return None
         sock = socket.__new__(socket)  # a new connection's fd: nothing to share (base.__init__)
-        StdSocket.__init__(sock, self.family, _stdsocket.SOCK_STREAM, self.proto, fd)
+        StdSocket.__init__(sock, raw_family(self), _stdsocket.SOCK_STREAM, self.proto, fd)
         sock._state = None
         sock._take_settings(self)
         sock._fast_path = True
