@@ -2454,6 +2454,8 @@ static PyObject *forks(PyObject *module, PyObject *Py_UNUSED(ignored)) {
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stddef.h>
+#include <sys/un.h>
 
 PyDoc_STRVAR(take_hello_doc,
 "take_hello(listen_fd, base, ext, max_fds, /)\n--\n\n"
@@ -2598,11 +2600,126 @@ static PyObject *tcp_name(PyObject *module, PyObject *arg) {
     return Py_BuildValue("(isi)", (int)ss.ss_family, host, port);
 }
 
+PyDoc_STRVAR(rendezvous_doc,
+"rendezvous(name, uid, hello, fds, onto, /)\n--\n\n"
+"The client's side of the rendezvous, in one call. Connect a new non-blocking,\n"
+"close-on-exec AF_UNIX stream to *name* (bytes; abstract when it starts with\n"
+"a NUL) and read its peer's SO_PEERCRED. When the peer's uid is *uid* (-1:\n"
+"never), send *hello* with *fds* (SCM_RIGHTS; -1 in *fds* stands for the new\n"
+"stream itself) and, when *onto* >= 0, move the stream to fd number *onto*\n"
+"(dup3, close-on-exec). None when nobody listens at *name* (ECONNREFUSED,\n"
+"ENOENT); else (fd, pid, uid, gid, sent): fd the stream (*onto* once moved),\n"
+"sent whether the hello went. The caller owns fd. Raises BlockingIOError\n"
+"when the name's backlog is full, OSError as socket, connect, getsockopt,\n"
+"sendmsg or dup3 (a hello cut short: EPIPE); nothing is left open then.");
+
+static PyObject *rendezvous(PyObject *module, PyObject *args) {
+    Py_buffer name, hello;
+    long long want_uid;
+    PyObject *fd_list;
+    int onto;
+    if (!PyArg_ParseTuple(args, "y*Ly*O!i:rendezvous", &name, &want_uid, &hello, &PyList_Type,
+                          &fd_list, &onto))
+        return NULL;
+    PyObject *out = NULL;
+    struct sockaddr_un addr = {0};
+    addr.sun_family = AF_UNIX;
+    Py_ssize_t nfds = PyList_GET_SIZE(fd_list);
+    int fds[16];
+    size_t path = (size_t)name.len + (name.len > 0 && ((char *)name.buf)[0] != 0);
+    if (name.len < 1 || path > sizeof addr.sun_path || nfds > 16 || hello.len < 1) {
+        raise_errno(EINVAL, "rendezvous: bad name, hello or fds");
+        goto done;
+    }
+    for (Py_ssize_t j = 0; j < nfds; j++) {
+        long v = PyLong_AsLong(PyList_GET_ITEM(fd_list, j));
+        if (v == -1 && PyErr_Occurred())
+            goto done;
+        if (v < -1 || v > INT_MAX) {
+            raise_errno(EBADF, "rendezvous: bad fd");
+            goto done;
+        }
+        fds[j] = (int)v;
+    }
+    memcpy(addr.sun_path, name.buf, (size_t)name.len);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto done;
+    }
+    socklen_t alen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + path);
+    if (connect(fd, (struct sockaddr *)&addr, alen) < 0) {
+        int err = errno;
+        close(fd);
+        if (err == ECONNREFUSED || err == ENOENT) {
+            out = Py_NewRef(Py_None);
+            goto done;
+        }
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);  /* EAGAIN: BlockingIOError */
+        goto done;
+    }
+    struct ucred cred = {0, 0, 0};
+    socklen_t clen = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        close(fd);
+        goto done;
+    }
+    int sent = want_uid >= 0 && (long long)cred.uid == want_uid;
+    if (sent) {
+        for (Py_ssize_t j = 0; j < nfds; j++)
+            if (fds[j] == -1)
+                fds[j] = fd;
+        char control[CMSG_SPACE(sizeof(int) * 16)];
+        memset(control, 0, sizeof control);
+        struct iovec iov = {hello.buf, (size_t)hello.len};
+        struct msghdr msg = {0};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        if (nfds > 0) {
+            msg.msg_control = control;
+            msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+            struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+            c->cmsg_level = SOL_SOCKET;
+            c->cmsg_type = SCM_RIGHTS;
+            c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+            memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+        }
+        ssize_t n = sendmsg(fd, &msg, MSG_NOSIGNAL);
+        if (n != (ssize_t)hello.len) {
+            if (n >= 0)
+                errno = EPIPE;
+            PyErr_SetFromErrno(PyExc_OSError);
+            close(fd);
+            goto done;
+        }
+        if (onto >= 0) {
+            if (dup3(fd, onto, O_CLOEXEC) < 0) {
+                PyErr_SetFromErrno(PyExc_OSError);
+                close(fd);
+                goto done;
+            }
+            close(fd);
+            fd = onto;
+        }
+    }
+    out = Py_BuildValue("(iiIIO)", fd, (int)cred.pid, (unsigned)cred.uid, (unsigned)cred.gid,
+                        sent ? Py_True : Py_False);
+    if (out == NULL && fd != onto)
+        close(fd);
+done:
+    PyBuffer_Release(&name);
+    PyBuffer_Release(&hello);
+    return out;
+}
+
 static PyMethodDef module_methods[] = {
     {"create_memfd", create_memfd, METH_VARARGS, create_doc},
     {"forks", forks, METH_NOARGS, forks_doc},
     {"take_hello", take_hello, METH_VARARGS, take_hello_doc},
     {"tcp_name", tcp_name, METH_O, tcp_name_doc},
+    {"rendezvous", rendezvous, METH_VARARGS, rendezvous_doc},
     {"socket_method", (PyCFunction)(void (*)(void))socket_method, METH_FASTCALL,
      socket_method_doc},
     {"spin_ready", (PyCFunction)(void (*)(void))spin_ready, METH_FASTCALL, spin_ready_doc},

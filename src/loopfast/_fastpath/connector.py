@@ -86,21 +86,26 @@ _no_core_lock = threading.Lock()
 
 
 class Rendezvous:
-    """An AF_UNIX stream to a listener that passed the owner check, hello not yet sent.
+    """An AF_UNIX stream to a listener that passed the owner check.
 
     Attributes:
-        stream: the AF_UNIX stream.
+        stream: the AF_UNIX stream; None when the C core made it and said the
+            hello (``greeted``): the stream is then ``fd``, already at the
+            application's fd number for the stream transport (``moved``).
+        fd: the stream's fd.
         credentials: the listener's process.
         server_rcvbuf: the TCP listener's SO_RCVBUF (None when unknown): the
             server's receive ring is sized from it.
     """
 
-    def __init__(self, stream: _stdsocket.socket, credentials: PeerCredentials,
-                 server_rcvbuf: int | None) -> None:
+    def __init__(self, stream: _stdsocket.socket | None, credentials: PeerCredentials,
+                 server_rcvbuf: int | None, fd: int = -1) -> None:
         self.stream = stream
+        self.fd = stream.fileno() if stream is not None else fd
         self.credentials = credentials
         self.server_rcvbuf = server_rcvbuf
         self.greeted = False  # find() sent the prepared hello already
+        self.moved = False  # ... and put the stream at the application's fd number
 
     def say_hello(self, family: int, local: tuple[Any, ...], target: tuple[Any, ...],
                   reserved: int, ring: tuple[int, int] | None = None,
@@ -112,10 +117,27 @@ class Rendezvous:
         *ring* (sizes) the rings carry the data and *fds* travel too, before it.
 
         Raises:
-            OSError: the listener went away in between.
+            OSError: the listener went away in between; EALREADY when the hello went.
         """
+        if self.stream is None:
+            raise OSError(errno.EALREADY, "the hello went already")
         send_fds(self.stream, _hello_wire(family, local, target, ring),
                  [*(fds or ()), reserved])
+
+    def keep(self) -> int:
+        """The stream's fd, which the caller now owns (``close`` leaves it open)."""
+        fd, self.fd = self.fd, -1
+        if self.stream is not None:
+            self.stream.detach()
+        return fd
+
+    def close(self) -> None:
+        """Close the stream unless it was kept or moved to the application's fd number."""
+        if self.stream is not None:
+            self.stream.close()
+        elif self.fd >= 0 and not self.moved:
+            close_fds([self.fd])
+        self.fd = -1
 
 
 def _hello_wire(family: int, local: tuple[Any, ...], target: tuple[Any, ...],
@@ -186,14 +208,22 @@ class Prepared:
             close_fds([self.reservation])
             self.reservation = -1
 
+    def fds(self, stream: int) -> list[int]:
+        """The fds the hello on the rendezvous stream *stream* carries (handshake.py)."""
+        ring = self.offer.fds_for_server(stream) if self.offer is not None else []
+        return [*ring, self.reservation]
+
     def send(self, stream: _stdsocket.socket) -> None:
         """Send the hello on *stream*.
 
         Raises:
             OSError: the listener went away in between.
         """
-        ring = self.offer.fds_for_server(stream.fileno()) if self.offer is not None else []
-        send_fds(stream, self.wire, [*ring, self.reservation])
+        send_fds(stream, self.wire, self.fds(stream.fileno()))
+        self.sent()
+
+    def sent(self) -> None:
+        """The hello went: the ring pool makes the next connection's parts now."""
         refill = getattr(ring_link, "refill", None)
         if self.offer is not None and refill is not None:
             refill()
@@ -231,8 +261,9 @@ def connect(app: _stdsocket.socket, host: str, port: int, transport: str,
             return None
     elif not tcp_unused(app):  # connected or listening: TCP's connect() says what it says
         return None
+    onto = app.fileno() if ready is not None and ready.offer is None else -1
     try:
-        found = find(family, host, port, app.gettimeout(), expected, ready)
+        found = find(family, host, port, app.gettimeout(), expected, ready, onto)
     except BaseException:
         if ready is not None:
             ready.discard()
@@ -243,7 +274,7 @@ def connect(app: _stdsocket.socket, host: str, port: int, transport: str,
         return None
     # The stream is made non-blocking (find): the socket's own mode then needs a
     # syscall only when it is blocking, or the stream was made to wait for room.
-    nonblocking = found.stream.gettimeout() == 0.0
+    nonblocking = found.stream is None or found.stream.gettimeout() == 0.0
     try:
         if ready is None or not found.greeted:  # greeted: find() sent ready's hello
             ready = _greet(found, ready, lambda rcvbuf: Prepared(app, host, port, transport,
@@ -251,12 +282,13 @@ def connect(app: _stdsocket.socket, host: str, port: int, transport: str,
             if ready is None:
                 return None
         offer, reservation = ready.offer, ready.reservation
-        carrier = offer.client_r if offer is not None else found.stream
-        os.dup2(carrier.fileno(), app.fileno(), inheritable=False)
+        if not found.moved:
+            carrier = offer.client_r.fileno() if offer is not None else found.fd
+            os.dup2(carrier, app.fileno(), inheritable=False)
         # The rings keep the stream: it is the server's wake-up pair (handshake.py).
-        stream = found.stream.detach() if offer is not None else -1
+        stream = found.keep() if offer is not None else -1
     finally:
-        found.stream.close()
+        found.close()
     # The new file description needs the socket's O_NONBLOCK: the rendezvous
     # stream is made non-blocking, the ring's r blocking.
     if offer is None:
@@ -293,6 +325,8 @@ def _greet(found: Rendezvous, ready: Prepared | None,
             ready = None
         if ready is None:
             ready = prepare(found.server_rcvbuf)
+        if found.stream is None:  # only a greeted rendezvous has none (find)
+            raise OSError(errno.EALREADY, "the hello went already")
         ready.send(found.stream)
     except OSError as exc:
         if ready is not None:
@@ -350,7 +384,8 @@ def _reserve_local(app: _stdsocket.socket, family: int, host: str) -> tuple[Any,
 
 
 def find(family: int, host: str, port: int, timeout: float | None,
-         expected: owner.Owner | None = None, ready: Prepared | None = None) -> Rendezvous | None:
+         expected: owner.Owner | None = None, ready: Prepared | None = None,
+         onto: int = -1) -> Rendezvous | None:
     """Reach a fast-path listener of *host*:*port* (numeric, loopback), or None for TCP.
 
     Every name is tried, most specific first, until one's peer passes the
@@ -362,34 +397,57 @@ def find(family: int, host: str, port: int, timeout: float | None,
 
     With *expected* (the TCP listener's owner, known) and *ready*, a peer of
     the owner's uid gets *ready*'s hello right after the connect (the
-    returned rendezvous is ``greeted`` then); any other peer the full check.
+    returned rendezvous is ``greeted`` then, its stream moved to fd number
+    *onto* when that is given and the C core did it); any other peer the
+    full check.
     """
     key = _owner_key(family, host, port)
     answered = False
+    # The C core connects, checks the uid and says the hello in one call.
+    core = ringcore.ring if ready is not None and expected is not None else None
     for name in addresses.client_names(family, host, port):
-        try:
-            stream = StdSocket(_stdsocket.AF_UNIX, _NONBLOCKING_STREAM)
-        except OSError:
-            return None  # e.g. EMFILE: TCP needs no new fd
-        try:
-            _connect(stream, name, timeout)
-            credentials = peer_credentials(stream)
-            if (ready is not None and expected is not None and credentials.uid == expected.uid
-                    and not owner.unmapped(credentials.uid)):
+        reached: tuple[_stdsocket.socket, PeerCredentials] | None = None
+        if core is not None and ready is not None and expected is not None:
+            try:
+                got = core.rendezvous(name, expected.uid, ready.wire, ready.fds(-1), onto)
+            except BlockingIOError:
+                got = False  # the backlog is full: _reach waits for room
+            except OSError:
+                return None  # e.g. EMFILE (TCP needs no new fd), or the peer went away
+            if got is None:
+                continue  # nobody there
+            if got:
+                fd, pid, uid, gid, sent = got
+                credentials = PeerCredentials(pid, uid, gid)
+                if sent:  # back to back with the connect: see the module docstring
+                    ready.sent()
+                    _trust(key, expected)
+                    found = Rendezvous(None, credentials, expected.rcvbuf, fd)
+                    found.greeted, found.moved = True, onto >= 0
+                    return found
+                reached = (_stream_of(fd), credentials)
+        if reached is None:
+            try:
+                reached = _reach(name, timeout)
+            except OSError:
+                return None  # backlog full for too long, the peer went away, EMFILE
+            if reached is None:
+                continue  # nobody there
+        stream, credentials = reached
+        if (ready is not None and expected is not None and credentials.uid == expected.uid
+                and not owner.unmapped(credentials.uid)):
+            try:
                 ready.send(stream)  # back to back with the connect: see the module docstring
-                _trust(key, expected)
-                found = Rendezvous(stream, credentials, expected.rcvbuf)
-                found.greeted = True
-                return found
-        except (ConnectionRefusedError, FileNotFoundError):
-            stream.close()
-            continue  # nobody there
-        except OSError:
-            stream.close()
-            return None  # backlog full for too long, or the peer went away
-        except BaseException:
-            stream.close()
-            raise
+            except OSError:
+                stream.close()
+                return None  # the peer went away
+            except BaseException:
+                stream.close()
+                raise
+            _trust(key, expected)
+            found = Rendezvous(stream, credentials, expected.rcvbuf)
+            found.greeted = True
+            return found
         answered = True
         holder = _owner_matching(family, host, port, credentials)
         if holder is not None:
@@ -400,6 +458,38 @@ def find(family: int, host: str, port: int, timeout: float | None,
         if len(_absent) > 1024:
             _absent.clear()
     return None
+
+
+def _stream_of(fd: int) -> _stdsocket.socket:
+    """A socket object for the C core's non-blocking rendezvous stream *fd*, which it owns."""
+    try:
+        stream = StdSocket(_stdsocket.AF_UNIX, _stdsocket.SOCK_STREAM, 0, fileno=fd)
+    except BaseException:
+        close_fds([fd])
+        raise
+    stream.setblocking(False)
+    return stream
+
+
+def _reach(name: bytes, timeout: float | None) -> tuple[_stdsocket.socket,
+                                                         PeerCredentials] | None:
+    """A new AF_UNIX stream connected to *name* and its peer's credentials; None when
+    nobody listens there.
+
+    Raises:
+        OSError: the stream could not be made (EMFILE), the backlog stayed full
+            (see ``_connect``), or the peer went away.
+    """
+    stream = StdSocket(_stdsocket.AF_UNIX, _NONBLOCKING_STREAM)
+    try:
+        _connect(stream, name, timeout)
+        return stream, peer_credentials(stream)
+    except (ConnectionRefusedError, FileNotFoundError):
+        stream.close()
+        return None
+    except BaseException:
+        stream.close()
+        raise
 
 
 def _connect(stream: _stdsocket.socket, name: bytes, timeout: float | None) -> None:
