@@ -2460,14 +2460,16 @@ static PyObject *forks(PyObject *module, PyObject *Py_UNUSED(ignored)) {
 PyDoc_STRVAR(take_hello_doc,
 "take_hello(listen_fd, base, ext, max_fds, /)\n--\n\n"
 "Accept one connection from the AF_UNIX listener listen_fd (blocking, as\n"
-"accept(2) makes it; close-on-exec) and take its hello if it is all queued. None when nothing\n"
-"waits. Else (fd, pid, uid, gid, data, fds, truncated): the client's\n"
-"credentials (SO_PEERCRED) and data, the whole hello (base bytes, base + ext\n"
-"with a ring), consumed with the fds it carried (close-on-exec; truncated:\n"
-"the kernel cut some off, as recvmsg's MSG_CTRUNC); b'' when the stream\n"
-"ended first or its credentials cannot be read; None when the hello is not\n"
-"all queued yet (nothing consumed). The caller owns fd and fds. Raises\n"
-"OSError as accept4 (EMFILE...), and then owns nothing.");
+"accept(2) makes it; close-on-exec) and take its hello in one read. None\n"
+"when nothing waits. Else (fd, pid, uid, gid, data, fds, truncated): the\n"
+"client's credentials (SO_PEERCRED) and data, its first message of at most\n"
+"base + ext bytes, consumed with the fds it carried (close-on-exec;\n"
+"truncated: the kernel cut some off, as recvmsg's MSG_CTRUNC): a loopfast\n"
+"client's whole hello (it sends it as one message, with fds, and the read\n"
+"stops behind it), anything else for the caller to refuse; b'' when the\n"
+"stream ended first or its credentials cannot be read; None when nothing is\n"
+"queued yet (nothing consumed). The caller owns fd and fds. Raises OSError\n"
+"as accept4 (EMFILE...), and then owns nothing.");
 
 static PyObject *take_hello(PyObject *module, PyObject *args) {
     int lfd, max_fds;
@@ -2489,42 +2491,38 @@ static PyObject *take_hello(PyObject *module, PyObject *args) {
     int fds[64];
     int nfds = 0, truncated = 0;
     PyObject *data = NULL;
-    ssize_t n = nocred ? 0 : recv(fd, buf, (size_t)(base + ext), MSG_PEEK | MSG_DONTWAIT);
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+    /* One read, no peek: every hello carries fds (handshake.py), and a read stops
+     * right after the message that carried fds, so the data behind a hello stays
+     * queued. A read shorter than a hello is no loopfast client's: ours sends its
+     * hello in one message, which the kernel queues whole. */
+    char control[CMSG_SPACE(sizeof(int) * 64)];
+    struct iovec iov = {buf, (size_t)(base + ext)};
+    struct msghdr msg = {0};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)max_fds);
+    ssize_t got = nocred ? 0 : recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
         data = PyBytes_FromStringAndSize(NULL, 0); /* the stream ended (or broke) */
-    } else if (n >= base) {
-        Py_ssize_t want = base + ((((unsigned char)buf[6] << 8) | (unsigned char)buf[7]) & 1 ? ext : 0);
-        if (n >= want) {
-            char control[CMSG_SPACE(sizeof(int) * 64)];
-            struct iovec iov = {buf, (size_t)want};
-            struct msghdr msg = {0};
-            msg.msg_iov = &iov;
-            msg.msg_iovlen = 1;
-            msg.msg_control = control;
-            msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)max_fds);
-            ssize_t got = recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-            if (got < 0) {
-                data = PyBytes_FromStringAndSize(NULL, 0);
-            } else {
-                for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
-                    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-                        continue;
-                    size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-                    int *in = (int *)CMSG_DATA(c);
-                    for (size_t j = 0; j < k; j++) {
-                        if (nfds < 64)
-                            memcpy(&fds[nfds++], &in[j], sizeof(int));
-                        else {
-                            int extra;
-                            memcpy(&extra, &in[j], sizeof(int));
-                            close(extra);
-                        }
-                    }
+    } else if (got > 0) {
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+                continue;
+            size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            int *in = (int *)CMSG_DATA(c);
+            for (size_t j = 0; j < k; j++) {
+                if (nfds < 64)
+                    memcpy(&fds[nfds++], &in[j], sizeof(int));
+                else {
+                    int extra;
+                    memcpy(&extra, &in[j], sizeof(int));
+                    close(extra);
                 }
-                truncated = (msg.msg_flags & MSG_CTRUNC) != 0;
-                data = PyBytes_FromStringAndSize(buf, got);
             }
         }
+        truncated = (msg.msg_flags & MSG_CTRUNC) != 0;
+        data = PyBytes_FromStringAndSize(buf, got);
     }
     if (data == NULL && PyErr_Occurred()) {
         close(fd);

@@ -85,17 +85,36 @@ def test_a_whole_hello_comes_with_its_fds_and_nothing_after_it(
                 os.close(each)
 
 
-def test_half_a_hello_is_left_queued(core: str, listener: socket.socket) -> None:
+def test_half_a_hello_is_taken_as_it_is(core: str, listener: socket.socket) -> None:
+    # A loopfast client sends its hello as one message; a first message shorter than a
+    # hello is somebody else's, taken whole for the listener to refuse.
     with _client(listener) as cli:
         cli.sendall(_hello(False)[:20])
         taken = hello_io.take_hello(listener.fileno(), BASE, EXT, 4)
         assert taken is not None
         fd, _pid, _uid, _gid, data, fds, _truncated = taken
         try:
-            assert data is None and fds == []
+            assert data == _hello(False)[:20] and fds == []
+            cli.sendall(b"rest")
             with socket.socket(fileno=os.dup(fd)) as conn:
                 conn.settimeout(TIMEOUT)
-                assert conn.recv(64) == _hello(False)[:20]  # nothing was consumed
+                assert conn.recv(64) == b"rest"  # only the first message was taken
+        finally:
+            os.close(fd)
+
+
+def test_a_hello_not_sent_yet_is_none_and_nothing_is_consumed(
+        core: str, listener: socket.socket) -> None:
+    with _client(listener) as cli:
+        taken = hello_io.take_hello(listener.fileno(), BASE, EXT, 4)
+        assert taken is not None
+        fd, _pid, _uid, _gid, data, fds, _truncated = taken
+        try:
+            assert data is None and fds == []
+            cli.sendall(b"later")
+            with socket.socket(fileno=os.dup(fd)) as conn:
+                conn.settimeout(TIMEOUT)
+                assert conn.recv(64) == b"later"
         finally:
             os.close(fd)
 

@@ -84,8 +84,10 @@ def send_fds(sock: _csocket.socket, data: bytes, fds: list[int]) -> None:
         raise ConnectionResetError(errno.ECONNRESET, "a message carrying fds went out short")
 
 
-def recv_fds(sock: _csocket.socket, size: int, maxfds: int) -> tuple[bytes, list[int]]:
-    """Receive up to *size* bytes and the fds that came with them (close-on-exec).
+def recv_fds(sock: _csocket.socket, size: int, maxfds: int,
+             flags: int = 0) -> tuple[bytes, list[int]]:
+    """Receive up to *size* bytes and the fds that came with them (close-on-exec); *flags*
+    as recvmsg's (MSG_DONTWAIT...).
 
     Fds the kernel could not hand over are cut off: those beyond *maxfds*, or
     all of them when this process is at its fd limit. Then every fd that did
@@ -97,7 +99,7 @@ def recv_fds(sock: _csocket.socket, size: int, maxfds: int) -> tuple[bytes, list
             as ``recvmsg``.
     """
     data, ancdata, msg_flags, _addr = sock.recvmsg(
-        size, socket.CMSG_SPACE(maxfds * 4), socket.MSG_CMSG_CLOEXEC)
+        size, socket.CMSG_SPACE(maxfds * 4), socket.MSG_CMSG_CLOEXEC | flags)
     fds = take_fds(ancdata)
     if msg_flags & socket.MSG_CTRUNC:
         close_fds(fds)

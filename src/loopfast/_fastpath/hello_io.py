@@ -2,7 +2,7 @@
 
 A listener accepts one client per call of ``take_hello`` and, in the usual case,
 takes its whole hello with the fds it carried in that same call. The C core
-does it in one call from Python (accept4, SO_PEERCRED, a peek, recvmsg): its
+does it in one call from Python (accept4, SO_PEERCRED, recvmsg): its
 Python version cost a tenth of a connection's set-up. Without the C core the
 functions below do the same with the socket module.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 import _socket as _csocket
 import errno
 import socket as _stdsocket
-import struct
 from typing import Any
 
 from .._core import ringcore
@@ -20,8 +19,6 @@ from .._core.stdlib import is_tcp, peer_credentials, recv_fds
 
 # (fd, pid, uid, gid, data, fds, truncated): see take_hello
 Taken = tuple[int, int, int, int, bytes | None, list[int], bool]
-_FLAGS = struct.Struct("!H")  # the hello's flags, at offset 6 (handshake.py); bit 0: a ring
-_FLAGS_AT = 6
 
 
 def take_hello(listen_fd: int, base: int, ext: int, max_fds: int) -> Taken | None:
@@ -29,11 +26,13 @@ def take_hello(listen_fd: int, base: int, ext: int, max_fds: int) -> Taken | Non
 
     None when nothing waits. Else ``(fd, pid, uid, gid, data, fds, truncated)``:
     *fd* the accepted stream (blocking, close-on-exec) and the client's
-    credentials (SO_PEERCRED); *data* the whole hello (*base* bytes, *base* +
-    *ext* when its flags say ring), consumed with the fds it carried
-    (*truncated*: the kernel cut some off); ``b""`` when the stream ended first
-    or its credentials cannot be read; None when the hello is not all queued
-    yet (nothing consumed). The caller owns *fd* and *fds*.
+    credentials (SO_PEERCRED); *data* its first message, at most *base* +
+    *ext* bytes, consumed with the fds it carried (*truncated*: the kernel cut
+    some off): a loopfast client's whole hello (it sends it as one message
+    with fds, and a read stops behind such a message), anything else for the
+    caller to refuse; ``b""`` when the stream ended first or its credentials
+    cannot be read; None when nothing is queued yet (nothing consumed). The
+    caller owns *fd* and *fds*.
 
     Raises:
         OSError: as accept4 (EMFILE, ...); then the caller owns nothing.
@@ -55,20 +54,14 @@ def take_hello(listen_fd: int, base: int, ext: int, max_fds: int) -> Taken | Non
     truncated = False
     try:
         pid, uid, gid = peer_credentials(conn)
-        head = conn.recv(base + ext, _stdsocket.MSG_PEEK | _stdsocket.MSG_DONTWAIT)
-    except BlockingIOError:
-        head = None
     except OSError:
-        pid, uid, gid, head = 0, 0, 0, b""
-    if head is not None and len(head) < base:
-        data = b"" if not head else None
-    elif head is not None:
-        want = base + (ext if _FLAGS.unpack_from(head, _FLAGS_AT)[0] & 1 else 0)
-        if len(head) >= want:
-            try:
-                data, fds, truncated = recv_hello(conn, want, max_fds)
-            except OSError:
-                data = b""  # the caller closes the stream, as after a refusal
+        return conn.detach(), 0, 0, 0, b"", fds, truncated
+    try:  # one read, as the C core's: see take_hello
+        data, fds = recv_fds(conn, base + ext, max_fds, _stdsocket.MSG_DONTWAIT)
+    except BlockingIOError:
+        data = None
+    except OSError:
+        data = b""  # the caller closes the stream, as after a refusal
     return conn.detach(), pid, uid, gid, data, fds, truncated
 
 
