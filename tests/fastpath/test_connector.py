@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 import loopfast
 
 from .._procs import child, receive
+from ..conftest import Pair
 
 TIMEOUT = 5.0
 
@@ -105,3 +107,58 @@ def test_peer_sees_sequence_numbers_in_order() -> None:
             while len(buf) < 4 * n:
                 buf += cli.recv(65536)
             assert list(struct.unpack(f"!{n}I", bytes(buf))) == list(range(n))
+
+
+IP_BIND_ADDRESS_NO_PORT = 24  # linux/in.h; the socket module does not name it
+
+
+@pytest.mark.parametrize("transport", ["ring", "stream"])
+def test_a_socket_the_program_bound_keeps_its_address(
+        make_server: Callable[..., loopfast.socket], connect_to: Callable[..., Pair],
+        transport: str) -> None:
+    srv = make_server()
+    cli = loopfast.socket(socket.AF_INET, socket.SOCK_STREAM, fast_path=transport)
+    cli.bind(("127.0.0.1", 0))
+    bound = cli.getsockname()
+    cli, acc = connect_to(srv, cli)
+    assert cli.fast_path_active and cli.getsockname() == bound
+    assert acc.getpeername() == bound
+
+
+def test_a_socket_bound_without_a_port_connects_over_tcp(
+        make_server: Callable[..., loopfast.socket], connect_to: Callable[..., Pair]) -> None:
+    # The port comes with connect(): the fast path cannot reserve one, so TCP carries it.
+    srv = make_server()
+    cli = loopfast.socket(socket.AF_INET, socket.SOCK_STREAM, fast_path="stream")
+    cli.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+    cli.bind(("127.0.0.1", 0))
+    cli, acc = connect_to(srv, cli)
+    assert not cli.fast_path_active and not acc.fast_path_active
+    cli.sendall(b"ping")
+    assert acc.recv(4) == b"ping"
+    assert acc.getpeername() == cli.getsockname()
+
+
+def test_connecting_a_connected_socket_does_what_tcp_does(
+        make_server: Callable[..., loopfast.socket], closing: Callable[..., socket.socket]) -> None:
+    # The fast path does not take a socket that is connected already: the kernel answers
+    # the second connect() as for any TCP socket (CPython's connect() with a timeout
+    # returns quietly on EISCONN), and the first peer keeps it.
+    plain = make_server(fast_path=False)
+    fast = make_server()
+    results = []
+    for sock in (closing(socket.socket()),
+                 closing(loopfast.socket(socket.AF_INET, socket.SOCK_STREAM, fast_path="stream"))):
+        sock.settimeout(TIMEOUT)
+        sock.connect(plain.getsockname())
+        first = closing(plain.accept()[0])
+        try:
+            sock.connect(fast.getsockname())
+            outcome: object = None
+        except OSError as exc:
+            outcome = exc.errno
+        sock.sendall(b"still")
+        first.settimeout(TIMEOUT)
+        results.append((outcome, sock.getpeername(), first.recv(5)))
+    assert results[1] == results[0]
+    assert results[0][1:] == (plain.getsockname(), b"still")

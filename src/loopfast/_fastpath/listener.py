@@ -129,6 +129,7 @@ class Listener:
         self._inherit: Inherited | None = None
         # Hellos judged, by their bytes without the client's port (_judge).
         self._judged: dict[bytes, tuple[handshake.Hello, tuple[Any, ...]]] = {}
+        self._overflow_uid = owner.overflow_uid()  # only this uid can be an unmapped one
         # The C core's calls straight, without hello_io's choice on every arrival.
         core = ringcore.ring
         self._take_hello = take_hello if core is None else core.take_hello
@@ -439,7 +440,7 @@ class Listener:
                                   "this process is at its limit of open files")
                 raise handshake.HandshakeError(
                     errno.ECONNREFUSED, f"hello carried more than {handshake.RING_FDS} fds")
-            if owner.unmapped(uid):
+            if uid == self._overflow_uid and owner.unmapped(uid):
                 raise handshake.HandshakeError(
                     errno.ECONNREFUSED, f"the client's uid is not mapped in this user namespace "
                     f"(it shows as the overflow uid {uid}), so it cannot be told apart")

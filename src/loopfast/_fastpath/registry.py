@@ -17,7 +17,7 @@ last close), and with it the thread: a process without fast-path connections
 runs no loopfast thread, while one that connects every second does not pay
 a thread start and a bind per connection. The name dies with the endpoint,
 nothing is left behind. The registry
-costs one WeakSet insertion per connection; reading ring statistics happens
+costs one weak reference appended per connection; reading ring statistics happens
 only when asked.
 
 Anyone in the network namespace may bind any abstract name, so the name is no
@@ -54,6 +54,7 @@ QUERY_TIMEOUT = 1.0  # how long the endpoint waits for an asker to take its answ
 LINGER = 1.0  # seconds the endpoint (and so the thread) outlives the last connection
 CLOSED_WITHIN = LINGER + 2 * TICK  # the bound tests hold the thread's end to
 _TOKEN_BYTES = 8
+_PRUNE_AT = 1024  # registrations between prunes when no tick comes (a power of two)
 _NAME = re.compile(rf"{re.escape(QUERY_PREFIX)}([1-9][0-9]{{0,9}})/[0-9a-f]{{{2 * _TOKEN_BYTES}}}")
 _log = logging.getLogger("loopfast")  # loopfast.patch() may rebind the module's name
 
@@ -61,7 +62,9 @@ _log = logging.getLogger("loopfast")  # loopfast.patch() may rebind the module's
 class _Registry:
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.live: weakref.WeakSet[Any] = weakref.WeakSet()
+        # Weak references, pruned at the ticks (and when many pile up): a WeakSet's add
+        # and its removal callback cost a connection's set-up twice what this does.
+        self.live: list[weakref.ref[Any]] = []
         self.endpoint: _stdsocket.socket | None = None
         self.failed = False
         self.pinned = False
@@ -72,7 +75,7 @@ class _Registry:
     def _after_fork(self) -> None:
         # The thread stays behind; the child answers under its own pid once it registers.
         self.lock = threading.Lock()
-        self.live = weakref.WeakSet()
+        self.live = []
         self.failed = False
         self.pinned = False
         self.idle_since = None
@@ -82,8 +85,26 @@ class _Registry:
 
     def add(self, sock: Any) -> None:
         with self.lock:
-            self.live.add(sock)
-            self._start_locked()
+            self.live.append(weakref.ref(sock))
+            if len(self.live) >= _PRUNE_AT and len(self.live) & (_PRUNE_AT - 1) == 0:
+                self._prune_locked()  # no ticks (no thread): kept bounded all the same
+            if self.endpoint is None:
+                self._start_locked()
+
+    def _open_locked(self) -> list[Any]:
+        """The registered sockets still open, each once; the list keeps just those."""
+        self._prune_locked()
+        return [sock for ref in self.live if (sock := ref()) is not None]
+
+    def _prune_locked(self) -> None:
+        seen: set[int] = set()
+        kept = []
+        for ref in self.live:
+            sock = ref()
+            if sock is not None and sock.fileno() != -1 and id(sock) not in seen:
+                seen.add(id(sock))
+                kept.append(ref)
+        self.live = kept
 
     def start(self) -> None:
         """Open the query endpoint now and keep it open (tests that count fds)."""
@@ -116,7 +137,7 @@ class _Registry:
         with self.lock:
             if self.endpoint is None or self.pinned:
                 return
-            if any(sock.fileno() != -1 for sock in list(self.live)):
+            if self._open_locked():
                 self.idle_since = None
                 return
             now = time.monotonic()
@@ -131,7 +152,7 @@ class _Registry:
 
     def snapshot(self) -> list[dict[str, Any]]:
         with self.lock:
-            socks = list(self.live)
+            socks = self._open_locked()
         rows = [_describe(sock) for sock in socks]
         return [row for row in rows if row is not None]
 
