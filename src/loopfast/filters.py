@@ -30,7 +30,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, Literal
 
-__all__ = ["ConnectionFilter", "ConnectionInfo", "covering", "register", "unregister"]
+__all__ = ["ConnectionFilter", "ConnectionInfo", "covering", "register", "registered",
+           "unregister"]
 
 Role = Literal["client", "server"]
 
@@ -110,6 +111,11 @@ def unregister(flt: ConnectionFilter) -> None:
         if flt not in _filters:
             raise ValueError("this filter is not registered")
         _filters = tuple(f for f in _filters if f is not flt)
+
+
+def registered() -> bool:
+    """True when any filter is registered (a look that costs nothing on every accept)."""
+    return bool(_filters)
 
 
 def covering(role: Role, service: tuple[Any, ...]) -> tuple[ConnectionFilter, ...]:

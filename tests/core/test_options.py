@@ -4,6 +4,7 @@ connections."""
 from __future__ import annotations
 
 import errno
+import os
 import pathlib
 import socket
 import struct
@@ -109,3 +110,35 @@ def test_listener_options_reach_its_tcp_listener(make_pair: Callable[..., Pair],
     assert srv.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) != 0
     srv.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
     assert srv.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT) > 0
+
+
+@pytest.mark.parametrize("transport", ["ring", "stream"])
+@pytest.mark.parametrize(("level", "name"), [(socket.IPPROTO_TCP, socket.TCP_NODELAY),
+                                             (socket.SOL_SOCKET, socket.SO_KEEPALIVE)])
+def test_boolean_noops_answer_as_tcp_without_a_socket_each(
+        make_pair: Callable[..., Pair], transport: str, level: int, name: int) -> None:
+    cli, srv = make_pair(transport)
+    with socket.socket() as tcp:
+        for value in (5, 0, -1, True, 1):
+            tcp.setsockopt(level, name, value)
+            for end in (cli, srv):
+                before = len(os.listdir("/proc/self/fd"))
+                end.setsockopt(level, name, value)
+                assert len(os.listdir("/proc/self/fd")) == before  # no shadow socket made
+                assert end.getsockopt(level, name) == tcp.getsockopt(level, name)
+    for end in (cli, srv):  # a dup() shares it, as TCP's dup shares the socket
+        end.setsockopt(level, name, 1)
+        with end.dup() as twin:
+            assert twin.getsockopt(level, name) == 1
+            end.setsockopt(level, name, 0)
+            assert twin.getsockopt(level, name) == 0
+    # A later option that needs the shadow socket finds the value there too, and so
+    # does a dup().
+    for end in (cli, srv):
+        end.setsockopt(level, name, 1)
+        end.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 60)
+        assert end.getsockopt(level, name) == 1
+        assert end.getsockopt(level, name, 4) == struct.pack("i", 1)
+        end.setsockopt(level, name, 0)
+        with end.dup() as twin:
+            assert twin.getsockopt(level, name) == 0

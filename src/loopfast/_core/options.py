@@ -44,6 +44,14 @@ class Connection(Protocol):
         """The never-connected TCP socket that holds no-op options."""
         ...
 
+    def note(self, level: int, optname: int, value: int) -> None:
+        """Keep a boolean no-op option's value (0 or 1) without a shadow socket."""
+        ...
+
+    def noted(self, level: int, optname: int) -> int | None:
+        """The value ``note`` kept, or None: the shadow socket knows it."""
+        ...
+
 
 class Treatment(enum.Enum):
     """What a fast-path socket does with an option."""
@@ -180,6 +188,10 @@ def setsockopt(conn: Connection, stream: _stdsocket.socket, level: int, optname:
     how = treatment(level, optname)
     if how is Treatment.REFUSED:
         raise _refusal(level, optname)
+    if (level, optname) in _BOOLEAN and len(args) == 1 and type(args[0]) in (int, bool) \
+            and _INT_MIN <= args[0] <= _INT_MAX:
+        conn.note(level, optname, 1 if args[0] else 0)  # as the kernel keeps it
+        return
     if how is not Treatment.KERNEL:
         conn.shadow().setsockopt(level, optname, *args)
     if how is not Treatment.NOOP:
@@ -198,10 +210,18 @@ def getsockopt(conn: Connection, stream: _stdsocket.socket, level: int, optname:
         raise _refusal(level, optname)
     if how is Treatment.KERNEL:
         return StdSocket.getsockopt(stream, level, optname, *args)
+    if not args:
+        value = conn.noted(level, optname)
+        if value is not None:
+            return value
     return conn.shadow().getsockopt(level, optname, *args)
 
 
 _READ_ONLY = {(S, _stdsocket.SO_DOMAIN), (S, _stdsocket.SO_PROTOCOL)}
+# No-op options the kernel keeps as 0 or 1 (getsockopt answers !!value), set on
+# nearly every connection: kept on the connection (``note``), no shadow socket made.
+_BOOLEAN = frozenset({(T, _stdsocket.TCP_NODELAY), (S, _stdsocket.SO_KEEPALIVE)})
+_INT_MIN, _INT_MAX = -(1 << 31), (1 << 31) - 1
 _BUFLEN = {(S, _stdsocket.SO_LINGER): 8}
 _DOUBLED = {(S, _stdsocket.SO_RCVBUF), (S, _stdsocket.SO_SNDBUF)}
 

@@ -26,8 +26,8 @@ class Connection:
             judged when it closes (``transport_choice``); None otherwise.
     """
 
-    __slots__ = ("_inherit", "_shadow", "auto", "connect_pending", "credentials", "family",
-                 "local", "peer")
+    __slots__ = ("_inherit", "_noted", "_shadow", "auto", "connect_pending", "credentials",
+                 "family", "local", "peer")
 
     def __init__(self, family: int, local: tuple[Any, ...], peer: tuple[Any, ...],
                  credentials: PeerCredentials, shadow: _stdsocket.socket | int | None,
@@ -43,6 +43,28 @@ class Connection:
         self.auto: transport_choice.Auto | None = None
         self._shadow = shadow
         self._inherit = inherit
+        self._noted: dict[tuple[int, int], int] | None = None
+
+    def note(self, level: int, optname: int, value: int) -> None:
+        """Keep the boolean no-op option (*level*, *optname*) at *value* (0 or 1), as the
+        kernel would: here, and on the shadow socket once there is one. TCP_NODELAY,
+        which asyncio and urllib3 set on every connection, so makes no socket. The
+        copies of a connection (dup) share what is kept, as TCP's share the socket."""
+        if self._noted is None:
+            self._noted = {}
+        self._noted[(level, optname)] = value
+        if isinstance(self._shadow, _stdsocket.socket):
+            self._shadow.setsockopt(level, optname, value)
+
+    def noted(self, level: int, optname: int) -> int | None:
+        """The value ``note`` keeps for the option, or None: the shadow socket knows it."""
+        return None if self._noted is None else self._noted.get((level, optname))
+
+    def shares_notes(self) -> dict[tuple[int, int], int]:
+        """What ``note`` keeps, for a copy of this connection to share."""
+        if self._noted is None:
+            self._noted = {}
+        return self._noted
 
     def shadow(self) -> _stdsocket.socket:
         """The never-connected TCP socket that holds no-op options (made on first use).
@@ -50,14 +72,19 @@ class Connection:
         Raises:
             OSError: the socket could not be created (e.g. EMFILE).
         """
+        if isinstance(self._shadow, _stdsocket.socket):
+            return self._shadow
         if isinstance(self._shadow, int):  # a socket object only when options need one
-            self._shadow = StdSocket(self.family, _stdsocket.SOCK_STREAM, fileno=self._shadow)
-        if self._shadow is None:
+            shadow = StdSocket(self.family, _stdsocket.SOCK_STREAM, fileno=self._shadow)
+        else:
             shadow = StdSocket(self.family, _stdsocket.SOCK_STREAM)
             for level, optname, value in self._inherit:
                 shadow.setsockopt(level, optname, value)
-            self._shadow = shadow
-        return self._shadow
+        self._shadow = shadow
+        if self._noted:  # what note() kept goes to the socket that now holds options
+            for (level, optname), value in self._noted.items():
+                shadow.setsockopt(level, optname, value)
+        return shadow
 
     def _shadow_copy(self) -> _stdsocket.socket | int | None:
         """A duplicate of the shadow (as an fd while it is one), for dup().
@@ -75,8 +102,10 @@ class Connection:
 
     def copy(self) -> Connection:
         """A copy for dup(): its own shadow socket, the same addresses and peer."""
-        return Connection(self.family, self.local, self.peer, self.credentials,
+        made = Connection(self.family, self.local, self.peer, self.credentials,
                           self._shadow_copy(), self._inherit)
+        made._noted = self.shares_notes()
+        return made
 
     def release(self) -> None:
         """Close what the connection holds besides its stream. Idempotent."""

@@ -11,7 +11,10 @@ Transport: a SOCK_STREAM AF_UNIX connection to a rendezvous name (see
   The stream stays as the server's wake-up socket pair: the server's end is
   its r (the accepted socket's fd), the client's end its w.
 
-Fds travel as SCM_RIGHTS in the hello's message. Every hello carries, last,
+The hello is one message (one sendmsg) with its fds as SCM_RIGHTS: the
+server takes it in one read, which the kernel stops right behind a message
+that carried fds, so the stream's data after it stays queued. A first
+message shorter than a hello may be refused. Every hello carries, last,
 a duplicate of the client's own TCP socket, bound to the local port it keeps
 reserved: the server reads the client's address from it (``getsockname``),
 so what a client claims is never believed, and closes it. A ring hello

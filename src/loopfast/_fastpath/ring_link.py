@@ -476,8 +476,10 @@ class RingConnection(Connection):
         """A copy for dup(): the same rings, counted once more."""
         self.link.users += 1
         shadow = self._shadow_copy()
-        return RingConnection(self.family, self.local, self.peer, self.credentials, shadow,
+        made = RingConnection(self.family, self.local, self.peer, self.credentials, shadow,
                               self.link, self._inherit)
+        made._noted = self.shares_notes()
+        return made
 
     def carried(self) -> int | None:
         """Bytes carried both ways so far."""
@@ -543,8 +545,10 @@ def adopt(fd: int) -> RingConnection | None:
         return None
     first = link.first
     link.users += 1
-    return RingConnection(first.family, first.local, first.peer, first.credentials, None,
+    made = RingConnection(first.family, first.local, first.peer, first.credentials, None,
                           link, first._inherit)
+    made._noted = first.shares_notes()
+    return made
 
 
 def server_link(r: int, fds: list[int], sizes: tuple[int, int],

@@ -23,13 +23,14 @@ one layout) keeps the common path free of "which transport am I" checks.
 
 from __future__ import annotations
 
+import _socket as _csocket
 import contextlib
 import errno
 import os
 import socket as _stdsocket
 from typing import Any, Self
 
-from ... import compat, policy
+from ... import compat, filters, policy
 from ..._fastpath import connector, registry, ring_link
 from ..._fastpath.connection import Connection
 from ..._fastpath.listener import Listener
@@ -41,6 +42,7 @@ from ..stdlib import StdSocket, is_tcp, raw_family
 _BOOL_SIZE = 4  # Winsock's BOOL
 TRANSPORTS = ("ring", "stream", "auto")  # auto: _fastpath/transport_choice.py
 
+_KIND = _csocket.socket.type  # the type as a plain int (socket.socket.type makes an enum)
 # The class for each type of state: filled in by the subclasses' definitions.
 _KINDS: dict[type, type[socket]] = {}
 
@@ -383,10 +385,13 @@ class socket(_stdsocket.socket):
 
     def _adopt_tcp(self, fd: int, addr: Any) -> socket | None:
         """Wrap an accepted TCP fd; None when a connection filter blocked it."""
-        sock = socket(self.family, self.type, self.proto, fileno=fd)
+        # Plain ints: the family and type properties make an enum on every read.
+        sock = socket(raw_family(self), _KIND.__get__(self), self.proto, fileno=fd)
         sock._take_settings(self)  # the kernel copied the clamp and any SO_RCVBUF lock
         if _stdsocket.getdefaulttimeout() is None and self.gettimeout():
             sock.setblocking(True)
+        if not filters.registered():  # no getsockname() for filters nobody registered
+            return sock
         service = self.getsockname()
         flts = filtering.covering("server", service)
         if flts:
