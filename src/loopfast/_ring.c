@@ -2606,10 +2606,11 @@ PyDoc_STRVAR(rendezvous_doc,
 "never), send *hello* with *fds* (SCM_RIGHTS; -1 in *fds* stands for the new\n"
 "stream itself) and, when *onto* >= 0, move the stream to fd number *onto*\n"
 "(dup3, close-on-exec). None when nobody listens at *name* (ECONNREFUSED,\n"
-"ENOENT); else (fd, pid, uid, gid, sent): fd the stream (*onto* once moved),\n"
-"sent whether the hello went. The caller owns fd. Raises BlockingIOError\n"
-"when the name's backlog is full, OSError as socket, connect, getsockopt,\n"
-"sendmsg or dup3 (a hello cut short: EPIPE); nothing is left open then.");
+"ENOENT); else (fd, pid, uid, gid, sent): fd the stream (*onto* once moved;\n"
+"where it was if dup3 failed), sent whether the hello went. The caller owns\n"
+"fd. Raises BlockingIOError when the name's backlog is full, OSError as\n"
+"socket, connect, getsockopt or sendmsg (a hello cut short: EPIPE); nothing\n"
+"is left open then.");
 
 static PyObject *rendezvous(PyObject *module, PyObject *args) {
     Py_buffer name, hello;
@@ -2692,12 +2693,9 @@ static PyObject *rendezvous(PyObject *module, PyObject *args) {
             close(fd);
             goto done;
         }
-        if (onto >= 0) {
-            if (dup3(fd, onto, O_CLOEXEC) < 0) {
-                PyErr_SetFromErrno(PyExc_OSError);
-                close(fd);
-                goto done;
-            }
+        /* The hello went: from here nothing fails. Should dup3 fail, the stream
+         * comes back where it is, and the caller's own dup2 says why. */
+        if (onto >= 0 && dup3(fd, onto, O_CLOEXEC) == onto) {
             close(fd);
             fd = onto;
         }

@@ -423,7 +423,7 @@ def find(family: int, host: str, port: int, timeout: float | None,
                     ready.sent()
                     _trust(key, expected)
                     found = Rendezvous(None, credentials, expected.rcvbuf, fd)
-                    found.greeted, found.moved = True, onto >= 0
+                    found.greeted, found.moved = True, onto >= 0 and fd == onto
                     return found
                 reached = (_stream_of(fd), credentials)
         if reached is None:

@@ -137,7 +137,7 @@ class _Registry:
         with self.lock:
             if self.endpoint is None or self.pinned:
                 return
-            if self._open_locked():
+            if any((sock := ref()) is not None and sock.fileno() != -1 for ref in self.live):
                 self.idle_since = None
                 return
             now = time.monotonic()
