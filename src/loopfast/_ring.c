@@ -2599,36 +2599,95 @@ static PyObject *tcp_name(PyObject *module, PyObject *arg) {
 }
 
 PyDoc_STRVAR(rendezvous_doc,
-"rendezvous(name, uid, hello, fds, onto, /)\n--\n\n"
+"rendezvous(names, uid, hello, fds, onto, /)\n--\n\n"
 "The client's side of the rendezvous, in one call. Connect a new non-blocking,\n"
-"close-on-exec AF_UNIX stream to *name* (bytes; abstract when it starts with\n"
-"a NUL) and read its peer's SO_PEERCRED. When the peer's uid is *uid* (-1:\n"
-"never), send *hello* with *fds* (SCM_RIGHTS; -1 in *fds* stands for the new\n"
-"stream itself) and, when *onto* >= 0, move the stream to fd number *onto*\n"
-"(dup3, close-on-exec). None when nobody listens at *name* (ECONNREFUSED,\n"
-"ENOENT); else (fd, pid, uid, gid, sent): fd the stream (*onto* once moved;\n"
-"where it was if dup3 failed), sent whether the hello went. The caller owns\n"
-"fd. Raises BlockingIOError when the name's backlog is full, OSError as\n"
-"socket, connect, getsockopt or sendmsg (a hello cut short: EPIPE); nothing\n"
-"is left open then.");
+"close-on-exec AF_UNIX stream to the first of *names* (a tuple of bytes;\n"
+"abstract when one starts with a NUL) where somebody listens (a refused\n"
+"connect leaves the stream free for the next name) and read its peer's\n"
+"SO_PEERCRED. When the peer's uid is *uid* (-1: never), send *hello* with\n"
+"*fds* (SCM_RIGHTS; -1 in *fds* stands for the new stream itself) and, when\n"
+"*onto* >= 0, move the stream to fd number *onto* (dup3, close-on-exec).\n"
+"None when nobody listens at any name (ECONNREFUSED, ENOENT; the stream is\n"
+"kept for the next call, see probe_held); else (fd, pid,\n"
+"uid, gid, sent, index): fd the stream (*onto* once moved; where it was if\n"
+"dup3 failed), sent whether the hello went, index the name's in *names*. The\n"
+"caller owns fd. Raises BlockingIOError when a name's backlog is full,\n"
+"OSError as socket, connect, getsockopt or sendmsg (a hello cut short:\n"
+"EPIPE); nothing is left open then.");
+
+/* The stream of a look that found nobody, kept for the next look: a refused
+ * connect leaves an AF_UNIX stream free to connect again, and a client of a
+ * server that does not take part (a plain TCP one) then pays two connects
+ * and an fstat per connection instead of a socket and a close more. It is
+ * known by its inode, so a program that closed the number (closerange) or
+ * reused it is never touched, and by the fork count, so a child closes its
+ * copy of its parent's and makes its own. The GIL serialises every use. */
+static int probe_fd = -1;
+static dev_t probe_dev;
+static ino_t probe_ino;
+static unsigned long probe_forks;
+
+static int probe_is_ours(int fd) {
+    struct stat st;
+    return fstat(fd, &st) == 0 && st.st_ino == probe_ino && st.st_dev == probe_dev;
+}
+
+static int probe_take(void) {
+    int fd = probe_fd;
+    probe_fd = -1;
+    if (fd >= 0 && probe_is_ours(fd)) {
+        if (probe_forks == forks_seen)
+            return fd;
+        close(fd); /* this child's copy of its parent's stream */
+    }
+    return socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+}
+
+static void probe_keep(int fd) {
+    struct stat st;
+    if (probe_fd >= 0 || fstat(fd, &st) < 0) {
+        close(fd);
+        return;
+    }
+    probe_fd = fd;
+    probe_dev = st.st_dev;
+    probe_ino = st.st_ino;
+    probe_forks = forks_seen;
+}
+
+PyDoc_STRVAR(probe_held_doc,
+"probe_held($module, /)\n--\n\n"
+"1 when rendezvous() keeps a stream for its next look (an fd that belongs to\n"
+"no connection), else 0. No syscall.");
+
+static PyObject *probe_held(PyObject *module, PyObject *Py_UNUSED(ignored)) {
+    return PyLong_FromLong(probe_fd >= 0 && probe_forks == forks_seen);
+}
 
 static PyObject *rendezvous(PyObject *module, PyObject *args) {
-    Py_buffer name, hello;
+    Py_buffer hello;
     long long want_uid;
-    PyObject *fd_list;
+    PyObject *names, *fd_list;
     int onto;
-    if (!PyArg_ParseTuple(args, "y*Ly*O!i:rendezvous", &name, &want_uid, &hello, &PyList_Type,
-                          &fd_list, &onto))
+    if (!PyArg_ParseTuple(args, "O!Ly*O!i:rendezvous", &PyTuple_Type, &names, &want_uid, &hello,
+                          &PyList_Type, &fd_list, &onto))
         return NULL;
     PyObject *out = NULL;
-    struct sockaddr_un addr = {0};
-    addr.sun_family = AF_UNIX;
+    Py_ssize_t nnames = PyTuple_GET_SIZE(names);
     Py_ssize_t nfds = PyList_GET_SIZE(fd_list);
     int fds[16];
-    size_t path = (size_t)name.len + (name.len > 0 && ((char *)name.buf)[0] != 0);
-    if (name.len < 1 || path > sizeof addr.sun_path || nfds > 16 || hello.len < 1) {
-        raise_errno(EINVAL, "rendezvous: bad name, hello or fds");
+    if (nnames < 1 || nnames > 8 || nfds > 16 || (want_uid >= 0 && hello.len < 1)) {
+        raise_errno(EINVAL, "rendezvous: bad names, hello or fds");
         goto done;
+    }
+    for (Py_ssize_t j = 0; j < nnames; j++) {
+        PyObject *name = PyTuple_GET_ITEM(names, j);
+        Py_ssize_t len = PyBytes_Check(name) ? PyBytes_GET_SIZE(name) : -1;
+        if (len < 1 || (size_t)len + (PyBytes_AS_STRING(name)[0] != 0) >
+                           sizeof ((struct sockaddr_un *)0)->sun_path) {
+            raise_errno(EINVAL, "rendezvous: a name is no bytes of a socket's path size");
+            goto done;
+        }
     }
     for (Py_ssize_t j = 0; j < nfds; j++) {
         long v = PyLong_AsLong(PyList_GET_ITEM(fd_list, j));
@@ -2640,23 +2699,34 @@ static PyObject *rendezvous(PyObject *module, PyObject *args) {
         }
         fds[j] = (int)v;
     }
-    memcpy(addr.sun_path, name.buf, (size_t)name.len);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = probe_take();
     if (fd < 0) {
         PyErr_SetFromErrno(PyExc_OSError);
         goto done;
     }
-    socklen_t alen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + path);
-    if (connect(fd, (struct sockaddr *)&addr, alen) < 0) {
-        int err = errno;
-        close(fd);
-        if (err == ECONNREFUSED || err == ENOENT) {
+    Py_ssize_t index = 0;
+    for (;; index++) {
+        if (index == nnames) { /* nobody at any name: the stream waits for the next look */
+            probe_keep(fd);
             out = Py_NewRef(Py_None);
             goto done;
         }
-        errno = err;
-        PyErr_SetFromErrno(PyExc_OSError);  /* EAGAIN: BlockingIOError */
-        goto done;
+        PyObject *name = PyTuple_GET_ITEM(names, index);
+        size_t len = (size_t)PyBytes_GET_SIZE(name);
+        const char *raw = PyBytes_AS_STRING(name);
+        struct sockaddr_un addr = {0};
+        addr.sun_family = AF_UNIX;
+        memcpy(addr.sun_path, raw, len);
+        socklen_t alen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len + (raw[0] != 0));
+        if (connect(fd, (struct sockaddr *)&addr, alen) == 0)
+            break;
+        if (errno != ECONNREFUSED && errno != ENOENT) {
+            int err = errno;
+            close(fd);
+            errno = err;
+            PyErr_SetFromErrno(PyExc_OSError); /* EAGAIN: BlockingIOError */
+            goto done;
+        }
     }
     struct ucred cred = {0, 0, 0};
     socklen_t clen = sizeof cred;
@@ -2700,12 +2770,11 @@ static PyObject *rendezvous(PyObject *module, PyObject *args) {
             fd = onto;
         }
     }
-    out = Py_BuildValue("(iiIIO)", fd, (int)cred.pid, (unsigned)cred.uid, (unsigned)cred.gid,
-                        sent ? Py_True : Py_False);
+    out = Py_BuildValue("(iiIIOn)", fd, (int)cred.pid, (unsigned)cred.uid, (unsigned)cred.gid,
+                        sent ? Py_True : Py_False, index);
     if (out == NULL && fd != onto)
         close(fd);
 done:
-    PyBuffer_Release(&name);
     PyBuffer_Release(&hello);
     return out;
 }
@@ -2716,6 +2785,7 @@ static PyMethodDef module_methods[] = {
     {"take_hello", take_hello, METH_VARARGS, take_hello_doc},
     {"tcp_name", tcp_name, METH_O, tcp_name_doc},
     {"rendezvous", rendezvous, METH_VARARGS, rendezvous_doc},
+    {"probe_held", probe_held, METH_NOARGS, probe_held_doc},
     {"socket_method", (PyCFunction)(void (*)(void))socket_method, METH_FASTCALL,
      socket_method_doc},
     {"spin_ready", (PyCFunction)(void (*)(void))spin_ready, METH_FASTCALL, spin_ready_doc},

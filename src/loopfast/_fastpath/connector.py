@@ -246,32 +246,36 @@ def connect(app: _stdsocket.socket, host: str, port: int, transport: str,
         OSError: the rings could not be mapped after the hello went out.
     """
     family = raw_family(app)
-    auto = None
-    if transport == "auto":
-        auto = transport_choice.Auto((family, host, port))
-        transport = transport_choice.choose(auto.destination)
-    transport = available_transport(transport)
     expected = _expected_owner(family, host, port)
     ready = None
-    if expected is not None:
+    if expected is None:
+        # Nobody known here: look first. A server that does not take part (a plain
+        # TCP one) costs its clients that look alone: no transport chosen, no probe.
+        looked = find(family, host, port, app.gettimeout())
+        if looked is None:
+            return None
+        if not tcp_unused(app):  # connected or listening: TCP's connect() says what it says
+            looked.close()
+            return None
+        found = looked
+        transport, auto = _transport_for(transport, (family, host, port))
+    else:
+        transport, auto = _transport_for(transport, (family, host, port))
         try:  # which tells an unused socket by binding it (_reserve_local)
             ready = Prepared(app, host, port, transport, settings, expected.rcvbuf)
         except OSError as exc:
             _log.debug("loopfast: fast path to %s:%s not taken (%s); using TCP", host, port, exc)
             return None
-    elif not tcp_unused(app):  # connected or listening: TCP's connect() says what it says
-        return None
-    onto = app.fileno() if ready is not None and ready.offer is None else -1
-    try:
-        found = find(family, host, port, app.gettimeout(), expected, ready, onto)
-    except BaseException:
-        if ready is not None:
+        onto = app.fileno() if ready.offer is None else -1
+        try:
+            greeted = find(family, host, port, app.gettimeout(), expected, ready, onto)
+        except BaseException:
             ready.discard()
-        raise
-    if found is None:
-        if ready is not None:
+            raise
+        if greeted is None:
             ready.discard()
-        return None
+            return None
+        found = greeted
     # The stream is made non-blocking (find): the socket's own mode then needs a
     # syscall only when it is blocking, or the stream was made to wait for room.
     nonblocking = found.stream is None or found.stream.gettimeout() == 0.0
@@ -313,6 +317,16 @@ def connect(app: _stdsocket.socket, host: str, port: int, transport: str,
                           reservation, link)
     made.auto = auto
     return made
+
+
+def _transport_for(transport: str,
+                   destination: tuple[int, str, int]) -> tuple[str, transport_choice.Auto | None]:
+    """The transport a connection to *destination* takes, and for "auto" what judges it."""
+    auto = None
+    if transport == "auto":
+        auto = transport_choice.Auto(destination)
+        transport = transport_choice.choose(destination)
+    return available_transport(transport), auto
 
 
 def _greet(found: Rendezvous, ready: Prepared | None,
@@ -402,25 +416,33 @@ def find(family: int, host: str, port: int, timeout: float | None,
     full check.
     """
     key = _owner_key(family, host, port)
+    names = addresses.client_names(family, host, port)
     answered = False
-    # The C core connects, checks the uid and says the hello in one call.
-    core = ringcore.ring if ready is not None and expected is not None else None
-    for name in addresses.client_names(family, host, port):
+    # The C core tries the names, checks the uid and says the hello in one call.
+    core = ringcore.ring
+    greet = ready is not None and expected is not None
+    at = 0
+    while at < len(names):
         reached: tuple[_stdsocket.socket, PeerCredentials] | None = None
-        if core is not None and ready is not None and expected is not None:
+        if core is not None:
             try:
-                got = core.rendezvous(name, expected.uid, ready.wire, ready.fds(-1), onto)
+                if ready is not None and expected is not None:
+                    got = core.rendezvous(names[at:], expected.uid, ready.wire, ready.fds(-1),
+                                          onto)
+                else:
+                    got = core.rendezvous(names[at:], -1, b"", [], -1)
             except BlockingIOError:
-                got = False  # the backlog is full: _reach waits for room
+                got = False  # a backlog is full: _reach waits for room, name by name
             except OSError:
                 return None  # e.g. EMFILE (TCP needs no new fd), or the peer went away
             if got is None:
-                continue  # nobody there
+                break  # nobody at the names left
             if got:
-                fd, pid, uid, gid, sent = got
+                fd, pid, uid, gid, sent, index = got
+                at += index
                 credentials = PeerCredentials(pid, uid, gid)
-                if sent:  # back to back with the connect: see the module docstring
-                    ready.sent()
+                if sent and ready is not None and expected is not None:
+                    ready.sent()  # back to back with the connect: see the module docstring
                     _trust(key, expected)
                     found = Rendezvous(None, credentials, expected.rcvbuf, fd)
                     found.greeted, found.moved = True, onto >= 0 and fd == onto
@@ -428,14 +450,15 @@ def find(family: int, host: str, port: int, timeout: float | None,
                 reached = (_stream_of(fd), credentials)
         if reached is None:
             try:
-                reached = _reach(name, timeout)
+                reached = _reach(names[at], timeout)
             except OSError:
                 return None  # backlog full for too long, the peer went away, EMFILE
             if reached is None:
+                at += 1
                 continue  # nobody there
         stream, credentials = reached
-        if (ready is not None and expected is not None and credentials.uid == expected.uid
-                and not owner.unmapped(credentials.uid)):
+        if (greet and ready is not None and expected is not None
+                and credentials.uid == expected.uid and not owner.unmapped(credentials.uid)):
             try:
                 ready.send(stream)  # back to back with the connect: see the module docstring
             except OSError:
@@ -453,6 +476,7 @@ def find(family: int, host: str, port: int, timeout: float | None,
         if holder is not None:
             return Rendezvous(stream, credentials, holder.rcvbuf)
         stream.close()
+        at += 1
     if not answered:
         _absent[key] = time.monotonic() + ABSENT_TTL
         if len(_absent) > 1024:

@@ -294,8 +294,10 @@ def refill() -> None:
 
 
 def pooled_fds() -> int:
-    """How many fds the pool holds now (for fd accounting: they belong to no connection)."""
-    return _pool.fds()
+    """How many fds this process holds ahead of need (for fd accounting: they belong to no
+    connection): the pool's, and the stream the rendezvous keeps for its next look."""
+    core = ringcore.ring
+    return _pool.fds() + (core.probe_held() if core is not None else 0)
 
 
 class RingOffer:
