@@ -21,7 +21,8 @@ Order of events, each step able to send the client back to plain TCP:
 
 Without a known owner (first contact after ``ABSENT_TTL``, a failed lookup)
 steps 2 and 3 swap: the hello follows the owner check, some tens of µs after
-the connection.
+the connection. A server that does not take part then costs its clients the
+look alone: one C call (``_ring.rendezvous``) that finds nobody at any name.
 
 The caller (the socket class) turns the socket into the kind that state
 describes; nothing here knows the socket classes.
@@ -420,7 +421,6 @@ def find(family: int, host: str, port: int, timeout: float | None,
     answered = False
     # The C core tries the names, checks the uid and says the hello in one call.
     core = ringcore.ring
-    greet = ready is not None and expected is not None
     at = 0
     while at < len(names):
         reached: tuple[_stdsocket.socket, PeerCredentials] | None = None
@@ -457,8 +457,8 @@ def find(family: int, host: str, port: int, timeout: float | None,
                 at += 1
                 continue  # nobody there
         stream, credentials = reached
-        if (greet and ready is not None and expected is not None
-                and credentials.uid == expected.uid and not owner.unmapped(credentials.uid)):
+        if (ready is not None and expected is not None and credentials.uid == expected.uid
+                and not owner.unmapped(credentials.uid)):
             try:
                 ready.send(stream)  # back to back with the connect: see the module docstring
             except OSError:
