@@ -42,7 +42,7 @@ from typing import Any
 
 from . import aio_selector, uvloop_hook
 from .sockets import TRANSPORTS, socket, tls
-from .stdlib import StdSocket, is_tcp
+from .stdlib import StdSocket, is_tcp, raw_family
 
 __all__ = ["connection_counts", "patch", "patched", "unpatch"]
 
@@ -94,7 +94,7 @@ class PatchedSocket(socket, metaclass=_SocketClass):
 
 
 def _count(sock: socket) -> None:
-    if sock.family not in _INET:
+    if raw_family(sock) not in _INET:  # an int: the family property makes an enum
         return  # loopfast's own AF_UNIX rendezvous, made through the patched name too
     kind = sock.fast_path_transport or "tcp"
     with _lock:

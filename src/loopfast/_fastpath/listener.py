@@ -193,12 +193,15 @@ class Listener:
         self.epoll.register(unix.fileno(), select.EPOLLIN)
         self.rendezvous.append(unix)
 
-    def next_arrival(self, grace: Grace | None = None) -> TcpArrival | FastArrival | None:
+    def next_arrival(self, grace: Grace | None = None,
+                     look: bool = True) -> TcpArrival | FastArrival | None:
         """One waiting connection, or None: a TCP ``(fd, addr)`` or a fast-path arrival.
 
         Never blocks, but waits for a hello not yet queued as long as *grace*
         allows (see the module docstring). TCP and fast-path arrivals take
-        turns so neither starves.
+        turns so neither starves. *look* False: what epoll reported before is
+        taken, but epoll is not asked again (a caller that will ``wait()``
+        next, which reports the same at once, saves the syscall).
 
         Raises:
             OSError: the TCP listener's accept failed (e.g. EMFILE).
@@ -211,10 +214,12 @@ class Listener:
                 self.refusals.note(uid, f"no whole hello within {HELLO_DEADLINE:.0f} s")
         polled = not self._ready and not self._moved
         if polled:
+            if not look:
+                return None
             self._note(self.epoll.poll(0, ACCEPT_BURST))  # what is ready now, in one call
         grace = grace or Grace(0.0)
         arrival = self._take(grace)
-        if arrival is None and not polled:  # what was known is drained: anything new?
+        if arrival is None and not polled and look:  # what was known is drained: anything new?
             self._note(self.epoll.poll(0, ACCEPT_BURST))
             arrival = self._take(grace)
         return arrival

@@ -40,8 +40,9 @@ class FastPathListener(socket, state=Listener):
         timeout = self.gettimeout()
         deadline = None if timeout is None else time.monotonic() + timeout
         grace = Grace()  # for hellos not queued yet, in all (see _fastpath.listener)
+        look = timeout is not None  # a blocking call waits next: epoll answers there
         while True:
-            arrival = self._state.next_arrival(grace)
+            arrival = self._state.next_arrival(grace, look)
             if arrival is not None:
                 sock = self._adopt(arrival)
                 if sock is not None:
