@@ -28,6 +28,7 @@ only when the kernel says (SO_PEERCRED) that the pid in it is the listener's.
 
 from __future__ import annotations
 
+import _socket as _csocket
 import contextlib
 import json
 import logging
@@ -101,7 +102,7 @@ class _Registry:
         kept = []
         for ref in self.live:
             sock = ref()
-            if sock is not None and sock.fileno() != -1 and id(sock) not in seen:
+            if sock is not None and _open(sock) and id(sock) not in seen:
                 seen.add(id(sock))
                 kept.append(ref)
         self.live = kept
@@ -137,7 +138,7 @@ class _Registry:
         with self.lock:
             if self.endpoint is None or self.pinned:
                 return
-            if any((sock := ref()) is not None and sock.fileno() != -1 for ref in self.live):
+            if any((sock := ref()) is not None and _open(sock) for ref in self.live):
                 self.idle_since = None
                 return
             now = time.monotonic()
@@ -155,6 +156,11 @@ class _Registry:
             socks = self._open_locked()
         rows = [_describe(sock) for sock in socks]
         return [row for row in rows if row is not None]
+
+
+def _open(sock: Any) -> bool:
+    # The socket's own fd, not its fileno(): a ring socket's starts watching the peer.
+    return bool(_csocket.socket.fileno(sock) != -1)
 
 
 _registry = _Registry()
