@@ -218,7 +218,7 @@ def _answer(_events: int) -> None:
 
 def _describe(sock: Any) -> dict[str, Any] | None:
     state = getattr(sock, "_state", None)
-    if state is None or sock.fileno() == -1 or not sock.fast_path_active:
+    if state is None or not _open(sock) or not sock.fast_path_active:
         return None
     row: dict[str, Any] = {
         "transport": sock.fast_path_transport, "local": list(state.local[:2]),
