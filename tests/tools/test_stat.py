@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from loopfast._fastpath import registry
 from loopfast._tools.cli import main
 
 STAT = [sys.executable, "-m", "loopfast", "stat"]
@@ -50,3 +51,19 @@ def test_stat_lists_a_live_connection_and_not_after_close(
 def test_stat_in_process(capsys: Any) -> None:
     assert main(["stat", "--listening"]) == 0
     assert capsys.readouterr().out.startswith("State")
+
+
+def test_seeing_connections_does_not_start_watching_ring_peers(
+        make_pair: Callable[..., Pair]) -> None:
+    # A ring socket's fileno() starts a watch on its peer (the background thread's
+    # epoll, kept for the connection's life). Counting, pruning and describing the
+    # registered connections must not: a process of 10,000 idle connections that
+    # never asked for a fileno would pay for 10,000 watches.
+    cli, acc = make_pair()
+    links = [cli._state.link, acc._state.link]
+    assert not any(link.watched for link in links)
+    with registry._registry.lock:
+        registry._registry._prune_locked()
+    registry._registry._tick()
+    assert [c for c in registry.connections() if c["pid"] == os.getpid()]
+    assert not any(link.watched for link in links)
