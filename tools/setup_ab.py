@@ -8,8 +8,12 @@ and its ratio to TCP. A tree is a ``src`` directory with its C core built in
 place, e.g. one made by ``git archive REV | tar -x -C DIR`` and a
 ``pip install -e`` or the gcc line of docs/design.md.
 
-    python tools/setup_ab.py --trees /tmp/old/src,src [--kind ring|stream]
+    python tools/setup_ab.py --trees /tmp/old/src,src [--kind ring|stream|tcp-server]
                              [--rounds 24] [--per-round 500]
+
+``--kind tcp-server``: each tree's client is ``fast_path="auto"`` (what ``loopfast
+run`` makes) and its server a plain TCP one that does not take part, so the row
+is what the fast path costs a client whose server is not loopfast's.
 
 The server and client roles of this file run in the child processes.
 """
@@ -28,17 +32,17 @@ HERE = os.path.abspath(__file__)
 TIMEOUT = 60.0
 
 
-def _open(kind: str) -> socket.socket:
-    if kind == "tcp":
+def _open(kind: str, server: bool = False) -> socket.socket:
+    if kind == "tcp" or (server and kind == "tcp-server"):
         return socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     import loopfast
-    return loopfast.socket(socket.AF_INET, socket.SOCK_STREAM,
-                           fast_path=True if kind == "ring" else kind)
+    word = {"ring": True, "tcp-server": "auto"}.get(kind, kind)
+    return loopfast.socket(socket.AF_INET, socket.SOCK_STREAM, fast_path=word)
 
 
 def serve(kind: str) -> None:
     """Accept connections until one sends b"Q"; answer each byte with b"y"."""
-    lst = _open(kind)
+    lst = _open(kind, server=True)
     lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     lst.bind(("127.0.0.1", 0))
     lst.listen(1024)
@@ -94,7 +98,7 @@ def main(argv: list[str]) -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trees", required=True, help="src directories, comma-separated")
-    parser.add_argument("--kind", default="ring", choices=["ring", "stream"])
+    parser.add_argument("--kind", default="ring", choices=["ring", "stream", "tcp-server"])
     parser.add_argument("--rounds", type=int, default=24)
     parser.add_argument("--per-round", type=int, default=500)
     args = parser.parse_args(argv)

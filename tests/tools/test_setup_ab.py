@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("kind", ["ring", "stream"])
+@pytest.mark.parametrize("kind", ["ring", "stream", "tcp-server"])
 def test_one_round_prints_a_row_per_tree_and_tcp(kind: str) -> None:
     src = str(ROOT / "src")
     done = subprocess.run(
