@@ -385,8 +385,12 @@ class socket(_stdsocket.socket):
 
     def _adopt_tcp(self, fd: int, addr: Any) -> socket | None:
         """Wrap an accepted TCP fd; None when a connection filter blocked it."""
-        # Plain ints: the family and type properties make an enum on every read.
-        sock = socket(raw_family(self), _KIND.__get__(self), self.proto, fileno=fd)
+        # A fresh TCP connection: none of __init__'s questions about a given fd apply
+        # (a ring connection's fd shared by socket(fileno=)). Plain ints: the family
+        # and type properties make an enum on every read.
+        sock = socket.__new__(socket)
+        StdSocket.__init__(sock, raw_family(self), _KIND.__get__(self), self.proto, fd)
+        sock._state = None
         sock._take_settings(self)  # the kernel copied the clamp and any SO_RCVBUF lock
         if _stdsocket.getdefaulttimeout() is None and self.gettimeout():
             sock.setblocking(True)
