@@ -16,6 +16,8 @@ import pytest
 from loopfast._core import ringcore
 from loopfast._fastpath import handshake, hello_io
 
+from .._streams import unix_listener
+
 BASE, EXT = handshake.HELLO_SIZE, handshake.RING_EXT.size
 TIMEOUT = 5.0
 
@@ -31,12 +33,8 @@ def core(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
 
 @pytest.fixture
 def listener() -> Iterator[socket.socket]:
-    lst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    lst.bind(b"\0loopfast-test-hello-io-%d" % os.getpid())
-    lst.listen(8)
-    lst.setblocking(False)
-    yield lst
-    lst.close()
+    with unix_listener("hello-io", 0.0) as lst:
+        yield lst
 
 
 def _client(lst: socket.socket) -> socket.socket:

@@ -17,22 +17,18 @@ import pytest
 
 from loopfast._core import ringcore
 
-from .._fds import open_fds
+from .._fds import open_fd_set, open_fds
+from .._streams import unix_listener
 
 TIMEOUT = 5.0
 HELLO = b"H" * 48
-core = ringcore.ring
-pytestmark = pytest.mark.skipif(core is None, reason="needs the C core (make test builds it)")
+core = ringcore.ring  # make test builds it: every case asserts it is there
 
 
 @pytest.fixture
 def listener() -> Iterator[socket.socket]:
-    lst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    lst.bind(b"\0loopfast-test-rendezvous-%d" % os.getpid())
-    lst.listen(8)
-    lst.settimeout(TIMEOUT)
-    yield lst
-    lst.close()
+    with unix_listener("rendezvous", TIMEOUT) as lst:
+        yield lst
 
 
 def _name(lst: socket.socket) -> bytes:
@@ -190,20 +186,6 @@ def test_the_first_name_where_somebody_listens_is_taken(listener: socket.socket)
     os.close(fd)
 
 
-def _fd_set() -> set[int]:
-    """The fds open now (not the one listing /proc/self/fd took while it listed)."""
-    listed = {int(name) for name in os.listdir("/proc/self/fd")}
-    return {fd for fd in listed if _is_open(fd)}
-
-
-def _is_open(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-    except OSError:
-        return False
-    return True
-
-
 def _nobody() -> tuple[bytes, ...]:
     name = b"\0loopfast-test-probe-nobody-%d" % os.getpid()
     return (name, name + b"-2")
@@ -214,10 +196,10 @@ def test_a_look_that_found_nobody_keeps_its_stream_for_the_next(
     assert core is not None
     core.rendezvous(_nobody(), -1, b"", [], -1)  # now kept, whatever was before
     assert core.probe_held() == 1
-    before = _fd_set()
+    before = open_fd_set()
     for _ in range(3):
         assert core.rendezvous(_nobody(), -1, b"", [], -1) is None
-        assert _fd_set() == before  # the same stream, again and again
+        assert open_fd_set() == before  # the same stream, again and again
     got = core.rendezvous((_name(listener),), -1, b"", [], -1)
     assert got is not None and got[0] in before  # the kept stream is the connection now
     assert core.probe_held() == 0
@@ -232,9 +214,9 @@ def test_a_kept_stream_whose_number_the_program_reused_is_left_alone(
     assert got is not None and core.probe_held() == 0
     os.close(got[0])
     listener.accept()[0].close()
-    before = _fd_set()
+    before = open_fd_set()
     core.rendezvous(_nobody(), -1, b"", [], -1)
-    (kept,) = _fd_set() - before
+    (kept,) = open_fd_set() - before
     os.close(kept)  # the program closes every fd it does not know (closerange) ...
     mine = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     os.dup2(mine.fileno(), kept)  # ... and the number comes back as a socket of its own
@@ -253,7 +235,7 @@ def test_a_child_makes_its_own_kept_stream() -> None:
     assert core is not None
     core.rendezvous(_nobody(), -1, b"", [], -1)
     assert core.probe_held() == 1
-    before = _fd_set()
+    before = open_fd_set()
     pid = os.fork()
     if pid == 0:  # the child: its copy of the parent's stream is not its to use
         code = 1
@@ -266,4 +248,4 @@ def test_a_child_makes_its_own_kept_stream() -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     assert core.probe_held() == 1
     assert core.rendezvous(_nobody(), -1, b"", [], -1) is None
-    assert _fd_set() == before  # the parent's kept stream is still its own
+    assert open_fd_set() == before  # the parent's kept stream is still its own

@@ -29,6 +29,7 @@ import loopfast
 from loopfast._fastpath import ring_link
 from loopfast._fastpath.background import background
 
+from .._fds import is_open
 from .._procs import child, receive
 from ..conftest import TIMEOUT, Pair
 
@@ -82,18 +83,10 @@ def test_thousand_connections_with_the_pool_leave_nothing_open(
 
 def _child_pool(pipe: Connection, port: int, parent_fds: list[int]) -> None:
     pool_empty = ring_link._pool._parts == []
-    still_open = [fd for fd in parent_fds if _is_open(fd)]
+    still_open = [fd for fd in parent_fds if is_open(fd)]
     with loopfast.create_connection(("127.0.0.1", port), timeout=TIMEOUT, fast_path=True) as c:
         c.sendall(b"from the child")
         pipe.send((pool_empty, still_open, c.fast_path_transport))
-
-
-def _is_open(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-    except OSError:
-        return False
-    return True
 
 
 def test_a_child_never_uses_the_parents_pooled_parts(make_pair: Callable[..., Pair],
@@ -114,7 +107,7 @@ def test_a_child_never_uses_the_parents_pooled_parts(make_pair: Callable[..., Pa
         pool_empty, still_open, transport = receive(pipe)
         proc.join(TIMEOUT)
     assert (pool_empty, still_open, transport) == (True, [], "ring")
-    assert all(_is_open(fd) for fd in parents)  # the parent's are untouched
+    assert all(is_open(fd) for fd in parents)  # the parent's are untouched
     assert len(ring_link._pool._parts) == ring_link._Pool.DEPTH
 
 
