@@ -55,7 +55,7 @@ QUERY_TIMEOUT = 1.0  # how long the endpoint waits for an asker to take its answ
 LINGER = 1.0  # seconds the endpoint (and so the thread) outlives the last connection
 CLOSED_WITHIN = LINGER + 2 * TICK  # the bound tests hold the thread's end to
 _TOKEN_BYTES = 8
-_PRUNE_AT = 1024  # registrations between prunes when no tick comes (a power of two)
+_PRUNE_AT = 1024  # registrations between prunes of closed ones (a power of two)
 _NAME = re.compile(rf"{re.escape(QUERY_PREFIX)}([1-9][0-9]{{0,9}})/[0-9a-f]{{{2 * _TOKEN_BYTES}}}")
 _log = logging.getLogger("loopfast")  # loopfast.patch() may rebind the module's name
 
@@ -63,8 +63,8 @@ _log = logging.getLogger("loopfast")  # loopfast.patch() may rebind the module's
 class _Registry:
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        # Weak references, pruned at the ticks (and when many pile up): a WeakSet's add
-        # and its removal callback cost a connection's set-up twice what this does.
+        # Weak references, pruned every _PRUNE_AT registrations and when `loopfast stat`
+        # asks: a WeakSet's add and its removal callback cost set-up twice what this does.
         self.live: list[weakref.ref[Any]] = []
         self.endpoint: _stdsocket.socket | None = None
         self.failed = False
@@ -88,7 +88,7 @@ class _Registry:
         with self.lock:
             self.live.append(weakref.ref(sock))
             if len(self.live) >= _PRUNE_AT and len(self.live) & (_PRUNE_AT - 1) == 0:
-                self._prune_locked()  # no ticks (no thread): kept bounded all the same
+                self._prune_locked()  # closed connections' references go
             if self.endpoint is None:
                 self._start_locked()
 
