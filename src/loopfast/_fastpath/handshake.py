@@ -109,7 +109,7 @@ def encode(hello: Hello) -> bytes:
     return head + RING_EXT.pack(*hello.ring) if hello.ring else head
 
 
-_CLIENT_PORT = struct.Struct("!H")
+CLIENT_PORT = struct.Struct("!H")  # the client port's field, at CLIENT_PORT_AT
 CLIENT_PORT_AT = 28  # see the layout above
 
 
@@ -119,7 +119,7 @@ def with_client_port(wire: bytes, port: int) -> bytes:
     Raises:
         struct.error: *port* is not in [0, 65535].
     """
-    return wire[:CLIENT_PORT_AT] + _CLIENT_PORT.pack(port) + wire[CLIENT_PORT_AT + 2:]
+    return wire[:CLIENT_PORT_AT] + CLIENT_PORT.pack(port) + wire[CLIENT_PORT_AT + 2:]
 
 
 def wire_size(head: bytes) -> int:

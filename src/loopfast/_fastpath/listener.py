@@ -44,7 +44,6 @@ import logging
 import os
 import select
 import socket as _stdsocket
-import struct
 import time
 import weakref
 from typing import Any, NamedTuple
@@ -63,7 +62,6 @@ ACCEPT_BURST = 64  # arrivals one call takes from one rendezvous name at most
 # (the kernel's timer slack, 50 µs by default, comes on top when none comes).
 HELLO_GRACE = 50e-6
 EXHAUSTED_BACKOFF = 1.0
-_CLIENT_PORT = struct.Struct("!H")
 _JUDGED_MAX = 256  # hellos judged kept per listener: a process or two per client
 _SELECT_LIMIT = 1024  # FD_SETSIZE
 _FD_LIMIT = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -458,7 +456,7 @@ class Listener:
             if len(fds) != want:
                 raise handshake.HandshakeError(
                     errno.ECONNREFUSED, f"hello carried {len(fds)} fds, the handshake says {want}")
-            peer = self._client_address(fds[-1], hello, _CLIENT_PORT.unpack_from(
+            peer = self._client_address(fds[-1], hello, handshake.CLIENT_PORT.unpack_from(
                 data, handshake.CLIENT_PORT_AT)[0])
             if not _offer_allowed(self.host, self.port):
                 raise handshake.HandshakeError(errno.ECONNREFUSED, "a filter now covers this port")
