@@ -167,6 +167,7 @@
 #define MAX_RING (64ULL << 20)
 #define REQUIRED_SEALS (F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW)
 #define LIVENESS_NS 50000000LL /* a parked recv looks at its peer at least this often */
+#define MAX_SLOTS 64 /* slots of an arena (a bit each in a uint64_t) */
 #define PUNCH_AFTER (64u << 10)  /* a ring that drains after this many bytes gives its pages back */
 
 /* consumer_waiting, per ring (written by the consumer, read by the producer):
@@ -205,7 +206,10 @@ typedef struct {
     uint32_t magic;
     uint32_t version;
     _Atomic uint32_t server_attached; /* the server made its Channel: it accepted us */
-    char pad[CACHELINE - 12];
+    _Atomic uint32_t server_gone;     /* arena slot: the server's last close is over */
+    _Atomic uint32_t server_left;     /* arena slot: the server no longer touches the rings */
+    _Atomic uint32_t client_gone;     /* arena slot: nor does the client */
+    char pad[CACHELINE - 24];
     ring_ctl ring[2]; /* [0] client -> server, [1] server -> client */
 } shm_header;
 
@@ -295,6 +299,21 @@ static void slot_free(side_state *st) {
     }
 }
 
+/* One memfd holding the rings of many connections between one client process
+ * and the server processes of one destination (Arena, below). */
+typedef struct {
+    PyObject_HEAD
+    char *base;
+    size_t len, slot_len;
+    uint64_t c2s, s2c;
+    uint32_t slots;
+    uint64_t claimed; /* client: bit i: slot i was claimed, its Channel not made yet */
+    uint64_t used;    /* bit i: a Channel of this process uses slot i */
+    uint64_t lost;    /* client: slot i is never claimed again */
+} Arena;
+
+static PyTypeObject *ArenaType; /* set once by ring_exec */
+
 typedef struct {
     PyObject_HEAD
     side_state *st;
@@ -304,6 +323,8 @@ typedef struct {
     char *rx_data, *tx_data;
     uint64_t rx_size, tx_size;
     int own_r, own_w, peer_w;
+    Arena *arena;        /* the rings are slot `slot` of it (NULL: a mapping of our own) */
+    uint32_t slot;
     int64_t timeout_ns;  /* -1 blocks, 0 never waits */
     int64_t spin_ns;     /* current spin budget */
     int64_t spin_max_ns; /* adaptive ceiling; busy-poll sets it */
@@ -329,6 +350,19 @@ typedef struct {
 } Channel;
 
 /* ---- small helpers ------------------------------------------------------ */
+
+/* A fresh header for rings of these sizes, each ring's receive window as given
+ * (-1 or more than the ring: the whole ring). */
+static void fresh_header(shm_header *h, uint64_t c2s, uint64_t s2c, const long long windows[2]) {
+    memset(h, 0, sizeof *h);
+    h->magic = MAGIC;
+    h->version = 1;
+    for (int i = 0; i < 2; i++) {
+        unsigned long long size = i ? s2c : c2s, window = (unsigned long long)windows[i];
+        atomic_init(&h->ring[i].consumer_waiting, CW_OUTSIDE);
+        atomic_init(&h->ring[i].window, (uint32_t)(windows[i] < 0 || window > size ? size : window));
+    }
+}
 
 static int64_t now_ns(void) {
     struct timespec ts;
@@ -1223,13 +1257,16 @@ static int check_fd_is_stream(int fd) {
 }
 
 PyDoc_STRVAR(Channel_doc,
-"Channel(memfd, c2s_size, s2c_size, server, own_r, own_w, peer_w, trusted=False, /)\n--\n\n"
+"Channel(memfd, c2s_size, s2c_size, server, own_r, own_w, peer_w, trusted=False, slot=0, /)\n"
+"--\n\n"
 "One end of a ring-carried connection: maps the sealed memfd (the fd is not\n"
-"kept) and uses the three socket fds, which the caller owns and keeps open\n"
-"until close(). Raises OSError(EINVAL) when the memfd is not sealed, has the\n"
-"wrong size, or a size is not a power of two in [4096, 64 MiB]. trusted: this\n"
-"process made every fd (create_memfd with these sizes, socketpair), so those\n"
-"checks are skipped.");
+"kept), or, given an Arena instead, uses its slot `slot` (see Arena); and\n"
+"uses the three socket fds, which the caller owns and keeps open until\n"
+"close(). Raises OSError(EINVAL) when the memfd is not sealed, has the wrong\n"
+"size, a size is not a power of two in [4096, 64 MiB], or the arena's sizes\n"
+"differ or its slot is out of range or in use. trusted: this process made\n"
+"every fd (create_memfd with these sizes, socketpair), so those checks are\n"
+"skipped.");
 
 static int init_side_state(side_state *st) {
     pthread_mutexattr_t attr;
@@ -1247,14 +1284,28 @@ static int init_side_state(side_state *st) {
 }
 
 static int Channel_init(Channel *self, PyObject *args, PyObject *kwds) {
-    int memfd, server, own_r, own_w, peer_w, trusted = 0;
+    PyObject *shared;
+    int server, own_r, own_w, peer_w, trusted = 0;
+    unsigned int slot = 0;
     unsigned long long c2s, s2c;
-    if (!PyArg_ParseTuple(args, "iKKpiii|p:Channel", &memfd, &c2s, &s2c, &server, &own_r, &own_w,
-                          &peer_w, &trusted))
+    if (!PyArg_ParseTuple(args, "OKKpiii|pI:Channel", &shared, &c2s, &s2c, &server, &own_r,
+                          &own_w, &peer_w, &trusted, &slot))
         return -1;
-    if (self->base != NULL) {
+    if (self->base != NULL || self->arena != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Channel is already initialised");
         return -1;
+    }
+    Arena *arena = PyObject_TypeCheck(shared, ArenaType) ? (Arena *)shared : NULL;
+    int memfd = -1;
+    if (arena == NULL) {
+        long fd = PyLong_AsLong(shared);
+        if (fd == -1 && PyErr_Occurred())
+            return -1;
+        if (fd < INT_MIN || fd > INT_MAX || slot != 0) { /* a bad fd: not a sealed memfd */
+            raise_errno(EINVAL, "Channel takes a memfd (slot 0) or an Arena and a slot");
+            return -1;
+        }
+        memfd = (int)fd;
     }
     for (int i = 0; i < 2; i++) {
         unsigned long long s = i ? s2c : c2s;
@@ -1264,17 +1315,32 @@ static int Channel_init(Channel *self, PyObject *args, PyObject *kwds) {
         }
     }
     size_t len = HEADER_SIZE + (size_t)c2s + (size_t)s2c;
-    /* trusted: every fd was made by this process (create_memfd, socketpair)
-     * for these sizes, as the client's are; a server checks what it was sent. */
-    int seals = trusted ? REQUIRED_SEALS : fcntl(memfd, F_GET_SEALS);
-    if (seals < 0 || (seals & REQUIRED_SEALS) != REQUIRED_SEALS) {
-        raise_errno(EINVAL, "the shared memory is not a sealed memfd");
-        return -1;
-    }
-    struct stat st;
-    if (!trusted && (fstat(memfd, &st) < 0 || (size_t)st.st_size != len)) {
-        raise_errno(EINVAL, "the shared memory has the wrong size");
-        return -1;
+    if (arena != NULL) {
+        /* The arena was checked when it was mapped; a slot is one connection's
+         * in this process (a client that names one twice is refused). trusted:
+         * our own arena, whose slot we claimed. */
+        if (arena->base == NULL || arena->c2s != c2s || arena->s2c != s2c) {
+            raise_errno(EINVAL, "the arena holds rings of other sizes");
+            return -1;
+        }
+        uint64_t bit = slot < arena->slots ? 1ULL << slot : 0;
+        if (bit == 0 || (arena->used & bit) || (trusted && !(arena->claimed & bit))) {
+            raise_errno(EINVAL, "the arena slot named is out of range or in use");
+            return -1;
+        }
+    } else {
+        /* trusted: every fd was made by this process (create_memfd, socketpair)
+         * for these sizes, as the client's are; a server checks what it was sent. */
+        int seals = trusted ? REQUIRED_SEALS : fcntl(memfd, F_GET_SEALS);
+        if (seals < 0 || (seals & REQUIRED_SEALS) != REQUIRED_SEALS) {
+            raise_errno(EINVAL, "the shared memory is not a sealed memfd");
+            return -1;
+        }
+        struct stat st;
+        if (!trusted && (fstat(memfd, &st) < 0 || (size_t)st.st_size != len)) {
+            raise_errno(EINVAL, "the shared memory has the wrong size");
+            return -1;
+        }
     }
     if (!trusted && (check_fd_is_stream(own_r) < 0 || check_fd_is_stream(own_w) < 0 ||
                      (peer_w >= 0 && check_fd_is_stream(peer_w) < 0))) {
@@ -1288,7 +1354,8 @@ static int Channel_init(Channel *self, PyObject *args, PyObject *kwds) {
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
-    void *base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+    void *base = arena != NULL ? arena->base + (size_t)slot * arena->slot_len
+                               : mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
     if (base == MAP_FAILED) {
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
@@ -1296,14 +1363,16 @@ static int Channel_init(Channel *self, PyObject *args, PyObject *kwds) {
     side_state *page = slot_alloc();
     if (page == NULL) {
         PyErr_SetFromErrno(PyExc_OSError);
-        munmap(base, len);
+        if (arena == NULL)
+            munmap(base, len);
         return -1;
     }
     self->rx_lock = PyThread_allocate_lock();
     self->tx_lock = PyThread_allocate_lock();
     if (!self->rx_lock || !self->tx_lock || init_side_state(page) != 0) {
         slot_free(page);
-        munmap(base, len);
+        if (arena == NULL)
+            munmap(base, len);
         PyErr_NoMemory();
         return -1;
     }
@@ -1311,6 +1380,12 @@ static int Channel_init(Channel *self, PyObject *args, PyObject *kwds) {
     shm_header *h = (shm_header *)base;
     self->base = base;
     self->map_len = len;
+    if (arena != NULL) {
+        arena->claimed &= ~(1ULL << slot);
+        arena->used |= 1ULL << slot;
+        self->arena = (Arena *)Py_NewRef(arena);
+        self->slot = slot;
+    }
     char *d0 = (char *)base + HEADER_SIZE, *d1 = d0 + c2s;
     self->tx = &h->ring[server ? 1 : 0];
     self->rx = &h->ring[server ? 0 : 1];
@@ -1342,11 +1417,72 @@ static int Channel_init(Channel *self, PyObject *args, PyObject *kwds) {
     return 0;
 }
 
-static void unmap(Channel *self) {
-    if (self->base != NULL) {
-        munmap(self->base, self->map_len);
-        self->base = NULL;
+/* Give a finished slot's ring pages back but each ring's first (a request and
+ * its answer fit there, and stay mapped on both sides for the next connection):
+ * an arena's free slots would otherwise keep every page a connection touched. */
+static void punch_slot(Channel *self) {
+    ring_ctl *rings[2] = {self->tx, self->rx};
+    char *data[2] = {self->tx_data, self->rx_data};
+    uint64_t sizes[2] = {self->tx_size, self->rx_size};
+    for (int i = 0; i < 2; i++) {
+        uint64_t passed = atomic_load_explicit(&rings[i]->head, memory_order_acquire);
+        if (passed > 4096 && sizes[i] > 4096)
+            madvise(data[i] + 4096, (size_t)sizes[i] - 4096, MADV_REMOVE);
     }
+}
+
+/* An arena slot's last user on each side says so, and the client claims it
+ * again only once the server's is over (Arena.claim): the server stores
+ * server_gone after its last close (r closed everywhere: no dup and no fork()ed
+ * holder of ours can touch the slot again); a client whose server never
+ * attached and never will (its r is gone) stores it for it. A side whose r
+ * lives on elsewhere, or that never closed (dealloc), leaves the slot to them:
+ * the client never claims it again. Whichever side leaves second gives the
+ * pages back (punch_slot): each stores that it left, fences, and looks at the
+ * other's word (Dekker: one of them sees the other's); the server stores
+ * server_gone only after its punch, so a slot is never claimed under one. */
+static void leave_slot(Channel *self) {
+    Arena *arena = self->arena;
+    shm_header *h = (shm_header *)self->base;
+    uint64_t bit = 1ULL << self->slot;
+    int done = self->r_gone && self->closed;
+    if (self->server) {
+        if (done) {
+            atomic_store_explicit(&h->server_left, 1, memory_order_seq_cst);
+            atomic_thread_fence(memory_order_seq_cst);
+            if (atomic_load_explicit(&h->client_gone, memory_order_seq_cst))
+                punch_slot(self);
+            atomic_store_explicit(&h->server_gone, 1, memory_order_release);
+        }
+    } else if (!done) {
+        arena->lost |= bit;
+    } else {
+        atomic_store_explicit(&h->client_gone, 1, memory_order_seq_cst);
+        atomic_thread_fence(memory_order_seq_cst);
+        if (atomic_load_explicit(&h->server_left, memory_order_seq_cst))
+            punch_slot(self);
+        if (!atomic_load_explicit(&h->server_attached, memory_order_acquire)) {
+            check_peer(self);
+            if (self->peer_dead) /* it never attached, and never will */
+                atomic_store_explicit(&h->server_gone, 1, memory_order_release);
+        }
+    }
+    arena->used &= ~bit;
+    self->base = NULL;
+    self->arena = NULL;
+    Py_DECREF(arena); /* the arena's mapping goes with its last user */
+}
+
+/* Let go of the rings: our own mapping, or our slot of an arena. */
+static void unmap(Channel *self) {
+    if (self->base == NULL)
+        return;
+    if (self->arena != NULL) {
+        leave_slot(self);
+        return;
+    }
+    munmap(self->base, self->map_len);
+    self->base = NULL;
 }
 
 static void Channel_dealloc(Channel *self) {
@@ -2375,44 +2511,224 @@ done:
     return result;
 }
 
+/* ---- arenas ---------------------------------------------------------------
+ *
+ * Making a connection's rings cost more than anything else in its set-up: a
+ * memfd, a mapping on each side, three pages allocated, zeroed and faulted in
+ * on each side, and all of it torn down at close. An arena is one sealed memfd
+ * of up to MAX_SLOTS slots (a header page and the two rings each), which a
+ * client makes for one destination (the listener's address and its owner's
+ * uid: another user's server never sees it) and maps once; each server process
+ * maps it once, at the first hello that carries it, and keeps it mapped
+ * (ring_link's arena cache, keyed by the memfd's inode: the mapping holds the
+ * file, so the inode stays its own). A hello names its slot. A slot whose
+ * connection ended on both sides is claimed again with its pages in place: no
+ * syscall, no page fault.
+ *
+ * Safety. A slot's header and rings are read and validated as any connection's
+ * (positions may only move forward, sizes come from the handshake), so a peer
+ * that writes a slot it no longer owns can only corrupt connections of this
+ * very arena: its own, with us. Each side keeps its positions in its private
+ * side state, never in the arena. The client claims a slot only when its own
+ * last close of the slot's connection is over and the server has said its own
+ * is (server_gone, see leave_slot); a slot that cannot be known free is lost
+ * (never claimed again), and an arena with nothing left to claim is replaced.
+ * A server refuses a slot one of its Channels uses. Every server process of
+ * one destination that accepted one of the client's connections maps the
+ * whole arena: they share one uid (the listener's owner's, which the client
+ * checked), as TCP's connections to one server are readable by its uid. */
+
+PyDoc_STRVAR(Arena_doc,
+"Arena(memfd, c2s_size, s2c_size, slots, trusted=False, /)\n--\n\n"
+"Map the arena memfd (see create_memfd; the fd is not kept): slots of\n"
+"(header, c2s ring, s2c ring). Channel(arena, ..., slot) puts a connection in\n"
+"a slot; the mapping lives while the arena or one of its Channels does.\n"
+"Raises OSError(EINVAL) when the memfd is not sealed, its size is not slots\n"
+"whole slots of these sizes, or a size or the slot count (1 to 64) is bad;\n"
+"trusted (this process made it) skips the seal and size checks.");
+
+static int Arena_init(Arena *self, PyObject *args, PyObject *kwds) {
+    int memfd, trusted = 0;
+    unsigned long long c2s, s2c;
+    unsigned int slots;
+    if (!PyArg_ParseTuple(args, "iKKI|p:Arena", &memfd, &c2s, &s2c, &slots, &trusted))
+        return -1;
+    if (self->base != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Arena is already initialised");
+        return -1;
+    }
+    for (int i = 0; i < 2; i++) {
+        unsigned long long size = i ? s2c : c2s;
+        if (size < MIN_RING || size > MAX_RING || (size & (size - 1))) {
+            raise_errno(EINVAL, "ring sizes must be powers of two between 4 KiB and 64 MiB");
+            return -1;
+        }
+    }
+    if (slots < 1 || slots > MAX_SLOTS) {
+        raise_errno(EINVAL, "an arena holds 1 to 64 slots");
+        return -1;
+    }
+    size_t slot_len = HEADER_SIZE + (size_t)c2s + (size_t)s2c, len = slot_len * slots;
+    int seals = trusted ? REQUIRED_SEALS : fcntl(memfd, F_GET_SEALS);
+    if (seals < 0 || (seals & REQUIRED_SEALS) != REQUIRED_SEALS) {
+        raise_errno(EINVAL, "the shared memory is not a sealed memfd");
+        return -1;
+    }
+    struct stat st;
+    if (!trusted && (fstat(memfd, &st) < 0 || (size_t)st.st_size != len)) {
+        raise_errno(EINVAL, "the shared memory has the wrong size");
+        return -1;
+    }
+    void *base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+    if (base == MAP_FAILED) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    self->base = base;
+    self->len = len;
+    self->slot_len = slot_len;
+    self->c2s = c2s;
+    self->s2c = s2c;
+    self->slots = slots;
+    return 0;
+}
+
+static void Arena_dealloc(Arena *self) {
+    if (self->base != NULL)
+        munmap(self->base, self->len);
+    PyTypeObject *tp = Py_TYPE(self);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+PyDoc_STRVAR(Arena_claim_doc,
+"claim($self, c2s_window=-1, s2c_window=-1, /)\n--\n\n"
+"A client's next connection: the first slot that is free (never used, or\n"
+"its connection is over on both sides), its header made fresh with these\n"
+"receive windows (as create_memfd's). Returns the slot, or None when none\n"
+"is free. No syscall.");
+
+static PyObject *Arena_claim(Arena *self, PyObject *args) {
+    long long windows[2] = {-1, -1};
+    if (!PyArg_ParseTuple(args, "|LL:claim", &windows[0], &windows[1]))
+        return NULL;
+    if (self->base == NULL)
+        return raise_errno(EBADF, NULL);
+    for (uint32_t i = 0; i < self->slots; i++) {
+        if ((self->claimed | self->used | self->lost) & (1ULL << i))
+            continue;
+        shm_header *h = (shm_header *)(self->base + (size_t)i * self->slot_len);
+        /* Never used (zero), or the server's last close is over. */
+        if (h->magic != 0 && atomic_load_explicit(&h->server_gone, memory_order_acquire) != 1)
+            continue;
+        fresh_header(h, self->c2s, self->s2c, windows);
+        atomic_thread_fence(memory_order_release);
+        self->claimed |= 1ULL << i; /* until its Channel is made, or unclaim() */
+        return PyLong_FromUnsignedLong(i);
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(Arena_unclaim_doc,
+"unclaim($self, slot, offered, /)\n--\n\n"
+"A claimed slot whose Channel was never made: free again if its hello was\n"
+"never sent (offered False), else never claimed again (a server may hold it).");
+
+static PyObject *Arena_unclaim(Arena *self, PyObject *args) {
+    unsigned int slot;
+    int offered;
+    if (!PyArg_ParseTuple(args, "Ip:unclaim", &slot, &offered))
+        return NULL;
+    if (slot >= self->slots || !(self->claimed & (1ULL << slot)))
+        return raise_errno(EINVAL, "no such slot claimed");
+    if (!offered && self->base != NULL)
+        memset(self->base + (size_t)slot * self->slot_len, 0, sizeof(shm_header));
+    else
+        self->lost |= 1ULL << slot;
+    self->claimed &= ~(1ULL << slot);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Arena_get_slots(Arena *self, void *closure) {
+    return PyLong_FromUnsignedLong(self->slots);
+}
+
+static PyObject *Arena_get_in_use(Arena *self, void *closure) {
+    return PyLong_FromLong(__builtin_popcountll(self->claimed | self->used));
+}
+
+static PyObject *Arena_get_sizes(Arena *self, void *closure) {
+    return Py_BuildValue("(KK)", (unsigned long long)self->c2s, (unsigned long long)self->s2c);
+}
+
+static PyMethodDef Arena_methods[] = {
+    {"claim", (PyCFunction)Arena_claim, METH_VARARGS, Arena_claim_doc},
+    {"unclaim", (PyCFunction)Arena_unclaim, METH_VARARGS, Arena_unclaim_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Arena_getset[] = {
+    {"slots", (getter)Arena_get_slots, NULL, "How many slots the arena holds.", NULL},
+    {"in_use", (getter)Arena_get_in_use, NULL,
+     "Slots claimed or used by a Channel of this process.", NULL},
+    {"sizes", (getter)Arena_get_sizes, NULL, "(c2s_size, s2c_size) of every slot.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot Arena_slots[] = {
+    {Py_tp_doc, (void *)Arena_doc},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_init, (void *)Arena_init},
+    {Py_tp_dealloc, (void *)Arena_dealloc},
+    {Py_tp_methods, Arena_methods},
+    {Py_tp_getset, Arena_getset},
+    {0, NULL},
+};
+
+static PyType_Spec Arena_spec = {
+    "loopfast._ring.Arena", sizeof(Arena), 0, Py_TPFLAGS_DEFAULT, Arena_slots,
+};
+
 PyDoc_STRVAR(create_doc,
-"create_memfd(c2s_size, s2c_size, c2s_window=-1, s2c_window=-1, /)\n--\n\n"
+"create_memfd(c2s_size, s2c_size, c2s_window=-1, s2c_window=-1, slots=1, /)\n--\n\n"
 "A new sealed memfd holding a fresh header and two rings; returns its fd\n"
 "(close-on-exec). Each ring's receive window starts at the one given (clamped\n"
 "to the ring's size; -1: the whole ring); from then on only that ring's\n"
-"consumer changes it (Channel.window). Raises OSError(EINVAL) for a bad size.");
+"consumer changes it (Channel.window). slots > 1 makes an arena of that many\n"
+"(header, rings) slots, every header zero until Arena.claim writes it.\n"
+"Raises OSError(EINVAL) for a bad size or slot count.");
 
 static PyObject *create_memfd(PyObject *module, PyObject *args) {
     unsigned long long c2s, s2c;
     long long windows[2] = {-1, -1};
-    if (!PyArg_ParseTuple(args, "KK|LL:create_memfd", &c2s, &s2c, &windows[0], &windows[1]))
+    unsigned int slots = 1;
+    if (!PyArg_ParseTuple(args, "KK|LLI:create_memfd", &c2s, &s2c, &windows[0], &windows[1],
+                          &slots))
         return NULL;
+    if (slots < 1 || slots > MAX_SLOTS)
+        return raise_errno(EINVAL, "an arena holds 1 to 64 slots");
     for (int i = 0; i < 2; i++) {
         unsigned long long s = i ? s2c : c2s;
         if (s < MIN_RING || s > MAX_RING || (s & (s - 1)))
             return raise_errno(EINVAL, "ring sizes must be powers of two between 4 KiB and 64 MiB");
     }
-    size_t len = HEADER_SIZE + (size_t)c2s + (size_t)s2c;
+    size_t len = (HEADER_SIZE + (size_t)c2s + (size_t)s2c) * slots;
     int fd = memfd_create("loopfast-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0)
         return PyErr_SetFromErrno(PyExc_OSError);
     if (ftruncate(fd, (off_t)len) < 0)
         goto fail;
     /* Written with pwrite, not through a mapping: an munmap in a process with
-     * threads costs a TLB shootdown, and this runs once per connection. */
-    shm_header h;
-    memset(&h, 0, sizeof h);
-    h.magic = MAGIC;
-    h.version = 1;
-    for (int i = 0; i < 2; i++) {
-        unsigned long long size = i ? s2c : c2s, window = (unsigned long long)windows[i];
-        atomic_init(&h.ring[i].consumer_waiting, CW_OUTSIDE);
-        atomic_init(&h.ring[i].window, (uint32_t)(windows[i] < 0 || window > size ? size : window));
-    }
-    if (pwrite(fd, &h, sizeof h, 0) != (ssize_t)sizeof h) {
-        if (errno == 0)
-            errno = EIO;
-        goto fail;
+     * threads costs a TLB shootdown, and this runs once per connection. An
+     * arena's slots get theirs when claimed (Arena.claim): zero means never used. */
+    if (slots == 1) {
+        shm_header h;
+        fresh_header(&h, c2s, s2c, windows);
+        if (pwrite(fd, &h, sizeof h, 0) != (ssize_t)sizeof h) {
+            if (errno == 0)
+                errno = EIO;
+            goto fail;
+        }
     }
     if (fcntl(fd, F_ADD_SEALS, REQUIRED_SEALS) < 0)
         goto fail;
@@ -2806,6 +3122,15 @@ static int ring_exec(PyObject *module) {
         return -1;
     if (PyModule_AddObject(module, "Channel", type) < 0) {
         Py_DECREF(type);
+        return -1;
+    }
+    PyObject *arena_type = PyType_FromModuleAndSpec(module, &Arena_spec, NULL);
+    if (arena_type == NULL)
+        return -1;
+    ArenaType = (PyTypeObject *)arena_type;
+    Py_INCREF(arena_type); /* ArenaType's own reference, for the module's life */
+    if (PyModule_AddObject(module, "Arena", arena_type) < 0) {
+        Py_DECREF(arena_type);
         return -1;
     }
     PyObject *method_type = PyType_FromModuleAndSpec(module, &SocketMethod_spec, NULL);

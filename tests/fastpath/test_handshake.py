@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import struct
 
@@ -10,19 +11,34 @@ import pytest
 from loopfast._fastpath.handshake import (
     HELLO_SIZE,
     MAGIC,
+    RING,
     HandshakeError,
     Hello,
     decode,
     encode,
+    judged_part,
+    with_slot,
 )
 
 
 def test_size_and_layout() -> None:
     raw = encode(Hello(socket.AF_INET, "127.0.0.1", 40000, "127.0.0.2", 8080))
     assert len(raw) == HELLO_SIZE == 48
-    assert raw[:4] == MAGIC and struct.unpack("!HHB", raw[4:9]) == (3, 0, 4)
+    assert raw[:4] == MAGIC and struct.unpack("!HHB", raw[4:9]) == (4, 0, 4)
     assert raw[12:16] == bytes([127, 0, 0, 1]) and struct.unpack("!H", raw[28:30]) == (40000,)
     assert raw[30:34] == bytes([127, 0, 0, 2]) and struct.unpack("!H", raw[46:48]) == (8080,)
+
+
+def test_ring_layout_names_the_slot_and_the_judged_part_leaves_port_and_slot_out() -> None:
+    hello = Hello(socket.AF_INET, "127.0.0.1", 40000, "127.0.0.2", 8080, (8192, 16384), 7)
+    raw = encode(hello)
+    assert len(raw) == 60 and struct.unpack("!H", raw[6:8]) == (RING,)
+    assert struct.unpack("!III", raw[48:60]) == (8192, 16384, 7)
+    assert decode(raw) == hello
+    other = encode(dataclasses.replace(hello, client_port=1, slot=63))
+    assert with_slot(raw, 63) == encode(dataclasses.replace(hello, slot=63))
+    assert judged_part(raw) == judged_part(other) and raw != other
+    assert judged_part(raw) != judged_part(encode(dataclasses.replace(hello, ring=(8192, 8192))))
 
 
 @pytest.mark.parametrize("hello", [

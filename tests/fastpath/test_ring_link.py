@@ -1,4 +1,4 @@
-"""_fastpath/ring_link.py: a RingOffer that cannot be made closes what it made."""
+"""_fastpath/ring_link.py: a RingOffer that cannot be made gives up what it made."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import sys
 import textwrap
 
 
-def test_ring_offer_closes_its_memfd_when_a_socket_pair_fails() -> None:
+def test_ring_offer_closes_its_arena_when_a_socket_pair_fails() -> None:
     # In a child whose fd table is small and dense: the limit leaves room for the
-    # memfd only, so the socket pair fails with EMFILE.
+    # arena's memfd only, so the socket pair fails with EMFILE.
     code = textwrap.dedent("""
         import errno, os, resource
         from loopfast._fastpath.ring_link import RingOffer
@@ -21,7 +21,7 @@ def test_ring_offer_closes_its_memfd_when_a_socket_pair_fails() -> None:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(before) + 2, hard))
         try:
-            RingOffer(65536, 65536)
+            RingOffer((2, "127.0.0.1", 1, os.getuid()), 65536, 65536)
         except OSError as exc:
             assert exc.errno == errno.EMFILE, exc
         else:

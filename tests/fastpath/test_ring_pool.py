@@ -1,9 +1,11 @@
-"""Ring offers' parts made ahead of need (``ring_link._Pool``), and side states in shared slots.
+"""Ring offers' parts made ahead of need (``ring_link._Pool``, ``arenas``), and side states
+in shared slots.
 
 - The pool fills after a connect and hands its parts to the next one; over
   1,000 connections nothing is left open.
-- fork(): a child starts with an empty pool (it closes its copies of the
-  parent's parts) and connects with parts of its own; the parent's stay its own.
+- fork(): a child starts with an empty pool and no arena (it closes its copies
+  of the parent's fds) and connects with parts of its own; the parent's stay
+  its own.
 - At the fd limit the pool gives its fds back and the connect goes on, or takes
   TCP; nothing leaks.
 - Side states share pages; after fork() neither process hands a slot of those
@@ -26,7 +28,7 @@ from multiprocessing.connection import Connection
 import pytest
 
 import loopfast
-from loopfast._fastpath import ring_link
+from loopfast._fastpath import arenas, ring_link
 from loopfast._fastpath.background import background
 
 from .._fds import is_open
@@ -57,7 +59,7 @@ def test_pool_fills_and_feeds_the_next_connect(make_pair: Callable[..., Pair]) -
     assert len(left) == ring_link._Pool.DEPTH
     assert sum(p in held for p in left) == ring_link._Pool.DEPTH - 1
     taken = next(p for p in held if p not in left)
-    assert taken.memfd == -1 or taken.socks == []  # handed on, not kept
+    assert taken.socks == []  # handed on, not kept
 
 
 def test_thousand_connections_with_the_pool_leave_nothing_open(
@@ -82,7 +84,7 @@ def test_thousand_connections_with_the_pool_leave_nothing_open(
 
 
 def _child_pool(pipe: Connection, port: int, parent_fds: list[int]) -> None:
-    pool_empty = ring_link._pool._parts == []
+    pool_empty = ring_link._pool._parts == [] and arenas.client_fds() == 0
     still_open = [fd for fd in parent_fds if is_open(fd)]
     with loopfast.create_connection(("127.0.0.1", port), timeout=TIMEOUT, fast_path=True) as c:
         c.sendall(b"from the child")
@@ -94,9 +96,9 @@ def test_a_child_never_uses_the_parents_pooled_parts(make_pair: Callable[..., Pa
                                                       ) -> None:
     _round_trip(make_pair)
     ring_link.refill()
-    parents = [p.memfd for p in ring_link._pool._parts] + [
-        s.fileno() for p in ring_link._pool._parts for s in p.socks]
-    assert len(parents) == 3 * ring_link._Pool.DEPTH
+    parents = [s.fileno() for p in ring_link._pool._parts for s in p.socks] + [
+        entry.fd for entry in arenas._client._arenas.values()]
+    assert len(parents) >= 2 * ring_link._Pool.DEPTH + 1  # the pairs, the arenas
     srv = make_server()
     srv.settimeout(TIMEOUT)
     with child(_child_pool, srv.getsockname()[1], parents) as (proc, pipe):
@@ -121,9 +123,9 @@ def _quiet_fds() -> int:
 
 
 def _at_the_fd_limit(pipe: Connection, port: int) -> None:
-    ring_link._pool.clear()
+    ring_link.drop_pooled()
     baseline = _quiet_fds()
-    ring_link.refill()  # the pool holds DEPTH parts (3 fds each)
+    ring_link.refill()  # the pool holds DEPTH pairs (2 fds each)
     held = len(ring_link._pool._parts)
     # Room for a socket and a few fds more, not for a ring offer made afresh.
     limit = max(int(fd) for fd in os.listdir("/proc/self/fd")) + 4
@@ -140,7 +142,7 @@ def _at_the_fd_limit(pipe: Connection, port: int) -> None:
         c.sendall(b"x")
         outcomes.append(("connected", c.fast_path_transport))
         c.close()
-    ring_link._pool.clear()
+    ring_link.drop_pooled()
     pipe.send((held, outcomes, baseline, _quiet_fds()))
 
 

@@ -5,9 +5,9 @@ belong to the network namespace, as loopback TCP does, and vanish with the
 socket that holds them, so nothing is left on disk. Names are versioned so a
 future wire format can sit beside this one.
 
-    \\0loopfast/3/<ip>/<port>        a listener bound to that exact address
-    \\0loopfast/3/0.0.0.0/<port>     an IPv4 wildcard (or dual-stack ::) listener
-    \\0loopfast/3/::/<port>          an IPv6 wildcard listener
+    \\0loopfast/4/<ip>/<port>        a listener bound to that exact address
+    \\0loopfast/4/0.0.0.0/<port>     an IPv4 wildcard (or dual-stack ::) listener
+    \\0loopfast/4/::/<port>          an IPv6 wildcard listener
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import ipaddress
 import socket as _stdsocket
 from typing import Any
 
-NAME_PREFIX = b"\0loopfast/3/"  # 3: the handshake's version (_fastpath/handshake.py)
+NAME_PREFIX = b"\0loopfast/4/"  # 4: the handshake's version (_fastpath/handshake.py)
 
 _V4_LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 _V6_LOOPBACK = ipaddress.IPv6Address("::1")

@@ -110,19 +110,20 @@ class Rendezvous:
 
     def say_hello(self, family: int, local: tuple[Any, ...], target: tuple[Any, ...],
                   reserved: int, ring: tuple[int, int] | None = None,
-                  fds: list[int] | None = None) -> None:
+                  fds: list[int] | None = None, slot: int = 0) -> None:
         """Send the hello presenting *local* as the client's address and *target* as the server's.
 
         *reserved* is the client's TCP socket holding *local*'s port: it travels
         with the hello, so the server can see the address for itself. With
-        *ring* (sizes) the rings carry the data and *fds* travel too, before it.
+        *ring* (sizes) the rings, in arena slot *slot*, carry the data and *fds*
+        travel too, before it.
 
         Raises:
             OSError: the listener went away in between; EALREADY when the hello went.
         """
         if self.stream is None:
             raise OSError(errno.EALREADY, "the hello went already")
-        send_fds(self.stream, _hello_wire(family, local, target, ring),
+        send_fds(self.stream, _hello_wire(family, local, target, ring, slot),
                  [*(fds or ()), reserved])
 
     def keep(self) -> int:
@@ -142,9 +143,10 @@ class Rendezvous:
 
 
 def _hello_wire(family: int, local: tuple[Any, ...], target: tuple[Any, ...],
-                ring: tuple[int, int] | None) -> bytes:
-    return handshake.with_client_port(_wire_for(family, local[0], target[0], target[1], ring),
+                ring: tuple[int, int] | None, slot: int = 0) -> bytes:
+    wire = handshake.with_client_port(_wire_for(family, local[0], target[0], target[1], ring),
                                       local[1])
+    return handshake.with_slot(wire, slot) if ring is not None else wire
 
 
 @functools.lru_cache(maxsize=64)  # a process talks to a handful of destinations
@@ -172,8 +174,9 @@ class Prepared:
 
     def __init__(self, app: _stdsocket.socket, host: str, port: int, transport: str,
                  settings: compat.CompatibilitySettings | None,
-                 server_rcvbuf: int | None) -> None:
+                 server_rcvbuf: int | None, server_uid: int) -> None:
         self.server_rcvbuf = server_rcvbuf
+        self.server_uid = server_uid  # whose server gets the rings' arena
         self.offer: RingOffer | None = None
         family = raw_family(app)
         self.local = _reserve_local(app, family, host)
@@ -192,11 +195,12 @@ class Prepared:
                 rcvbuf = (StdSocket.getsockopt(app, _stdsocket.SOL_SOCKET, _stdsocket.SO_RCVBUF)
                           if rcvbuf_set else tcp_rmem()[1])
                 s2c = ring_size(compat.ring_capacity(receive_ring(rcvbuf, rcvbuf_set), settings))
-                self.offer = RingOffer(receive_ring(server_rcvbuf, None), s2c,
+                self.offer = RingOffer((family, host, port, server_uid),
+                                       receive_ring(server_rcvbuf, None), s2c,
                                        ring_size(server_rcvbuf),
                                        receive_window(s2c, rcvbuf, rcvbuf_set, settings))
-            sizes = self.offer.sizes if self.offer is not None else None
-            self.wire = _hello_wire(family, self.local, self.target, sizes)
+            sizes, slot = (self.offer.sizes, self.offer.slot) if self.offer else (None, 0)
+            self.wire = _hello_wire(family, self.local, self.target, sizes, slot)
         except BaseException:
             self.discard()
             raise
@@ -226,8 +230,10 @@ class Prepared:
     def sent(self) -> None:
         """The hello went: the ring pool makes the next connection's parts now."""
         refill = getattr(ring_link, "refill", None)
-        if self.offer is not None and refill is not None:
-            refill()
+        if self.offer is not None:
+            self.offer.offered = True  # the server may hold its slot from now on
+            if refill is not None:
+                refill()
 
 
 def connect(app: _stdsocket.socket, host: str, port: int, transport: str,
@@ -263,7 +269,8 @@ def connect(app: _stdsocket.socket, host: str, port: int, transport: str,
     else:
         transport, auto = _transport_for(transport, (family, host, port))
         try:  # which tells an unused socket by binding it (_reserve_local)
-            ready = Prepared(app, host, port, transport, settings, expected.rcvbuf)
+            ready = Prepared(app, host, port, transport, settings, expected.rcvbuf,
+                             expected.uid)
         except OSError as exc:
             _log.debug("loopfast: fast path to %s:%s not taken (%s); using TCP", host, port, exc)
             return None
@@ -282,8 +289,8 @@ def connect(app: _stdsocket.socket, host: str, port: int, transport: str,
     nonblocking = found.stream is None or found.stream.gettimeout() == 0.0
     try:
         if ready is None or not found.greeted:  # greeted: find() sent ready's hello
-            ready = _greet(found, ready, lambda rcvbuf: Prepared(app, host, port, transport,
-                                                                 settings, rcvbuf))
+            ready = _greet(found, ready, lambda rcvbuf, uid: Prepared(
+                app, host, port, transport, settings, rcvbuf, uid))
             if ready is None:
                 return None
         offer, reservation = ready.offer, ready.reservation
@@ -331,15 +338,17 @@ def _transport_for(transport: str,
 
 
 def _greet(found: Rendezvous, ready: Prepared | None,
-           prepare: Callable[[int | None], Prepared]) -> Prepared | None:
+           prepare: Callable[[int | None, int], Prepared]) -> Prepared | None:
     """Send the hello to *found* after the owner check: *ready*'s if it was made for this
-    owner's SO_RCVBUF, else a new one. None (everything closed) to use TCP."""
+    owner (its uid and SO_RCVBUF), else a new one. None (everything closed) to use TCP."""
+    uid = found.credentials.uid
     try:
-        if ready is not None and ready.server_rcvbuf != found.server_rcvbuf:
+        if ready is not None and (ready.server_rcvbuf != found.server_rcvbuf
+                                  or ready.server_uid != uid):
             ready.discard()  # the owner changed since it was made: the rings may differ
             ready = None
         if ready is None:
-            ready = prepare(found.server_rcvbuf)
+            ready = prepare(found.server_rcvbuf, uid)
         if found.stream is None:  # only a greeted rendezvous has none (find)
             raise OSError(errno.EALREADY, "the hello went already")
         ready.send(found.stream)

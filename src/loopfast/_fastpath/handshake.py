@@ -7,7 +7,11 @@ Transport: a SOCK_STREAM AF_UNIX connection to a rendezvous name (see
 
 - stream (flags 0): the connection's data flows on that same stream;
 - ring (flags bit 0): the data flows through two shared-memory rings (see
-  ``_ring.c`` for their layout and rules); the hello carries 8 more bytes.
+  ``_ring.c`` for their layout and rules); the hello carries 12 more bytes.
+  The rings are one slot of an arena: a sealed memfd of one or more slots,
+  each a header page and the two rings, which the client makes for one
+  destination and offers in every hello to it, so that a server process maps
+  it once (``_ring.c``, "arenas").
   The stream stays as the server's wake-up socket pair: the server's end is
   its r (the accepted socket's fd), the client's end its w.
 
@@ -18,14 +22,15 @@ message shorter than a hello may be refused. Every hello carries, last,
 a duplicate of the client's own TCP socket, bound to the local port it keeps
 reserved: the server reads the client's address from it (``getsockname``),
 so what a client claims is never believed, and closes it. A ring hello
-carries three fds before it: the sealed memfd holding the rings, then the
-client's end of this very stream (the server's w), then the client's w.
+carries three fds before it: the arena (a sealed memfd whose size is a whole
+number of slots of the hello's sizes), then the client's end of this very
+stream (the server's w), then the client's w.
 
-The client's hello, 48 bytes (56 with a ring), network byte order::
+The client's hello, 48 bytes (60 with a ring), network byte order::
 
     offset size field
     0      4    magic          b"LFP\\x00"
-    4      2    version        3
+    4      2    version        4
     6      2    flags          bit 0: ring; other bits reserved (a server refuses them)
     8      1    family         4 or 6: the address family the client presents
     9      3    reserved       zero
@@ -36,10 +41,12 @@ The client's hello, 48 bytes (56 with a ring), network byte order::
     46     2    target_port
     48     4    c2s_size       ring: bytes of the client-to-server ring (power of two)
     52     4    s2c_size       ring: bytes of the server-to-client ring
+    56     4    slot           ring: the arena's slot that holds this connection's rings
 
 Version 2 added the reserved socket (version 1 believed client_ip and
 client_port); version 3 made the stream the server's wake-up pair (version 2
-passed a pair of its own and closed the stream).
+passed a pair of its own and closed the stream); version 4 put the rings in an
+arena's slot (version 3 passed a memfd of its own per connection).
 
 There is no answer message. A TCP client's connect() completes when the
 kernel has queued the connection, before the server calls accept(); the
@@ -61,13 +68,13 @@ import socket as _stdsocket
 import struct
 
 MAGIC = b"LFP\x00"
-VERSION = 3  # also in the rendezvous names (_core/addresses.py NAME_PREFIX)
+VERSION = 4  # also in the rendezvous names (_core/addresses.py NAME_PREFIX)
 HELLO = struct.Struct("!4sHHB3x16sH16sH")
 HELLO_SIZE = HELLO.size
 RING = 0x1
-RING_EXT = struct.Struct("!II")
+RING_EXT = struct.Struct("!III")  # c2s_size, s2c_size, slot
 STREAM_FDS = 1  # the client's reserved TCP socket
-RING_FDS = 4  # memfd, server w (the stream's client end), client w, the reserved TCP socket
+RING_FDS = 4  # arena memfd, server w (the stream's client end), client w, the reserved TCP socket
 
 
 class HandshakeError(ConnectionRefusedError):
@@ -84,6 +91,7 @@ class Hello:
     target_ip: str
     target_port: int
     ring: tuple[int, int] | None = None  # (c2s_size, s2c_size) when the rings carry the data
+    slot: int = 0  # the arena's slot holding the rings
 
     @property
     def size(self) -> int:
@@ -106,7 +114,7 @@ def encode(hello: Hello) -> bytes:
         _pack_ip(hello.family, hello.client_ip), hello.client_port,
         _pack_ip(hello.family, hello.target_ip), hello.target_port,
     )
-    return head + RING_EXT.pack(*hello.ring) if hello.ring else head
+    return head + RING_EXT.pack(*hello.ring, hello.slot) if hello.ring else head
 
 
 CLIENT_PORT = struct.Struct("!H")  # the client port's field, at CLIENT_PORT_AT
@@ -120,6 +128,25 @@ def with_client_port(wire: bytes, port: int) -> bytes:
         struct.error: *port* is not in [0, 65535].
     """
     return wire[:CLIENT_PORT_AT] + CLIENT_PORT.pack(port) + wire[CLIENT_PORT_AT + 2:]
+
+
+SLOT = struct.Struct("!I")  # a ring hello's slot field, at SLOT_AT
+SLOT_AT = HELLO_SIZE + 8  # see the layout above
+
+
+def with_slot(wire: bytes, slot: int) -> bytes:
+    """*wire* (an encoded ring hello) naming arena slot *slot* instead.
+
+    Raises:
+        struct.error: *slot* is not an unsigned 32-bit number.
+    """
+    return wire[:SLOT_AT] + SLOT.pack(slot) + wire[SLOT_AT + 4:]
+
+
+def judged_part(wire: bytes) -> bytes:
+    """What every hello of one client process to one listener shares: *wire* without
+    its client port and its slot (a listener judges that once, see listener.py)."""
+    return wire[:CLIENT_PORT_AT] + wire[CLIENT_PORT_AT + 2:SLOT_AT]
 
 
 def wire_size(head: bytes) -> int:
@@ -159,9 +186,12 @@ def decode(data: bytes) -> Hello:
         raise HandshakeError(errno.ECONNREFUSED, f"hello has unknown family {fam}")
     family = _stdsocket.AF_INET if fam == 4 else _stdsocket.AF_INET6
     width = 4 if fam == 4 else 16
-    ring = RING_EXT.unpack_from(data, HELLO_SIZE) if flags & RING else None
+    ring, slot = None, 0
+    if flags & RING:
+        c2s, s2c, slot = RING_EXT.unpack_from(data, HELLO_SIZE)
+        ring = (c2s, s2c)
     return Hello(
         family,
         _stdsocket.inet_ntop(family, cip[:width]), cport,
-        _stdsocket.inet_ntop(family, tip[:width]), tport, ring,
+        _stdsocket.inet_ntop(family, tip[:width]), tport, ring, slot,
     )

@@ -99,7 +99,7 @@ class FastArrival(NamedTuple):
     """A fast-path client whose whole, valid hello was consumed from its stream."""
 
     stream: int  # the AF_UNIX stream's fd (blocking, as accept(2) makes it), the caller's
-    ring: tuple[int, int] | None  # the hello's ring sizes (c2s, s2c); None: the stream
+    ring: tuple[int, int, int] | None  # the hello's rings (c2s, s2c, arena slot); None: stream
     credentials: PeerCredentials
     fds: list[int]  # the ring's fds the hello carried, in handshake.py's order
     local: tuple[Any, ...]  # getsockname() of the accepted socket
@@ -447,7 +447,7 @@ class Listener:
                 raise handshake.HandshakeError(
                     errno.ECONNREFUSED, f"the client's uid is not mapped in this user namespace "
                     f"(it shows as the overflow uid {uid}), so it cannot be told apart")
-            key = data[:handshake.CLIENT_PORT_AT] + data[handshake.CLIENT_PORT_AT + 2:]
+            key = handshake.judged_part(data)
             judged = self._judged.get(key)
             if judged is None:
                 judged = self._judge(key, data)
@@ -465,16 +465,20 @@ class Listener:
                 os.close(reserved)
             except OSError:  # closed all the same (close(2) on Linux)
                 pass
-            return FastArrival(conn, hello.ring, credentials, fds, local, peer)
+            ring = None
+            if hello.ring is not None:
+                ring = (*hello.ring, handshake.SLOT.unpack_from(data, handshake.SLOT_AT)[0])
+            return FastArrival(conn, ring, credentials, fds, local, peer)
         except OSError as exc:
             close_fds([conn, *fds])
             self.refusals.note(uid, exc)
             return None
 
     def _judge(self, key: bytes, data: bytes) -> tuple[handshake.Hello, tuple[Any, ...]]:
-        """Decode the hello *data* and check what it says but the client's port: the
-        hello (its port 0) and the accepted socket's address, kept under *key* (the
-        hello without its port). Every connection of one client process says the same.
+        """Decode the hello *data* and check what it says but the client's port and
+        its slot: the hello (port and slot 0) and the accepted socket's address, kept
+        under *key* (``handshake.judged_part``). Every connection of one client process
+        says the same.
 
         Raises:
             HandshakeError: see ``handshake.decode``, ``_local_address`` and
@@ -486,7 +490,7 @@ class Listener:
             self._check_ring_sizes(hello.ring)
         if len(self._judged) >= _JUDGED_MAX:
             self._judged.clear()
-        judged = (dataclasses.replace(hello, client_port=0), local)
+        judged = (dataclasses.replace(hello, client_port=0, slot=0), local)
         self._judged[key] = judged
         return judged
 

@@ -2,9 +2,10 @@
 
 Per side there are three fds (see _ring.c for why): ``r`` (the application's
 fileno), ``w`` (this side's bell writer, also held by the peer) and the peer's
-``w``. The client makes its own pair (r, w) and the memfd (``RingOffer``); the
-rendezvous stream is the server's pair (its accepted end r, the client's end
-w), and the hello carries the server's share (handshake.py).
+``w``. The client makes its own pair (r, w) and claims a slot of an arena for
+the rings (``RingOffer``, ``arenas``); the rendezvous stream is the server's
+pair (its accepted end r, the client's end w), and the hello carries the
+server's share (handshake.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from .. import compat
 from .._core import ringcore
 from .._core.stdlib import PeerCredentials, close_fds
+from . import arenas
 from .background import background
 from .connection import Connection, Inherited
 
@@ -179,47 +181,37 @@ def check_ring_sizes(sizes: tuple[int, int], server: _stdsocket.socket) -> None:
 
 
 class _Parts:
-    """A memfd with its windows and the client's wake-up socket pair, made by one process.
+    """The client's wake-up socket pair (r, w), made ahead of need by one process.
 
-    ``key`` is what it was made for: the ring sizes and the receive windows
-    the memfd's header starts with. ``forks`` is ``_ring.forks()`` then.
+    ``forks`` is ``_ring.forks()`` then.
     """
 
-    __slots__ = ("forks", "key", "memfd", "socks")
+    __slots__ = ("forks", "socks")
 
-    def __init__(self, key: tuple[int, int, int, int]) -> None:
-        self.key = key
-        core = _core()
-        self.forks = core.forks()
+    def __init__(self) -> None:
+        self.forks = _core().forks()
         self.socks: list[_csocket.socket] = []
-        self.memfd = core.create_memfd(*key)
-        try:  # the C socket type: the wrapper's enum conversions showed in the profile
-            self.socks.extend(_csocket.socketpair(
-                _csocket.AF_UNIX, _csocket.SOCK_STREAM | _csocket.SOCK_CLOEXEC))
-        except BaseException:
-            self.close()
-            raise
+        # The C socket type: the wrapper's enum conversions showed in the profile.
+        self.socks.extend(_csocket.socketpair(
+            _csocket.AF_UNIX, _csocket.SOCK_STREAM | _csocket.SOCK_CLOEXEC))
 
     def close(self) -> None:
         """Close every fd still held here. Idempotent."""
-        if self.memfd >= 0:
-            close_fds([self.memfd])
-            self.memfd = -1
         for sock in self.socks:
             sock.close()
         self.socks.clear()
 
 
 class _Pool:
-    """Ring offers' parts made ahead of need, so a connect does not wait for them.
+    """Ring offers' socket pairs made ahead of need, so a connect does not wait for them.
 
     ``refill()`` (the connector calls it once its hello is out, while the server
-    works on it) makes up to ``DEPTH`` parts for what was last asked for (ring
-    sizes and windows); ``take()`` hands one out. Parts are this process's
-    alone: a child of fork() starts with none (the parent's would give two
-    connections one ring), and a part made before a fork, by whatever code
-    forked (``_ring.forks``), is never handed out. A failure to make parts
-    (EMFILE...) empties the pool, so it never holds fds a connection needs.
+    works on it) makes up to ``DEPTH`` pairs; ``take()`` hands one out. Pairs
+    are this process's alone: a child of fork() starts with none (the parent's
+    would give two connections one pair), and a pair made before a fork, by
+    whatever code forked (``_ring.forks``), is never handed out. A failure to
+    make pairs (EMFILE...) empties the pool, so it never holds fds a connection
+    needs. The rings come from an arena (``arenas``).
     """
 
     DEPTH = 2
@@ -227,7 +219,7 @@ class _Pool:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._parts: list[_Parts] = []
-        self._key: tuple[int, int, int, int] | None = None
+        self._wanted = False
         os.register_at_fork(after_in_child=self._after_fork)
 
     def _after_fork(self) -> None:
@@ -236,11 +228,11 @@ class _Pool:
             parts.close()
         self._parts = []
 
-    def take(self, key: tuple[int, int, int, int]) -> _Parts | None:
-        """Parts made for *key* (sizes and windows), or None (then the caller makes its own)."""
+    def take(self) -> _Parts | None:
+        """A pair made ahead of need, or None (then the caller makes its own)."""
         with self._lock:
-            self._key = key
-            if self._parts and self._parts[-1].key == key:
+            self._wanted = True
+            while self._parts:
                 parts = self._parts.pop()
                 if parts.forks == _core().forks():
                     return parts
@@ -248,17 +240,16 @@ class _Pool:
         return None
 
     def refill(self) -> None:
-        """Make parts for what was last asked for, up to DEPTH. Never raises."""
+        """Make pairs up to DEPTH once a ring offer asked for one. Never raises."""
         with self._lock:
-            key = self._key
-            if key is None:
+            if not self._wanted:
                 return
             forks = _core().forks()
-            self._parts = [parts for parts in self._parts if self._keep(parts, key, forks)]
+            self._parts = [parts for parts in self._parts if self._keep(parts, forks)]
             missing = self.DEPTH - len(self._parts)
         for _ in range(missing):
             try:
-                parts = _Parts(key)
+                parts = _Parts()
             except OSError:
                 self.clear()
                 return
@@ -266,20 +257,20 @@ class _Pool:
                 self._parts.append(parts)
 
     def fds(self) -> int:
-        """Fds held by the parts in the pool."""
+        """Fds held by the pairs in the pool."""
         with self._lock:
-            return sum(len(parts.socks) + (parts.memfd >= 0) for parts in self._parts)
+            return sum(len(parts.socks) for parts in self._parts)
 
     def clear(self) -> None:
-        """Close every part held (at the fd limit, before trying again)."""
+        """Close every pair held (at the fd limit, before trying again)."""
         with self._lock:
             held, self._parts = self._parts, []
         for parts in held:
             parts.close()
 
     @staticmethod
-    def _keep(parts: _Parts, key: tuple[int, int, int, int], forks: int) -> bool:
-        if parts.forks == forks and parts.key == key:
+    def _keep(parts: _Parts, forks: int) -> bool:
+        if parts.forks == forks:
             return True
         parts.close()
         return False
@@ -295,45 +286,71 @@ def refill() -> None:
 
 def pooled_fds() -> int:
     """How many fds this process holds ahead of need (for fd accounting: they belong to no
-    connection): the pool's, and the stream the rendezvous keeps for its next look."""
+    connection): the pool's, the arenas' (``arenas``), and the stream the rendezvous
+    keeps for its next look."""
     core = ringcore.ring
-    return _pool.fds() + (core.probe_held() if core is not None else 0)
+    return _pool.fds() + arenas.client_fds() + (core.probe_held() if core is not None else 0)
+
+
+def drop_pooled() -> None:
+    """Give back every fd held ahead of need (at the fd limit: a connection needs them now);
+    a slot an offer holds keeps its arena's fd until the offer is done."""
+    _pool.clear()
+    arenas.drop_client_arenas()
 
 
 class RingOffer:
-    """What a client creates before its hello: the rings and its wake-up pair.
+    """What a client creates before its hello: a slot for the rings and its wake-up pair.
 
-    Each ring's receive window starts at the one given (-1: the whole ring):
-    the server's, a guess from its SO_RCVBUF, until it attaches and sets its own.
-    The parts come from this process's pool when it has some (``refill``).
+    The slot is one of the arena of *destination* (family, host, port, the
+    owner's uid: see ``arenas``). Each ring's receive window starts at the one
+    given (-1: the whole ring): the server's, a guess from its SO_RCVBUF, until
+    it attaches and sets its own. The pair comes from this process's pool when
+    it has one (``refill``).
 
-    The offer owns every fd it made until ``client_link`` hands them on or
-    ``discard`` closes them; a failure while making it closes what was made.
+    The offer owns its slot and every fd it made until ``client_link`` hands
+    them on or ``discard`` gives them up; a failure while making it gives up
+    what was made.
 
     Raises:
-        OSError: a memfd or socket pair could not be made (EMFILE, ENOMEM, ...);
+        OSError: an arena or socket pair could not be made (EMFILE, ENOMEM, ...);
             EOPNOTSUPP without the C core.
     """
 
-    def __init__(self, c2s: int, s2c: int, c2s_window: int = -1, s2c_window: int = -1) -> None:
+    def __init__(self, destination: arenas.Destination, c2s: int, s2c: int,
+                 c2s_window: int = -1, s2c_window: int = -1) -> None:
         self.sizes = (c2s, s2c)
-        key = (c2s, s2c, c2s_window, s2c_window)
-        parts = _pool.take(key)
-        if parts is None:
-            try:
-                parts = _Parts(key)
-            except OSError as exc:
-                if exc.errno not in (errno.EMFILE, errno.ENFILE):
-                    raise
-                _pool.clear()  # the pool's fds are better spent on this connection
-                parts = _Parts(key)
-        self._parts = parts
+        self.offered = False  # the hello naming the slot went (the connector says so)
+        _core()
+        try:
+            self._arena, self.slot = arenas.claim(destination, self.sizes,
+                                                  (c2s_window, s2c_window))
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+            drop_pooled()  # the pool's fds are better spent on this connection
+            self._arena, self.slot = arenas.claim(destination, self.sizes,
+                                                  (c2s_window, s2c_window))
+        try:
+            parts = _pool.take()
+            if parts is None:
+                try:
+                    parts = _Parts()
+                except OSError as exc:
+                    if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                        raise
+                    drop_pooled()
+                    parts = _Parts()
+        except BaseException:
+            self._give_up_slot()
+            raise
+        self._parts: _Parts | None = parts
         self.client_r, self.client_w = parts.socks
 
     def fds_for_server(self, stream: int) -> list[int]:
         """The fds the hello on the rendezvous *stream* carries, in handshake.py's order
         (the reserved socket, last, is the connector's)."""
-        return [self._parts.memfd, stream, self.client_w.fileno()]
+        return [self._arena.fd, stream, self.client_w.fileno()]
 
     def client_link(self, own_r: int, stream: int) -> RingLink:
         """The client's link once its r was copied to fd number *own_r*; the offer is used up.
@@ -341,23 +358,34 @@ class RingOffer:
         *stream* (the rendezvous stream's fd, the server's w) becomes the link's.
 
         Raises:
-            OSError: the rings could not be mapped (everything is closed then,
+            OSError: the rings could not be set up (everything is closed then,
                 *stream* too).
         """
         try:  # trusted: this process made every fd, for these sizes
-            channel = _core().Channel(self._parts.memfd, *self.sizes, False, own_r,
-                                      self.client_w.fileno(), stream, True)
+            channel = _core().Channel(self._arena.arena, *self.sizes, False, own_r,
+                                      self.client_w.fileno(), stream, True, self.slot)
         except BaseException:
             self.discard()
             close_fds([stream])
             raise
-        self._parts.socks.remove(self.client_w)
-        self.discard()  # the memfd and our r (copied to own_r)
+        arenas.done(self._arena)
+        parts, self._parts = self._parts, None
+        assert parts is not None
+        parts.socks.remove(self.client_w)
+        parts.close()  # our r (copied to own_r)
         return RingLink(channel, own_r, self.client_w.detach(), stream)
 
     def discard(self) -> None:
-        """Close every fd the offer still owns. Idempotent."""
+        """Give up the slot and close every fd the offer still owns. Idempotent."""
+        if self._parts is None:
+            return
+        self._give_up_slot()
         self._parts.close()
+        self._parts = None
+
+    def _give_up_slot(self) -> None:
+        self._arena.arena.unclaim(self.slot, self.offered)
+        arenas.done(self._arena)
 
 
 class RingLink:
@@ -553,23 +581,28 @@ def adopt(fd: int) -> RingConnection | None:
     return made
 
 
-def server_link(r: int, fds: list[int], sizes: tuple[int, int],
+def server_link(r: int, fds: list[int], rings: tuple[int, int, int],
                 window: int | None = None) -> RingLink:
     """The server's link from its rendezvous stream *r* (its end) and the hello's fds
-    (memfd, w: the stream's client end, client w); r stays at its number.
+    (the arena's memfd, w: the stream's client end, client w); r stays at its number.
+    *rings*: the hello's (c2s, s2c, slot).
 
     *window*: the server's receive window (``receive_window``), replacing the
     client's guess and waking a client that waits for room; None keeps the guess.
-    The memfd is closed here whatever happens; on failure every fd is.
+    The memfd is closed here whatever happens (the arena stays mapped,
+    ``arenas.server_arena``); on failure every fd is.
 
     Raises:
-        OSError: EINVAL when the fds are not what the handshake promises;
-            EOPNOTSUPP when this build has no C core (a client of another build
-            offered rings).
+        OSError: EINVAL when the fds are not what the handshake promises, or the
+            slot is out of range or in use; EOPNOTSUPP when this build has no C
+            core (a client of another build offered rings).
     """
     memfd, w, peer_w = fds
+    c2s, s2c, slot = rings
     try:
-        channel = _core().Channel(memfd, *sizes, True, r, w, peer_w)
+        core = _core()
+        channel = core.Channel(arenas.server_arena(memfd, (c2s, s2c)), c2s, s2c, True, r, w,
+                               peer_w, False, slot)
     except BaseException:
         close_fds([r, w, peer_w])
         raise

@@ -104,12 +104,13 @@ def test_a_hello_asking_for_oversized_rings_is_refused(
     before = _open_fds()
     found = connector.find(socket.AF_INET, "127.0.0.1", port, 5.0)
     assert found is not None
-    offer = ring_link.RingOffer(*sizes)
+    offer = ring_link.RingOffer((socket.AF_INET, "127.0.0.1", port, os.getuid()), *sizes)
     with socket.socket() as reserved:  # the client's own port, as connect makes it
         reserved.bind(("127.0.0.1", 0))
         found.say_hello(socket.AF_INET, reserved.getsockname(), ("127.0.0.1", port),
                         reserved.fileno(), offer.sizes,
-                        offer.fds_for_server(found.stream.fileno()))
+                        offer.fds_for_server(found.stream.fileno()), offer.slot)
+        offer.offered = True
     own_r = os.dup(offer.client_r.fileno())
     link = offer.client_link(own_r, found.stream.detach())
     try:
@@ -165,17 +166,18 @@ def test_a_drained_ring_gives_its_pages_back(size: int, chunk: int,
         assert server.recv(100) == b"after the punch"
 
 
-def _ring_mappings_kib() -> list[float]:
-    """Resident KiB of each memfd ring this process maps (the memfd's own blocks)."""
-    sizes = []
+def _ring_mappings_kib() -> dict[int, float]:
+    """Resident KiB of each ring memfd (arena) this process maps, by its inode."""
+    sizes = {}
     with open("/proc/self/maps") as maps:
         for line in maps:
             if "loopfast-ring" in line:
                 fd = os.open(f"/proc/self/map_files/{line.split()[0]}", os.O_RDONLY)
                 try:
-                    sizes.append(os.fstat(fd).st_blocks * 512 / 1024)
+                    info = os.fstat(fd)
                 finally:
                     os.close(fd)
+                sizes[info.st_ino] = info.st_blocks * 512 / 1024
     return sizes
 
 
@@ -184,7 +186,7 @@ def test_an_idle_connection_after_a_burst_keeps_no_ring_memory(
         make_pair: Callable[..., Pair], capsys: pytest.CaptureFixture[str]) -> None:
     """Both rings as a default connection makes them (4 MiB here, autotune-sized), each
     filled by a burst, drained, then left idle: the watcher gives the pages back."""
-    before = set(_ring_mappings_kib())  # other tests' rings, if any: not ours to judge
+    before = set(_ring_mappings_kib())  # other tests' arenas, if any: not ours to judge
     cli, acc = make_pair()
     assert cli._channel.stats()["tx_size"] >= 4 << 20 or ring_link.autotune_ring() < 4 << 20
     burst = os.urandom(4 << 20)
@@ -199,7 +201,7 @@ def test_an_idle_connection_after_a_burst_keeps_no_ring_memory(
     deadline = time.monotonic() + 5 * background.TICK
     while time.monotonic() < deadline:
         time.sleep(0.1)
-        ours = [kib for kib in _ring_mappings_kib() if kib not in before]
+        ours = [kib for ino, kib in _ring_mappings_kib().items() if ino not in before]
         if ours and max(ours) < 10:
             break
     with capsys.disabled():
