@@ -12,6 +12,8 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
+import fcntl
+import logging
 import os
 import resource
 import selectors
@@ -201,6 +203,14 @@ def _small_sealed_memfd() -> int:
     return int(_ring.create_memfd(4096, 4096))  # sealed, but the hello claims bigger rings
 
 
+def _part_slot_memfd() -> int:
+    """Sealed, but one and a half slots of the hello's sizes long: no arena."""
+    fd = os.memfd_create("half-a-slot", os.MFD_ALLOW_SEALING)
+    os.ftruncate(fd, (4096 + 2 * 65536) * 3 // 2)
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW)
+    return fd
+
+
 # name -> (port, fd stack) -> (bytes to send, fds to pass)
 Attack = Callable[[int, list[int]], tuple[bytes, list[int]]]
 
@@ -265,6 +275,12 @@ ATTACKS: dict[str, Attack] = {
                                                            _ring_fds(st)),
     "ring-sizes-huge": lambda port, st: _well_formed(port, st, (1 << 30, 1 << 30),
                                                      _ring_fds(st)),
+    "ring-slot-past-the-arena": lambda port, st: _well_formed(port, st, (65536, 65536),
+                                                              _ring_fds(st), slot=1),
+    "ring-slot-huge": lambda port, st: _well_formed(port, st, (65536, 65536),
+                                                    _ring_fds(st), slot=(1 << 32) - 1),
+    "ring-arena-of-part-slots": lambda port, st: _well_formed(port, st, (65536, 65536),
+                                                              _ring_fds(st, _part_slot_memfd())),
     "stream-with-fds": lambda port, st: _well_formed(port, st, None, _pipe_fds(st, 2)),
 }
 
@@ -303,6 +319,53 @@ def test_a_malformed_arrival_never_breaks_accept(server: Server, attack: str) ->
     while _fds() > start and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _fds() <= start, f"{_fds() - start} fds leaked by {attack!r}"
+
+
+def _offer_slot(port: int, memfd: int, sizes: tuple[int, int], slot: int) -> socket.socket:
+    """A ring hello naming *slot* of the arena *memfd* (a copy of it travels): its stream."""
+    stack: list[int] = []
+    raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    raw.settimeout(TIMEOUT)
+    raw.connect(name_for("127.0.0.1", port))
+    try:
+        data, fds = _well_formed(port, stack, sizes, _ring_fds(stack, os.dup(memfd)), slot=slot)
+        raw.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+    finally:
+        for fd in stack:
+            os.close(fd)
+    return raw
+
+
+@pytest.mark.timeout(30)
+def test_a_slot_in_use_or_an_arena_offered_with_other_sizes_is_refused(
+        caplog: pytest.LogCaptureFixture) -> None:
+    srv = Server("blocking")
+    memfd = _ring.create_memfd(65536, 65536, -1, -1, 2)
+    streams = []
+    try:
+        _honest_exchange(srv)
+        start, kept = _fds(), len(srv.accepted)
+        streams.append(_offer_slot(srv.port, memfd, (65536, 65536), 0))
+        srv.wait_for(kept + 1)  # the server holds slot 0 of it now
+        with caplog.at_level(logging.WARNING, logger="loopfast"):
+            streams.append(_offer_slot(srv.port, memfd, (65536, 65536), 0))
+            streams.append(_offer_slot(srv.port, memfd, (4096, 4096), 1))
+            _honest_exchange(srv)
+        assert [raw.recv(1) for raw in streams[1:]] == [b"", b""]  # refused: closed
+        messages = [r.getMessage() for r in caplog.records]
+        assert any("slot named is out of range or in use" in m for m in messages), messages
+        assert any("holds rings of other sizes" in m for m in messages), messages
+        assert srv.errors == [] and len(srv.accepted) == kept + 2  # the first, the honest one
+        for raw in streams:
+            raw.close()
+        srv.close_accepted(since=kept)
+        deadline = time.monotonic() + 2.0
+        while _fds() > start and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _fds() <= start
+    finally:
+        os.close(memfd)
+        srv.close()
 
 
 @pytest.mark.parametrize("style", ["selectors", "asyncio"])

@@ -10,7 +10,10 @@ with its pages in place.
 A server process keeps the arenas it was offered mapped, found again by the
 memfd's inode (the mapping holds the file, so the inode cannot be reused
 while it is cached): a client's later connections cost it one ``fstat``, no
-mapping and no page fault.
+mapping and no page fault. It keeps the last ``SERVER_ARENAS`` so; an arena
+it drops stays mapped while one of its connections lives. A slot's pages but
+each ring's first go back when both sides are done with it (``_ring.c``); a
+slot whose client died keeps its pages until the server drops the arena.
 
 Both are this process's alone. A fork()ed child starts without the client's
 arenas (their slots are its parent's to hand out); an arena made before a fork
@@ -186,10 +189,6 @@ class _ServerArenas:
                 self._mapped.popitem(last=False)  # its connections keep their own references
         return made
 
-    def clear(self) -> None:
-        with self._lock:
-            self._mapped.clear()
-
 
 _server = _ServerArenas()
 
@@ -202,8 +201,3 @@ def server_arena(memfd: int, sizes: tuple[int, int]) -> Arena:
             of *sizes*; what ``fstat`` or ``mmap`` raise.
     """
     return _server.find(memfd, sizes)
-
-
-def drop_server_arenas() -> None:
-    """Unmap every arena no connection of this process uses (tests, and memory pressure)."""
-    _server.clear()
