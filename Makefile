@@ -66,8 +66,8 @@ clean:
 	rm -rf $(VENV) build src/*.egg-info
 
 # ASan/UBSan build of the C core in its own venv (not part of `make test`): the
-# rings' model and hostile-peer tests and the rendezvous calls (take_hello,
-# rendezvous) under the sanitizers. The tree is copied
+# rings' model and hostile-peer tests, the rendezvous calls (take_hello,
+# rendezvous) and the arenas under the sanitizers. The tree is copied
 # to build/asan-src so neither the in-place .so of .venv nor build/ is reused.
 ASAN_VENV := .venv-asan
 ASAN_SRC := build/asan-src
@@ -85,4 +85,5 @@ sanitize:
 		UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		$(ASAN_VENV)/bin/python -m pytest -q -p no:cacheprovider \
 		tests/test_ring_model.py tests/test_ring_hostile.py \
-		tests/fastpath/test_hello_io.py tests/fastpath/test_rendezvous_call.py
+		tests/fastpath/test_hello_io.py tests/fastpath/test_rendezvous_call.py \
+		tests/fastpath/test_arenas.py
