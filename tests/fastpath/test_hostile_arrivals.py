@@ -321,15 +321,18 @@ def test_a_malformed_arrival_never_breaks_accept(server: Server, attack: str) ->
     assert _fds() <= start, f"{_fds() - start} fds leaked by {attack!r}"
 
 
-def _offer_slot(port: int, memfd: int, sizes: tuple[int, int], slot: int) -> socket.socket:
-    """A ring hello naming *slot* of the arena *memfd* (a copy of it travels): its stream."""
+def _offer_slot(port: int, memfd: int, sizes: tuple[int, int], slot: int,
+                cut: int = 0) -> socket.socket:
+    """A ring hello naming *slot* of the arena *memfd* (a copy of it travels), less its last
+    *cut* bytes: its stream."""
     stack: list[int] = []
     raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     raw.settimeout(TIMEOUT)
     raw.connect(name_for("127.0.0.1", port))
     try:
         data, fds = _well_formed(port, stack, sizes, _ring_fds(stack, os.dup(memfd)), slot=slot)
-        raw.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+        raw.sendmsg([data[:len(data) - cut]],
+                    [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
     finally:
         for fd in stack:
             os.close(fd)
@@ -363,6 +366,28 @@ def test_a_slot_in_use_or_an_arena_offered_with_other_sizes_is_refused(
         while _fds() > start and time.monotonic() < deadline:
             time.sleep(0.05)
         assert _fds() <= start
+    finally:
+        os.close(memfd)
+        srv.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_hello_cut_short_after_a_whole_one_is_refused() -> None:
+    # The listener judges a client's hellos once (listener._judge): one of the same bytes,
+    # cut short, must not pass for the whole one it was judged by.
+    srv = Server("blocking")
+    memfd = _ring.create_memfd(65536, 65536, -1, -1, 2)
+    try:
+        _honest_exchange(srv)
+        kept = len(srv.accepted)
+        whole = _offer_slot(srv.port, memfd, (65536, 65536), 0)
+        srv.wait_for(kept + 1)
+        for cut in (3, 4, 12):
+            with _offer_slot(srv.port, memfd, (65536, 65536), 1, cut) as short:
+                assert short.recv(1) == b""  # refused: closed
+        _honest_exchange(srv)
+        whole.close()
+        assert srv.errors == [] and len(srv.accepted) == kept + 2
     finally:
         os.close(memfd)
         srv.close()

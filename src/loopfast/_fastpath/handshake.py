@@ -145,8 +145,9 @@ def with_slot(wire: bytes, slot: int) -> bytes:
 
 def judged_part(wire: bytes) -> bytes:
     """What every hello of one client process to one listener shares: *wire* without
-    its client port and its slot (a listener judges that once, see listener.py)."""
-    return wire[:CLIENT_PORT_AT] + wire[CLIENT_PORT_AT + 2:SLOT_AT]
+    its client port and its slot, and its length (a listener judges that once, see
+    listener.py; a hello cut short never passes for a whole one)."""
+    return wire[:CLIENT_PORT_AT] + wire[CLIENT_PORT_AT + 2:SLOT_AT] + len(wire).to_bytes(4, "big")
 
 
 def wire_size(head: bytes) -> int:
