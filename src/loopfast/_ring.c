@@ -209,7 +209,8 @@ typedef struct {
     _Atomic uint32_t server_gone;     /* arena slot: the server's last close is over */
     _Atomic uint32_t server_left;     /* arena slot: the server no longer touches the rings */
     _Atomic uint32_t client_gone;     /* arena slot: nor does the client */
-    char pad[CACHELINE - 24];
+    _Atomic uint32_t generation;      /* arena slot: claims so far (Channel.generation) */
+    char pad[CACHELINE - 28];
     ring_ctl ring[2]; /* [0] client -> server, [1] server -> client */
 } shm_header;
 
@@ -325,6 +326,7 @@ typedef struct {
     int own_r, own_w, peer_w;
     Arena *arena;        /* the rings are slot `slot` of it (NULL: a mapping of our own) */
     uint32_t slot;
+    uint32_t generation; /* the slot's generation when we attached */
     int64_t timeout_ns;  /* -1 blocks, 0 never waits */
     int64_t spin_ns;     /* current spin budget */
     int64_t spin_max_ns; /* adaptive ceiling; busy-poll sets it */
@@ -1385,6 +1387,7 @@ static int Channel_init(Channel *self, PyObject *args, PyObject *kwds) {
         arena->used |= 1ULL << slot;
         self->arena = (Arena *)Py_NewRef(arena);
         self->slot = slot;
+        self->generation = atomic_load_explicit(&h->generation, memory_order_acquire);
     }
     char *d0 = (char *)base + HEADER_SIZE, *d1 = d0 + c2s;
     self->tx = &h->ring[server ? 1 : 0];
@@ -1503,6 +1506,16 @@ static void Channel_dealloc(Channel *self) {
 static int usable(Channel *self) {
     if (self->base == NULL || self->closed) {
         raise_errno(EBADF, NULL);
+        return 0;
+    }
+    /* A holder whose fd was closed behind its back (os.close in a fork()ed
+     * child) while its last close elsewhere freed the slot: the slot may carry
+     * another connection now, which it must not touch. */
+    if (self->arena != NULL &&
+        atomic_load_explicit(&((shm_header *)self->base)->generation, memory_order_acquire) !=
+            self->generation) {
+        raise_errno(ECONNRESET, "this connection's rings were handed to another one: its fd "
+                                "was closed everywhere while this socket object lived on");
         return 0;
     }
     return 1;
@@ -2533,6 +2546,10 @@ done:
  * last close of the slot's connection is over and the server has said its own
  * is (server_gone, see leave_slot); a slot that cannot be known free is lost
  * (never claimed again), and an arena with nothing left to claim is replaced.
+ * Each claim bumps the slot's generation, which every call checks (usable):
+ * a socket object that outlived its fd (os.close in a fork()ed child, then
+ * the last close elsewhere) fails with ECONNRESET instead of touching the
+ * connection that has the slot now.
  * A server refuses a slot one of its Channels uses. Every server process of
  * one destination that accepted one of the client's connections maps the
  * whole arena: they share one uid (the listener's owner's, which the client
@@ -2621,7 +2638,9 @@ static PyObject *Arena_claim(Arena *self, PyObject *args) {
         /* Never used (zero), or the server's last close is over. */
         if (h->magic != 0 && atomic_load_explicit(&h->server_gone, memory_order_acquire) != 1)
             continue;
+        uint32_t generation = atomic_load_explicit(&h->generation, memory_order_acquire) + 1;
         fresh_header(h, self->c2s, self->s2c, windows);
+        atomic_store_explicit(&h->generation, generation, memory_order_relaxed);
         atomic_thread_fence(memory_order_release);
         self->claimed |= 1ULL << i; /* until its Channel is made, or unclaim() */
         return PyLong_FromUnsignedLong(i);
@@ -2641,8 +2660,8 @@ static PyObject *Arena_unclaim(Arena *self, PyObject *args) {
         return NULL;
     if (slot >= self->slots || !(self->claimed & (1ULL << slot)))
         return raise_errno(EINVAL, "no such slot claimed");
-    if (!offered && self->base != NULL)
-        memset(self->base + (size_t)slot * self->slot_len, 0, sizeof(shm_header));
+    if (!offered && self->base != NULL) /* never used again: claimable, its generation kept */
+        ((shm_header *)(self->base + (size_t)slot * self->slot_len))->magic = 0;
     else
         self->lost |= 1ULL << slot;
     self->claimed &= ~(1ULL << slot);

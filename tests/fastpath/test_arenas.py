@@ -9,6 +9,8 @@
 - A client naming a slot its server already uses, or offering one arena with other
   sizes, is refused, and accept() does not notice.
 - A fork()ed child makes an arena of its own; its parent goes on with its own.
+- A socket object whose fd was closed everywhere behind its back, and whose slot
+  went to another connection, is reset and takes nothing from it.
 """
 
 from __future__ import annotations
@@ -220,3 +222,49 @@ def test_a_forked_child_makes_its_own_arena(make_server: Callable[..., loopfast.
         proc.join(TIMEOUT)
     assert len(childs) == 1 and set(childs) != first
     assert arena_of_a_connection() - set(childs) == first  # the parent's goes on
+
+
+_kept: list[socket.socket] = []  # handed to the child by fork alone
+
+
+def _stale_holder(pipe: Connection) -> None:
+    cli, acc = _kept
+    os.close(cli.fileno())  # behind the socket objects' backs: r is gone from this process
+    os.close(acc.fileno())
+    pipe.send("closed")
+    assert pipe.poll(TIMEOUT) and pipe.recv() == "go"  # the slot carries another connection
+    try:
+        cli.recv(10)
+    except ConnectionResetError as exc:
+        pipe.send(str(exc))
+    else:
+        pipe.send("recv returned")
+
+
+@pytest.mark.timeout(30)
+def test_a_socket_whose_slot_went_to_another_connection_is_reset(
+        make_server: Callable[..., loopfast.socket]) -> None:
+    srv = make_server()
+    cli = loopfast.create_connection(srv.getsockname(), timeout=TIMEOUT, fast_path=True)
+    acc = srv.accept()[0]
+    cli.settimeout(TIMEOUT)
+    _kept[:] = [cli, acc]
+    before = set(_ring_mappings())
+    with child(_stale_holder) as (proc, pipe):
+        assert receive(pipe) == "closed"
+        cli.close()  # the last copies of both r: the slot is free on both sides
+        acc.close()
+        _kept.clear()
+        with loopfast.create_connection(srv.getsockname(), timeout=TIMEOUT,
+                                        fast_path=True) as again:
+            acc2 = srv.accept()[0]
+            with acc2:
+                assert set(_ring_mappings()) == before  # the same arena
+                again.sendall(b"mine")
+                pipe.send("go")
+                said = receive(pipe)
+                assert recv_exactly(acc2, 4) == b"mine"  # the stale holder took nothing
+                acc2.sendall(b"yours")
+                assert recv_exactly(again, 5) == b"yours"
+        proc.join(TIMEOUT)
+    assert "handed to another one" in said
