@@ -1258,6 +1258,37 @@ static int check_fd_is_stream(int fd) {
     return 0;
 }
 
+/* 0 when both ring sizes are powers of two in [MIN_RING, MAX_RING]; else -1
+ * with OSError(EINVAL) set. */
+static int check_ring_sizes(unsigned long long c2s, unsigned long long s2c) {
+    for (int i = 0; i < 2; i++) {
+        unsigned long long size = i ? s2c : c2s;
+        if (size < MIN_RING || size > MAX_RING || (size & (size - 1))) {
+            raise_errno(EINVAL, "ring sizes must be powers of two between 4 KiB and 64 MiB");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* 0 when memfd is sealed against shrink and grow and is len bytes long; else
+ * -1 with OSError(EINVAL) set. trusted: this process made it so (no syscall). */
+static int check_memfd(int memfd, size_t len, int trusted) {
+    if (trusted)
+        return 0;
+    int seals = fcntl(memfd, F_GET_SEALS);
+    if (seals < 0 || (seals & REQUIRED_SEALS) != REQUIRED_SEALS) {
+        raise_errno(EINVAL, "the shared memory is not a sealed memfd");
+        return -1;
+    }
+    struct stat st;
+    if (fstat(memfd, &st) < 0 || (size_t)st.st_size != len) {
+        raise_errno(EINVAL, "the shared memory has the wrong size");
+        return -1;
+    }
+    return 0;
+}
+
 PyDoc_STRVAR(Channel_doc,
 "Channel(memfd, c2s_size, s2c_size, server, own_r, own_w, peer_w, trusted=False, slot=0, /)\n"
 "--\n\n"
@@ -1309,13 +1340,8 @@ static int Channel_init(Channel *self, PyObject *args, PyObject *kwds) {
         }
         memfd = (int)fd;
     }
-    for (int i = 0; i < 2; i++) {
-        unsigned long long s = i ? s2c : c2s;
-        if (s < MIN_RING || s > MAX_RING || (s & (s - 1))) {
-            raise_errno(EINVAL, "ring sizes must be powers of two between 4 KiB and 64 MiB");
-            return -1;
-        }
-    }
+    if (check_ring_sizes(c2s, s2c) < 0)
+        return -1;
     size_t len = HEADER_SIZE + (size_t)c2s + (size_t)s2c;
     if (arena != NULL) {
         /* The arena was checked when it was mapped; a slot is one connection's
@@ -1330,19 +1356,10 @@ static int Channel_init(Channel *self, PyObject *args, PyObject *kwds) {
             raise_errno(EINVAL, "the arena slot named is out of range or in use");
             return -1;
         }
-    } else {
+    } else if (check_memfd(memfd, len, trusted) < 0) {
         /* trusted: every fd was made by this process (create_memfd, socketpair)
          * for these sizes, as the client's are; a server checks what it was sent. */
-        int seals = trusted ? REQUIRED_SEALS : fcntl(memfd, F_GET_SEALS);
-        if (seals < 0 || (seals & REQUIRED_SEALS) != REQUIRED_SEALS) {
-            raise_errno(EINVAL, "the shared memory is not a sealed memfd");
-            return -1;
-        }
-        struct stat st;
-        if (!trusted && (fstat(memfd, &st) < 0 || (size_t)st.st_size != len)) {
-            raise_errno(EINVAL, "the shared memory has the wrong size");
-            return -1;
-        }
+        return -1;
     }
     if (!trusted && (check_fd_is_stream(own_r) < 0 || check_fd_is_stream(own_w) < 0 ||
                      (peer_w >= 0 && check_fd_is_stream(peer_w) < 0))) {
@@ -2574,28 +2591,15 @@ static int Arena_init(Arena *self, PyObject *args, PyObject *kwds) {
         PyErr_SetString(PyExc_RuntimeError, "Arena is already initialised");
         return -1;
     }
-    for (int i = 0; i < 2; i++) {
-        unsigned long long size = i ? s2c : c2s;
-        if (size < MIN_RING || size > MAX_RING || (size & (size - 1))) {
-            raise_errno(EINVAL, "ring sizes must be powers of two between 4 KiB and 64 MiB");
-            return -1;
-        }
-    }
+    if (check_ring_sizes(c2s, s2c) < 0)
+        return -1;
     if (slots < 1 || slots > MAX_SLOTS) {
         raise_errno(EINVAL, "an arena holds 1 to 64 slots");
         return -1;
     }
     size_t slot_len = HEADER_SIZE + (size_t)c2s + (size_t)s2c, len = slot_len * slots;
-    int seals = trusted ? REQUIRED_SEALS : fcntl(memfd, F_GET_SEALS);
-    if (seals < 0 || (seals & REQUIRED_SEALS) != REQUIRED_SEALS) {
-        raise_errno(EINVAL, "the shared memory is not a sealed memfd");
+    if (check_memfd(memfd, len, trusted) < 0)
         return -1;
-    }
-    struct stat st;
-    if (!trusted && (fstat(memfd, &st) < 0 || (size_t)st.st_size != len)) {
-        raise_errno(EINVAL, "the shared memory has the wrong size");
-        return -1;
-    }
     void *base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
     if (base == MAP_FAILED) {
         PyErr_SetFromErrno(PyExc_OSError);
@@ -2726,11 +2730,8 @@ static PyObject *create_memfd(PyObject *module, PyObject *args) {
         return NULL;
     if (slots < 1 || slots > MAX_SLOTS)
         return raise_errno(EINVAL, "an arena holds 1 to 64 slots");
-    for (int i = 0; i < 2; i++) {
-        unsigned long long s = i ? s2c : c2s;
-        if (s < MIN_RING || s > MAX_RING || (s & (s - 1)))
-            return raise_errno(EINVAL, "ring sizes must be powers of two between 4 KiB and 64 MiB");
-    }
+    if (check_ring_sizes(c2s, s2c) < 0)
+        return NULL;
     size_t len = (HEADER_SIZE + (size_t)c2s + (size_t)s2c) * slots;
     int fd = memfd_create("loopfast-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0)
