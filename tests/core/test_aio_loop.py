@@ -366,12 +366,14 @@ def test_an_idle_loop_with_100_ring_connections_costs_no_cpu(kind: str) -> None:
         assert await _from(pipe) == "connected"
         tick()
         await asyncio.sleep(0.5)  # the budget shrinks to nothing
-        cpu = _cpu()
-        await asyncio.sleep(3.0)
-        cpu = _cpu() - cpu
+        shares = []
+        for _ in range(3):  # the quietest second: other work on the machine only adds
+            cpu = _cpu()
+            await asyncio.sleep(1.0)
+            shares.append(_cpu() - cpu)
         pipe.send("done")
         await server.close()
-        return cpu / 3.0
+        return min(shares)
 
     with child(_holder, 100) as (_proc, pipe):
         share = _run(kind, lambda: main(pipe))
