@@ -20,8 +20,9 @@ import socket as _stdsocket
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import compat
 from .._core import ringcore
@@ -32,6 +33,8 @@ from .connection import Connection, Inherited
 
 if TYPE_CHECKING:  # the stub's types; at run time the C core comes from ringcore
     from .._ring import Channel
+
+_T = TypeVar("_T")
 
 DEFAULT_RING = 128 * 1024
 AUTOTUNE_RING_MAX = 4 << 20  # about what loopback TCP holds in flight here once autotuned
@@ -299,6 +302,18 @@ def drop_pooled() -> None:
     arenas.drop_client_arenas()
 
 
+def _at_fd_limit_again(make: Callable[[], _T]) -> _T:
+    """``make()``; at the fd limit (EMFILE, ENFILE), once more after ``drop_pooled()``: the
+    fds held ahead of need are better spent on this connection."""
+    try:
+        return make()
+    except OSError as exc:
+        if exc.errno not in (errno.EMFILE, errno.ENFILE):
+            raise
+    drop_pooled()
+    return make()
+
+
 class RingOffer:
     """What a client creates before its hello: a slot for the rings and its wake-up pair.
 
@@ -322,25 +337,10 @@ class RingOffer:
         self.sizes = (c2s, s2c)
         self.offered = False  # the hello naming the slot went (the connector says so)
         _core()
+        self._arena, self.slot = _at_fd_limit_again(lambda: arenas.claim(
+            destination, self.sizes, (c2s_window, s2c_window)))
         try:
-            self._arena, self.slot = arenas.claim(destination, self.sizes,
-                                                  (c2s_window, s2c_window))
-        except OSError as exc:
-            if exc.errno not in (errno.EMFILE, errno.ENFILE):
-                raise
-            drop_pooled()  # the pool's fds are better spent on this connection
-            self._arena, self.slot = arenas.claim(destination, self.sizes,
-                                                  (c2s_window, s2c_window))
-        try:
-            parts = _pool.take()
-            if parts is None:
-                try:
-                    parts = _Parts()
-                except OSError as exc:
-                    if exc.errno not in (errno.EMFILE, errno.ENFILE):
-                        raise
-                    drop_pooled()
-                    parts = _Parts()
+            parts = _pool.take() or _at_fd_limit_again(_Parts)
         except BaseException:
             self._give_up_slot()
             raise
